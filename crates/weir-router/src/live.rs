@@ -1,0 +1,419 @@
+//! The live table: one [`RouteTable`] behind an `ArcSwap`, read lock-free by every request and
+//! replaced whole by writers, each write through the same validator.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, Guard};
+
+use crate::finding::{Code, Finding, Findings, Location};
+use crate::guard::{GuardOptions, check_weights, validate};
+use crate::source::ConfigSource;
+use crate::table::{RouteTable, Rule, VirtualService};
+
+/// A change of one rule's weights (admin `PUT /weights`, the canary controller).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WeightChange {
+    /// The VirtualService: `name`, `namespace/name`, or one of its hosts.
+    pub virtual_service: String,
+    /// The rule by name or index; `None` = the first rule that splits between destinations.
+    pub rule: Option<String>,
+    /// New weights by subset name. Destinations not named keep their weight.
+    pub weights: BTreeMap<String, u32>,
+    /// Skip the direction and step guards. Must be explicit.
+    pub force: bool,
+    /// Declares a promotion in progress: the canary may get the majority.
+    pub promotion: bool,
+    /// Who asks, for findings' locations and logs (e.g. `admin API`, `weir canary`).
+    pub origin: String,
+}
+
+/// A published change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The generation now in force.
+    pub generation: u64,
+    /// Warnings about the change.
+    pub findings: Findings,
+}
+
+/// A refused change: the running table is unchanged.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("change refused:\n{findings}")]
+pub struct Refused {
+    /// Why, errors first.
+    pub findings: Findings,
+}
+
+impl Refused {
+    fn one(code: Code, origin: &str, path: &str, message: String) -> Self {
+        Refused {
+            findings: Findings(vec![Finding::error(code, Location::origin(origin, path), message)]),
+        }
+    }
+}
+
+struct Writer {
+    generation: u64,
+    /// `namespace/name` of VirtualServices whose canaries are held at 0%.
+    latched: BTreeSet<String>,
+}
+
+/// The table in force. Readers call [`load`](LiveTable::load) (one atomic load, never blocks);
+/// writers build a new table off to the side, validate it against the current one, and publish
+/// it with one store, so a reader sees the old table or the new one, never a mix.
+pub struct LiveTable {
+    current: ArcSwap<RouteTable>,
+    writer: Mutex<Writer>,
+}
+
+impl std::fmt::Debug for LiveTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveTable")
+            .field("generation", &self.generation())
+            .finish()
+    }
+}
+
+impl LiveTable {
+    /// Starts serving a table (generation 1). The table should have passed [`validate`].
+    pub fn new(mut table: RouteTable) -> Self {
+        table.generation = 1;
+        LiveTable {
+            current: ArcSwap::from_pointee(table),
+            writer: Mutex::new(Writer {
+                generation: 1,
+                latched: BTreeSet::new(),
+            }),
+        }
+    }
+
+    /// Validates sources and starts serving them; refuses them on any error finding.
+    pub fn from_sources(sources: &[ConfigSource]) -> Result<(Self, Findings), Refused> {
+        let compiled = validate(sources, None, GuardOptions::default());
+        match compiled.table {
+            Some(table) if !compiled.findings.has_errors() => Ok((LiveTable::new(table), compiled.findings)),
+            _ => Err(Refused {
+                findings: compiled.findings,
+            }),
+        }
+    }
+
+    /// The table in force: one atomic load. Keep the guard for the whole request so that the
+    /// request is routed, forwarded and counted under one generation.
+    #[inline]
+    pub fn load(&self) -> Guard<Arc<RouteTable>> {
+        self.current.load()
+    }
+
+    /// The table in force as an owned `Arc`.
+    pub fn load_full(&self) -> Arc<RouteTable> {
+        self.current.load_full()
+    }
+
+    /// The generation in force.
+    pub fn generation(&self) -> u64 {
+        self.current.load().generation
+    }
+
+    /// Whether a rollback latch holds a VirtualService's canaries at 0%.
+    pub fn is_latched(&self, virtual_service: &str) -> bool {
+        let table = self.load();
+        let Some(vs) = table.virtual_service(virtual_service) else {
+            return false;
+        };
+        self.lock().latched.contains(&vs.key())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish(&self, w: &mut Writer, mut table: RouteTable) -> u64 {
+        w.generation += 1;
+        table.generation = w.generation;
+        self.current.store(Arc::new(table));
+        w.generation
+    }
+
+    /// Replaces the whole config (a file reload, `POST /reload`). The new config is validated,
+    /// including the step guard against the table in force; on any error the running table
+    /// stays. Rollback latches survive: a latched VirtualService keeps its canaries at 0%.
+    pub fn replace(&self, sources: &[ConfigSource], options: GuardOptions) -> Result<Applied, Refused> {
+        let mut w = self.lock();
+        let current = self.current.load_full();
+        let compiled = validate(sources, Some(&current), options);
+        let table = match compiled.table {
+            Some(t) if !compiled.findings.has_errors() => t,
+            _ => {
+                return Err(Refused {
+                    findings: compiled.findings,
+                });
+            }
+        };
+        let table = apply_latches(table, &w.latched);
+        let generation = self.publish(&mut w, table);
+        Ok(Applied {
+            generation,
+            findings: compiled.findings,
+        })
+    }
+
+    /// Changes one rule's weights through the same guards as a file.
+    pub fn set_weights(&self, change: &WeightChange) -> Result<Applied, Refused> {
+        let origin = if change.origin.is_empty() { "weight change" } else { change.origin.as_str() };
+        let mut w = self.lock();
+        let current = self.current.load_full();
+        let mut next = (*current).clone();
+        let vs_index = next.virtual_service_index(&change.virtual_service).ok_or_else(|| {
+            Refused::one(
+                Code::InvalidValue,
+                origin,
+                "virtual_service",
+                format!("no VirtualService named {:?}", change.virtual_service),
+            )
+        })?;
+        let vs = &mut next.virtual_services[vs_index];
+        let rule_index = match &change.rule {
+            Some(r) => vs.rule(r).map(|r| r.index),
+            None => vs.split_rule().map(|r| r.index),
+        }
+        .ok_or_else(|| {
+            Refused::one(
+                Code::InvalidValue,
+                origin,
+                "rule",
+                format!(
+                    "VirtualService {} has no rule {:?}",
+                    vs.name,
+                    change.rule.as_deref().unwrap_or("")
+                ),
+            )
+        })?;
+        let latched = w.latched.contains(&vs.key());
+        let vs_name = vs.name.clone();
+        let is_canary: Vec<bool> = vs.rules[rule_index]
+            .destinations
+            .iter()
+            .map(|d| vs.is_canary(d.subset.as_deref()))
+            .collect();
+        let rule = &mut vs.rules[rule_index];
+        for (subset, weight) in &change.weights {
+            let mut found = false;
+            for (d, canary) in rule.destinations.iter_mut().zip(&is_canary) {
+                if d.subset.as_deref() == Some(subset.as_str()) {
+                    if latched && *canary && *weight > 0 {
+                        return Err(Refused::one(
+                            Code::RollbackLatched,
+                            origin,
+                            "weights",
+                            format!(
+                                "VirtualService {vs_name} was rolled back: its canary {subset} stays at 0% until the rollback is released (DELETE /rollback)"
+                            ),
+                        ));
+                    }
+                    d.weight = *weight;
+                    d.location = Location::origin(
+                        origin,
+                        format!("{vs_name} rule {rule_index} {subset} weight"),
+                    );
+                    found = true;
+                }
+            }
+            if !found {
+                let known: Vec<&str> = rule.destinations.iter().filter_map(|d| d.subset.as_deref()).collect();
+                return Err(Refused::one(
+                    Code::UndefinedSubset,
+                    origin,
+                    "weights",
+                    format!(
+                        "{} of VirtualService {vs_name} has no destination with subset {subset:?}; its subsets are {}",
+                        rule.label(),
+                        known.join(", ")
+                    ),
+                ));
+            }
+        }
+        recompute_total(rule);
+        let options = GuardOptions {
+            force: change.force,
+            promotion: change.promotion,
+        };
+        let findings = check_weights(Some(&current), &next, options);
+        if findings.has_errors() {
+            return Err(Refused { findings });
+        }
+        let generation = self.publish(&mut w, next);
+        Ok(Applied { generation, findings })
+    }
+
+    /// Puts every canary subset of a VirtualService (or of all, with `None`) at 0% in one swap
+    /// and latches: later reloads and weight changes cannot give the canary traffic until
+    /// [`release`](LiveTable::release).
+    pub fn rollback(&self, virtual_service: Option<&str>) -> Result<Applied, Refused> {
+        let mut w = self.lock();
+        let current = self.current.load_full();
+        let keys = target_keys(&current, virtual_service)?;
+        w.latched.extend(keys);
+        let next = apply_latches((*current).clone(), &w.latched);
+        let generation = self.publish(&mut w, next);
+        Ok(Applied {
+            generation,
+            findings: Findings::default(),
+        })
+    }
+
+    /// Releases a rollback latch. The weights stay as they are (canaries at 0%); later changes
+    /// may raise them again.
+    pub fn release(&self, virtual_service: Option<&str>) -> Result<Applied, Refused> {
+        let mut w = self.lock();
+        let current = self.current.load_full();
+        for key in target_keys(&current, virtual_service)? {
+            w.latched.remove(&key);
+        }
+        Ok(Applied {
+            generation: w.generation,
+            findings: Findings::default(),
+        })
+    }
+
+    /// Promotes a subset: every weighted rule of the VirtualService sends 100% to it, and it
+    /// becomes the stable subset. Rules that route by request (a dark launch) are left as they
+    /// are. Releases any latch on the VirtualService.
+    pub fn promote(&self, virtual_service: &str, subset: &str) -> Result<Applied, Refused> {
+        let mut w = self.lock();
+        let current = self.current.load_full();
+        let mut next = (*current).clone();
+        let vs_index = next.virtual_service_index(virtual_service).ok_or_else(|| {
+            Refused::one(
+                Code::InvalidValue,
+                "promote",
+                "virtual_service",
+                format!("no VirtualService named {virtual_service:?}"),
+            )
+        })?;
+        let vs = &mut next.virtual_services[vs_index];
+        let has_subset = vs
+            .rules
+            .iter()
+            .flat_map(|r| &r.destinations)
+            .any(|d| d.subset.as_deref() == Some(subset));
+        if !has_subset {
+            return Err(Refused::one(
+                Code::UndefinedSubset,
+                "promote",
+                "subset",
+                format!("VirtualService {} routes to no subset {subset:?}", vs.name),
+            ));
+        }
+        let clusters = &next.clusters;
+        for rule in vs.rules.iter_mut().filter(|r| r.is_weighted()) {
+            if let Some(pos) = rule.destinations.iter().position(|d| d.subset.as_deref() == Some(subset)) {
+                let mut d = rule.destinations.swap_remove(pos);
+                d.weight = 100;
+                rule.destinations = vec![d];
+            } else if let Some(d) = rule.destinations.first_mut() {
+                let host = d.host.clone();
+                if let Some(c) = clusters
+                    .iter()
+                    .position(|c| c.host == host && c.subset.as_deref() == Some(subset))
+                {
+                    d.subset = Some(subset.to_string());
+                    d.cluster = c;
+                    d.weight = 100;
+                    rule.destinations.truncate(1);
+                }
+            }
+            recompute_total(rule);
+        }
+        vs.stable_subset = Some(subset.to_string());
+        w.latched.remove(&vs.key());
+        let findings = check_weights(
+            Some(&current),
+            &next,
+            GuardOptions {
+                force: true,
+                promotion: true,
+            },
+        );
+        if findings.has_errors() {
+            return Err(Refused { findings });
+        }
+        let generation = self.publish(&mut w, next);
+        Ok(Applied { generation, findings })
+    }
+}
+
+fn target_keys(table: &RouteTable, virtual_service: Option<&str>) -> Result<Vec<String>, Refused> {
+    match virtual_service {
+        None => Ok(table.virtual_services().iter().map(VirtualService::key).collect()),
+        Some(name) => table.virtual_service(name).map(|vs| vec![vs.key()]).ok_or_else(|| {
+            Refused::one(
+                Code::InvalidValue,
+                "rollback",
+                "virtual_service",
+                format!("no VirtualService named {name:?}"),
+            )
+        }),
+    }
+}
+
+fn recompute_total(rule: &mut Rule) {
+    rule.total_weight = rule.destinations.iter().map(|d| u64::from(d.weight)).sum();
+}
+
+/// Moves every canary's weight to the stable subset in latched VirtualServices. A rule that
+/// routes only to a canary (a dark launch) is pointed at the stable subset instead.
+fn apply_latches(mut table: RouteTable, latched: &BTreeSet<String>) -> RouteTable {
+    if latched.is_empty() {
+        return table;
+    }
+    let clusters = &table.clusters;
+    for vs in table.virtual_services.iter_mut() {
+        if !latched.contains(&vs.key()) {
+            continue;
+        }
+        let Some(stable) = vs.stable_subset.clone() else {
+            continue;
+        };
+        for rule in vs.rules.iter_mut() {
+            let canary_weight: u32 = rule
+                .destinations
+                .iter()
+                .filter(|d| d.subset.as_deref().is_some_and(|s| s != stable))
+                .map(|d| d.weight)
+                .sum();
+            let has_canary = rule
+                .destinations
+                .iter()
+                .any(|d| d.subset.as_deref().is_some_and(|s| s != stable));
+            if !has_canary {
+                continue;
+            }
+            if let Some(s) = rule.destinations.iter_mut().find(|d| d.subset.as_deref() == Some(stable.as_str())) {
+                s.weight += canary_weight;
+            } else if let Some(d) = rule.destinations.first_mut() {
+                let host = d.host.clone();
+                match clusters
+                    .iter()
+                    .position(|c| c.host == host && c.subset.as_deref() == Some(stable.as_str()))
+                {
+                    Some(c) => {
+                        // Retarget the first canary destination at the stable cluster.
+                        d.subset = Some(stable.clone());
+                        d.cluster = c;
+                        d.weight = canary_weight.max(1);
+                    }
+                    None => continue,
+                }
+            }
+            for d in rule.destinations.iter_mut() {
+                if d.subset.as_deref().is_some_and(|s| s != stable) {
+                    d.weight = 0;
+                }
+            }
+            recompute_total(rule);
+        }
+    }
+    table
+}

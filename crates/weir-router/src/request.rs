@@ -1,0 +1,59 @@
+//! The parts of a request that routing reads, borrowed from whatever HTTP types the caller has.
+
+use http::{HeaderMap, Method, Uri};
+
+/// A borrowed view of a request head: method, URI and headers.
+///
+/// Build it from an [`http::Request`] with [`RequestHead::of`], or from parts with
+/// [`RequestHead::new`]. Nothing is copied.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestHead<'a> {
+    /// The request method.
+    pub method: &'a Method,
+    /// The request target: origin-form (`/path?q`) for HTTP/1.1, absolute for HTTP/2.
+    pub uri: &'a Uri,
+    /// The request headers.
+    pub headers: &'a HeaderMap,
+}
+
+impl<'a> RequestHead<'a> {
+    /// A view over the given parts.
+    pub fn new(method: &'a Method, uri: &'a Uri, headers: &'a HeaderMap) -> Self {
+        RequestHead {
+            method,
+            uri,
+            headers,
+        }
+    }
+
+    /// A view over a request's head.
+    pub fn of<B>(req: &'a http::Request<B>) -> Self {
+        RequestHead::new(req.method(), req.uri(), req.headers())
+    }
+
+    /// The authority: the URI's (HTTP/2 `:authority`) or else the `Host` header.
+    pub fn authority(&self) -> Option<&'a str> {
+        match self.uri.authority() {
+            Some(a) => Some(a.as_str()),
+            None => self
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok()),
+        }
+    }
+
+    /// The scheme; `http` when the request does not carry one (HTTP/1.1 origin-form).
+    pub fn scheme(&self) -> &'a str {
+        self.uri.scheme_str().unwrap_or("http")
+    }
+
+    /// The path without the query string.
+    pub fn path(&self) -> &'a str {
+        self.uri.path()
+    }
+
+    /// The raw query string, if any.
+    pub fn query(&self) -> Option<&'a str> {
+        self.uri.query()
+    }
+}

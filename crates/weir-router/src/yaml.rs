@@ -1,0 +1,412 @@
+//! The one module that knows the YAML library.
+//!
+//! Values are read with `serde_yaml`; positions come from `yaml-rust2`'s event parser, which
+//! reports a line and column for every key and item. A field path such as
+//! `spec.http[1].route[0].weight` is the bridge between the two: serde tells us which path is
+//! wrong or ignored, the position map tells us where that path is in the file.
+//!
+//! Swapping the YAML library means rewriting this file and nothing else.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::Marker;
+
+use crate::finding::{Code, Finding, Location};
+
+/// One YAML document (or one item of a `kind: List`) with the means to locate its fields.
+#[derive(Clone, Debug)]
+pub struct Document {
+    value: serde_yaml::Value,
+    file: Arc<str>,
+    /// Path prefix of this node inside its document: empty, or `items[3]` for a List item.
+    prefix: String,
+    positions: Arc<Positions>,
+    /// Where the document itself starts.
+    start: (u32, u32),
+}
+
+/// Field path -> (line, column), 1-based, for one document.
+#[derive(Debug, Default)]
+struct Positions(HashMap<String, (u32, u32)>);
+
+/// Parses a YAML stream into its documents. Empty documents are skipped.
+///
+/// A syntax error is one `YamlSyntax` finding with the file, line and column.
+pub fn parse_stream(file: &Arc<str>, text: &str) -> Result<Vec<Document>, Finding> {
+    let mut values = Vec::new();
+    for de in serde_yaml::Deserializer::from_str(text) {
+        match <serde_yaml::Value as serde::Deserialize>::deserialize(de) {
+            Ok(v) => values.push(v),
+            Err(e) => return Err(syntax_finding(file, &e)),
+        }
+    }
+    let positions = locate_stream(text);
+    let aligned = positions.len() == values.len();
+    let mut docs = Vec::new();
+    for (i, value) in values.into_iter().enumerate() {
+        if value.is_null() {
+            continue;
+        }
+        let (positions, start) = if aligned {
+            let (p, s) = &positions[i];
+            (Arc::new(Positions(p.clone())), *s)
+        } else {
+            (Arc::new(Positions::default()), (0, 0))
+        };
+        docs.push(Document {
+            value,
+            file: file.clone(),
+            prefix: String::new(),
+            positions,
+            start,
+        });
+    }
+    Ok(docs)
+}
+
+/// Deserializes a whole single-document YAML text into `T`, for files that are not Istio
+/// resources (a canary spec, for one). Errors carry the file, line and column.
+pub fn from_str<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Finding> {
+    let file: Arc<str> = file.into();
+    let docs = parse_stream(&file, text)?;
+    match docs.len() {
+        1 => docs[0].deserialize(&mut |_| {}),
+        0 => Err(Finding::error(
+            Code::YamlSyntax,
+            Location::origin(file, ""),
+            "the file holds no YAML document",
+        )),
+        n => Err(Finding::error(
+            Code::YamlSyntax,
+            docs[1].location(""),
+            format!("expected one YAML document, found {n}: split the file or remove the extra `---`"),
+        )),
+    }
+}
+
+fn syntax_finding(file: &Arc<str>, e: &serde_yaml::Error) -> Finding {
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line() as u32, l.column() as u32))
+        .unwrap_or((0, 0));
+    Finding::error(
+        Code::YamlSyntax,
+        Location {
+            file: file.clone(),
+            line,
+            column,
+            path: String::new(),
+        },
+        format!("{e}: fix the YAML syntax at this position"),
+    )
+}
+
+impl Document {
+    /// A top-level string field such as `kind` or `apiVersion`.
+    pub fn str_field(&self, key: &str) -> Option<&str> {
+        self.value.get(key).and_then(|v| v.as_str())
+    }
+
+    /// A string inside a mapping field, such as `metadata.name`.
+    pub fn nested_str(&self, outer: &str, key: &str) -> Option<&str> {
+        self.value
+            .get(outer)
+            .and_then(|m| m.get(key))
+            .and_then(|v| v.as_str())
+    }
+
+    /// The items of a `kind: List` document, each locatable in the same file.
+    pub fn list_items(&self) -> Vec<Document> {
+        let Some(items) = self.value.get("items").and_then(|v| v.as_sequence()) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let prefix = join(&self.prefix, &format!("items[{i}]"));
+                let start = self.positions.get(&prefix).unwrap_or(self.start);
+                Document {
+                    value: v.clone(),
+                    file: self.file.clone(),
+                    prefix,
+                    positions: self.positions.clone(),
+                    start,
+                }
+            })
+            .collect()
+    }
+
+    /// The location of a field path relative to this document (`""` = the document itself).
+    ///
+    /// A path with no recorded position falls back to its nearest recorded parent.
+    pub fn location(&self, path: &str) -> Location {
+        let full = join(&self.prefix, path);
+        let mut probe = full.as_str();
+        let (line, column) = loop {
+            if let Some(p) = self.positions.get(probe) {
+                break p;
+            }
+            match parent(probe) {
+                Some(up) if !up.is_empty() => probe = up,
+                _ => break self.start,
+            }
+        };
+        Location {
+            file: self.file.clone(),
+            line,
+            column,
+            path: path.to_string(),
+        }
+    }
+
+    /// The file this document came from.
+    pub fn file(&self) -> &Arc<str> {
+        &self.file
+    }
+
+    /// Deserializes this document into `T`. Every field present in the YAML that `T` does not
+    /// read is passed to `ignored` with its path; a type error is a `YamlSyntax` finding at the
+    /// offending field.
+    pub fn deserialize<T: DeserializeOwned>(
+        &self,
+        ignored: &mut dyn FnMut(String),
+    ) -> Result<T, Finding> {
+        let mut on_ignored = |p: serde_ignored::Path<'_>| ignored(ignored_path(&p));
+        let de = serde_ignored::Deserializer::new(self.value.clone(), &mut on_ignored);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = error_path(e.path());
+            let inner = e.into_inner().to_string();
+            Finding::error(
+                Code::YamlSyntax,
+                self.location(&path),
+                format!("`{path}`: {inner}: fix the field's value or its type"),
+            )
+        })
+    }
+}
+
+impl Positions {
+    fn get(&self, path: &str) -> Option<(u32, u32)> {
+        self.0.get(path).copied()
+    }
+}
+
+fn join(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path.is_empty()) {
+        (true, _) => path.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) if path.starts_with('[') => format!("{prefix}{path}"),
+        (false, false) => format!("{prefix}.{path}"),
+    }
+}
+
+/// `a.b[2].c` -> `a.b[2]` -> `a.b` -> `a` -> ``.
+fn parent(path: &str) -> Option<&str> {
+    if path.is_empty() {
+        return None;
+    }
+    if path.ends_with(']') {
+        return path.rfind('[').map(|i| &path[..i]);
+    }
+    Some(path.rfind('.').map_or("", |i| &path[..i]))
+}
+
+fn push_key(out: &mut String, key: &str) {
+    if !out.is_empty() {
+        out.push('.');
+    }
+    out.push_str(key);
+}
+
+fn error_path(path: &serde_path_to_error::Path) -> String {
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            serde_path_to_error::Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            serde_path_to_error::Segment::Map { key } => push_key(&mut out, key),
+            serde_path_to_error::Segment::Enum { .. } | serde_path_to_error::Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+fn ignored_path(path: &serde_ignored::Path<'_>) -> String {
+    match path {
+        serde_ignored::Path::Root => String::new(),
+        serde_ignored::Path::Seq { parent, index } => format!("{}[{index}]", ignored_path(parent)),
+        serde_ignored::Path::Map { parent, key } => {
+            let mut out = ignored_path(parent);
+            push_key(&mut out, key);
+            out
+        }
+        serde_ignored::Path::Some { parent }
+        | serde_ignored::Path::NewtypeStruct { parent }
+        | serde_ignored::Path::NewtypeVariant { parent } => ignored_path(parent),
+    }
+}
+
+// === position map ===
+
+type DocPositions = (HashMap<String, (u32, u32)>, (u32, u32));
+
+/// Walks the event stream and records the position of every mapping key and sequence item.
+/// On a parse error returns what it has; the caller then falls back to no positions.
+fn locate_stream(text: &str) -> Vec<DocPositions> {
+    let mut walker = Walker::default();
+    let mut parser = Parser::new_from_str(text);
+    if parser.load(&mut walker, true).is_err() {
+        return Vec::new();
+    }
+    walker.docs
+}
+
+enum Frame {
+    /// In a mapping; `key` is the pending key once read.
+    Map { path: String, key: Option<String> },
+    Seq { path: String, next: usize },
+}
+
+#[derive(Default)]
+struct Walker {
+    docs: Vec<DocPositions>,
+    current: HashMap<String, (u32, u32)>,
+    start: (u32, u32),
+    stack: Vec<Frame>,
+}
+
+impl Walker {
+    /// The path of the node that is about to start, and records its position.
+    fn enter(&mut self, mark: Marker) -> Option<String> {
+        let pos = (mark.line() as u32, mark.col() as u32 + 1);
+        match self.stack.last_mut() {
+            None => Some(String::new()),
+            Some(Frame::Seq { path, next }) => {
+                let p = format!("{path}[{next}]");
+                *next += 1;
+                self.current.entry(p.clone()).or_insert(pos);
+                Some(p)
+            }
+            Some(Frame::Map { path, key }) => match key.take() {
+                // A value: its key's position was recorded when the key was read.
+                Some(k) => {
+                    let mut p = path.clone();
+                    push_key(&mut p, &k);
+                    Some(p)
+                }
+                None => None,
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Walker {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        match ev {
+            Event::DocumentStart => {
+                self.current = HashMap::new();
+                self.stack.clear();
+                self.start = (mark.line() as u32, mark.col() as u32 + 1);
+            }
+            Event::DocumentEnd => {
+                let positions = std::mem::take(&mut self.current);
+                self.docs.push((positions, self.start));
+            }
+            Event::Scalar(value, ..) => {
+                if let Some(Frame::Map { path, key: key @ None }) = self.stack.last_mut() {
+                    // A mapping key: record where it stands.
+                    let mut p = path.clone();
+                    push_key(&mut p, &value);
+                    self.current
+                        .entry(p)
+                        .or_insert((mark.line() as u32, mark.col() as u32 + 1));
+                    *key = Some(value);
+                } else {
+                    self.enter(mark);
+                }
+            }
+            Event::Alias(_) => {
+                self.enter(mark);
+            }
+            Event::MappingStart(..) => {
+                let path = self.enter(mark).unwrap_or_default();
+                self.stack.push(Frame::Map { path, key: None });
+            }
+            Event::SequenceStart(..) => {
+                let path = self.enter(mark).unwrap_or_default();
+                self.stack.push(Frame::Seq { path, next: 0 });
+            }
+            Event::MappingEnd | Event::SequenceEnd => {
+                self.stack.pop();
+            }
+            Event::Nothing | Event::StreamStart | Event::StreamEnd => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_of_nested_fields() {
+        let text = "a: 1\nspec:\n  http:\n  - route:\n    - weight: 90\n    - weight: 10\n---\nb: 2\n";
+        let file: Arc<str> = "t.yaml".into();
+        let docs = parse_stream(&file, text).unwrap();
+        assert_eq!(docs.len(), 2);
+        let loc = docs[0].location("spec.http[0].route[1].weight");
+        assert_eq!((loc.line, loc.column), (6, 7));
+        let loc = docs[0].location("spec.http[0].route[0]");
+        assert_eq!((loc.line, loc.column), (5, 7));
+        let loc = docs[1].location("b");
+        assert_eq!((loc.line, loc.column), (8, 1));
+        // Unknown paths fall back to the nearest parent.
+        let loc = docs[0].location("spec.http[0].route[1].destination");
+        assert_eq!(loc.line, 6);
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let file: Arc<str> = "bad.yaml".into();
+        let err = parse_stream(&file, "a: 1\nb: [1, 2\nc: 3\n").unwrap_err();
+        assert_eq!(err.code, Code::YamlSyntax);
+        assert!(err.location.line >= 2, "{err}");
+        assert!(err.location.column > 0, "{err}");
+    }
+
+    #[test]
+    fn type_error_points_at_field() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            spec: S,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct S {
+            weight: i64,
+        }
+        let file: Arc<str> = "t.yaml".into();
+        let docs = parse_stream(&file, "spec:\n  weight: lots\n").unwrap();
+        let err = docs[0].deserialize::<T>(&mut |_| {}).unwrap_err();
+        assert_eq!((err.location.line, err.location.column), (2, 3), "{err}");
+        assert!(err.message.contains("spec.weight"), "{err}");
+    }
+
+    #[test]
+    fn ignored_fields_are_reported() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct T {
+            a: u32,
+        }
+        let file: Arc<str> = "t.yaml".into();
+        let docs = parse_stream(&file, "a: 1\nb:\n  c: 2\n").unwrap();
+        let mut seen = Vec::new();
+        docs[0].deserialize::<T>(&mut |p| seen.push(p)).unwrap();
+        assert_eq!(seen, vec!["b".to_string()]);
+    }
+}
