@@ -166,10 +166,16 @@ struct Compiler<'a> {
     rules: HashMap<String, (LoadBalancer, BTreeMap<String, SubsetDef>)>,
     clusters: Vec<Cluster>,
     cluster_index: HashMap<(String, Option<String>), usize>,
+    /// Set when a condition of the match item being compiled was dropped for an error, so
+    /// that a broken item is not mistaken for a catch-all.
+    dropped_condition: bool,
+    /// Whether the sources had YAML errors (then a missing VirtualService is no news).
+    yaml_errors: bool,
 }
 
 impl<'a> Compiler<'a> {
     fn new(sources: &'a [ConfigSource], findings: &'a mut Vec<Finding>) -> Self {
+        let yaml_errors = findings.iter().any(|f| f.code == Code::YamlSyntax);
         Compiler {
             sources,
             findings,
@@ -177,6 +183,8 @@ impl<'a> Compiler<'a> {
             rules: HashMap::new(),
             clusters: Vec::new(),
             cluster_index: HashMap::new(),
+            dropped_condition: false,
+            yaml_errors,
         }
     }
 
@@ -187,7 +195,7 @@ impl<'a> Compiler<'a> {
         for dr in &res.destination_rules {
             self.destination_rule(dr);
         }
-        if res.virtual_services.is_empty() {
+        if res.virtual_services.is_empty() && !self.yaml_errors {
             let file = self
                 .sources
                 .first()
@@ -631,8 +639,11 @@ impl<'a> Compiler<'a> {
     fn rule(&mut self, index: usize, raw: &RawHttpRoute, doc: &Document, ns: &str, policy: WeightPolicy) -> Rule {
         let base = format!("spec.http[{index}]");
         let mut matches = Vec::new();
+        let mut broken_match = false;
         for (j, m) in raw.matches.iter().enumerate() {
+            self.dropped_condition = false;
             matches.push(self.request_match(m, doc, &format!("{base}.match[{j}]")));
+            broken_match |= self.dropped_condition;
         }
         if raw.route.is_empty() {
             self.findings.push(Finding::error(
@@ -644,6 +655,7 @@ impl<'a> Compiler<'a> {
         let single = raw.route.len() == 1;
         let mut destinations = Vec::new();
         let mut weights_written = Vec::new();
+        let mut unresolved = false;
         for (j, rd) in raw.route.iter().enumerate() {
             let path = format!("{base}.route[{j}]");
             let weight_loc = if rd.weight.is_some() {
@@ -688,6 +700,9 @@ impl<'a> Compiler<'a> {
                 )),
             );
             let headers = self.header_edits(rd.headers.as_ref(), doc, &format!("{path}.headers"));
+            if cluster.is_none() {
+                unresolved = true;
+            }
             if let Some(cluster) = cluster {
                 destinations.push(Destination {
                     host: rd.destination.host.clone(),
@@ -771,6 +786,7 @@ impl<'a> Compiler<'a> {
             headers,
             rewrite,
             location: doc.location(&base),
+            broken: broken_match || unresolved,
         }
     }
 
@@ -793,6 +809,7 @@ impl<'a> Compiler<'a> {
                         loc,
                         format!("{name:?} is not a valid header name"),
                     ));
+                    self.dropped_condition = true;
                     continue;
                 };
                 if let Some(matcher) = self.string_match(raw, doc, &format!("{path}.{field}.{name}")) {
@@ -836,6 +853,7 @@ impl<'a> Compiler<'a> {
                 doc.location(path),
                 "a string match takes one of exact, prefix or regex, not several: keep one",
             ));
+            self.dropped_condition = true;
             return None;
         }
         if let Some(e) = &raw.exact {
@@ -858,6 +876,7 @@ impl<'a> Compiler<'a> {
                         doc.location(&format!("{path}.regex")),
                         format!("regex {r:?} does not compile (RE2 syntax): {}", first_line(&e.to_string())),
                     ));
+                    self.dropped_condition = true;
                     None
                 }
             };
@@ -907,7 +926,7 @@ impl<'a> Compiler<'a> {
             for m in &rule.matches {
                 seen.push((rule.index, m));
             }
-            if rule.is_catch_all() {
+            if rule.is_catch_all() && !rule.broken {
                 catch_all = Some(rule.index);
             }
         }

@@ -39,7 +39,7 @@ pub fn check_weights(previous: Option<&RouteTable>, next: &RouteTable, options: 
                 .iter()
                 .find(|v| v.name == vs.name && v.namespace == vs.namespace)
         });
-        for rule in &vs.rules {
+        for rule in vs.rules.iter().filter(|r| !r.broken) {
             sums(vs, rule, &mut out);
             if options.force || rule.total_weight == 0 || !rule.is_weighted() {
                 continue;

@@ -104,6 +104,9 @@ pub struct Rule {
     pub rewrite: Option<Rewrite>,
     /// Where the rule is.
     pub location: Location,
+    /// A condition or destination was dropped for an error: the guards skip the rule, since
+    /// its weights are not what the file says. Never set in a table that is served.
+    pub(crate) broken: bool,
 }
 
 /// One weighted destination of a rule.
