@@ -362,7 +362,12 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn load_balancer(&mut self, tp: Option<&RawTrafficPolicy>, doc: &Document, path: &str) -> LoadBalancer {
+    fn load_balancer(
+        &mut self,
+        tp: Option<&RawTrafficPolicy>,
+        doc: &Document,
+        path: &str,
+    ) -> LoadBalancer {
         let Some(lb) = tp.and_then(|tp| tp.load_balancer.as_ref()) else {
             return LoadBalancer::LeastRequest;
         };
@@ -466,7 +471,11 @@ impl<'a> Compiler<'a> {
                     .filter(|e| def.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
                     .cloned()
                     .collect();
-                let version = def.labels.get("version").cloned().unwrap_or(name.to_string());
+                let version = def
+                    .labels
+                    .get("version")
+                    .cloned()
+                    .unwrap_or(name.to_string());
                 (eps, def.load_balancer.clone(), Some(version))
             }
         };
@@ -474,7 +483,8 @@ impl<'a> Compiler<'a> {
             let labels = match subset {
                 Some(name) => {
                     let def = &subsets.expect("resolved above")[name];
-                    let l: Vec<String> = def.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let l: Vec<String> =
+                        def.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     format!("subset {name:?} (labels {})", l.join(","))
                 }
                 None => "the host".to_string(),
@@ -485,7 +495,11 @@ impl<'a> Compiler<'a> {
             self.findings.push(if carries_traffic {
                 Finding::error(Code::SubsetWithoutEndpoints, loc, msg)
             } else {
-                Finding::warning(Code::SubsetWithoutEndpoints, loc, msg + " (it gets no traffic now)")
+                Finding::warning(
+                    Code::SubsetWithoutEndpoints,
+                    loc,
+                    msg + " (it gets no traffic now)",
+                )
             });
         }
         let short = host.split('.').next().unwrap_or(host).to_string();
@@ -551,7 +565,9 @@ impl<'a> Compiler<'a> {
         };
         let sticky = ann.get(annotations::STICKY).and_then(|v| {
             let parsed = match v.split_once(':') {
-                Some(("header", name)) => HeaderName::from_str(name.trim()).ok().map(StickyKey::Header),
+                Some(("header", name)) => HeaderName::from_str(name.trim())
+                    .ok()
+                    .map(StickyKey::Header),
                 Some(("cookie", name)) if !name.trim().is_empty() => {
                     Some(StickyKey::Cookie(name.trim().to_string()))
                 }
@@ -584,14 +600,20 @@ impl<'a> Compiler<'a> {
             self.findings.push(Finding::error(
                 Code::InvalidValue,
                 doc.location("spec.hosts"),
-                format!("VirtualService {} has no hosts: list the hosts it serves under spec.hosts", meta.name),
+                format!(
+                    "VirtualService {} has no hosts: list the hosts it serves under spec.hosts",
+                    meta.name
+                ),
             ));
         }
         if spec.http.is_empty() {
             self.findings.push(Finding::error(
                 Code::InvalidValue,
                 doc.location("spec"),
-                format!("VirtualService {} has no http rules: add spec.http", meta.name),
+                format!(
+                    "VirtualService {} has no http rules: add spec.http",
+                    meta.name
+                ),
             ));
         }
         let mut rules = Vec::new();
@@ -636,7 +658,14 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn rule(&mut self, index: usize, raw: &RawHttpRoute, doc: &Document, ns: &str, policy: WeightPolicy) -> Rule {
+    fn rule(
+        &mut self,
+        index: usize,
+        raw: &RawHttpRoute,
+        doc: &Document,
+        ns: &str,
+        policy: WeightPolicy,
+    ) -> Rule {
         let base = format!("spec.http[{index}]");
         let mut matches = Vec::new();
         let mut broken_match = false;
@@ -688,7 +717,11 @@ impl<'a> Compiler<'a> {
                 Some(w) => w as u32,
             };
             weights_written.push(rd.weight);
-            let port = self.port(rd.destination.port.as_ref(), doc, &format!("{path}.destination.port"));
+            let port = self.port(
+                rd.destination.port.as_ref(),
+                doc,
+                &format!("{path}.destination.port"),
+            );
             let cluster = self.cluster(
                 &rd.destination.host,
                 rd.destination.subset.as_deref(),
@@ -696,7 +729,11 @@ impl<'a> Compiler<'a> {
                 weight > 0,
                 doc.location(&format!(
                     "{path}.destination.{}",
-                    if rd.destination.subset.is_some() { "subset" } else { "host" }
+                    if rd.destination.subset.is_some() {
+                        "subset"
+                    } else {
+                        "host"
+                    }
                 )),
             );
             let headers = self.header_edits(rd.headers.as_ref(), doc, &format!("{path}.headers"));
@@ -715,7 +752,10 @@ impl<'a> Compiler<'a> {
                 });
             }
         }
-        if raw.route.len() > 1 && weights_written.iter().all(Option::is_none) && policy == WeightPolicy::Strict {
+        if raw.route.len() > 1
+            && weights_written.iter().all(Option::is_none)
+            && policy == WeightPolicy::Strict
+        {
             // Reported by the weight guard as a sum of 0; say why here too.
             self.findings.push(Finding::warning(
                 Code::InvalidValue,
@@ -728,27 +768,50 @@ impl<'a> Compiler<'a> {
         let mut mirrors = Vec::new();
         if let Some(m) = &raw.mirror {
             let per_million = match (&raw.mirror_percentage, raw.mirror_percent) {
-                (Some(p), _) => self.percentage(p.value, doc, &format!("{base}.mirrorPercentage.value")),
-                (None, Some(p)) => self.percentage(f64::from(p), doc, &format!("{base}.mirrorPercent")),
+                (Some(p), _) => {
+                    self.percentage(p.value, doc, &format!("{base}.mirrorPercentage.value"))
+                }
+                (None, Some(p)) => {
+                    self.percentage(f64::from(p), doc, &format!("{base}.mirrorPercent"))
+                }
                 (None, None) => 1_000_000,
             };
             let loc = doc.location(&format!("{base}.mirror"));
             if let Some(c) = self.cluster(&m.host, m.subset.as_deref(), ns, false, loc) {
-                mirrors.push(Mirror { cluster: c, per_million });
+                mirrors.push(Mirror {
+                    cluster: c,
+                    per_million,
+                });
             }
         }
         for (j, mp) in raw.mirrors.iter().enumerate() {
             let per_million = match &mp.percentage {
-                Some(p) => self.percentage(p.value, doc, &format!("{base}.mirrors[{j}].percentage.value")),
+                Some(p) => self.percentage(
+                    p.value,
+                    doc,
+                    &format!("{base}.mirrors[{j}].percentage.value"),
+                ),
                 None => 1_000_000,
             };
             let loc = doc.location(&format!("{base}.mirrors[{j}].destination"));
-            if let Some(c) = self.cluster(&mp.destination.host, mp.destination.subset.as_deref(), ns, false, loc) {
-                mirrors.push(Mirror { cluster: c, per_million });
+            if let Some(c) = self.cluster(
+                &mp.destination.host,
+                mp.destination.subset.as_deref(),
+                ns,
+                false,
+                loc,
+            ) {
+                mirrors.push(Mirror {
+                    cluster: c,
+                    per_million,
+                });
             }
         }
 
-        let fault = raw.fault.as_ref().map(|f| self.fault(f, doc, &format!("{base}.fault")));
+        let fault = raw
+            .fault
+            .as_ref()
+            .map(|f| self.fault(f, doc, &format!("{base}.fault")));
         let timeout = raw
             .timeout
             .as_ref()
@@ -800,7 +863,10 @@ impl<'a> Compiler<'a> {
         let method = sm(&m.method, "method");
         let authority = sm(&m.authority, "authority");
         let mut headers = Vec::new();
-        for (field, map, inverted) in [("headers", &m.headers, false), ("withoutHeaders", &m.without_headers, true)] {
+        for (field, map, inverted) in [
+            ("headers", &m.headers, false),
+            ("withoutHeaders", &m.without_headers, true),
+        ] {
             for (name, raw) in map {
                 let loc = doc.location(&format!("{path}.{field}.{name}"));
                 let Ok(header) = HeaderName::from_str(&name.to_ascii_lowercase()) else {
@@ -812,7 +878,9 @@ impl<'a> Compiler<'a> {
                     self.dropped_condition = true;
                     continue;
                 };
-                if let Some(matcher) = self.string_match(raw, doc, &format!("{path}.{field}.{name}")) {
+                if let Some(matcher) =
+                    self.string_match(raw, doc, &format!("{path}.{field}.{name}"))
+                {
                     headers.push(HeaderCondition {
                         name: header,
                         matcher,
@@ -823,7 +891,9 @@ impl<'a> Compiler<'a> {
         }
         let mut query_params = Vec::new();
         for (name, raw) in &m.query_params {
-            if let Some(matcher) = self.string_match(raw, doc, &format!("{path}.queryParams.{name}")) {
+            if let Some(matcher) =
+                self.string_match(raw, doc, &format!("{path}.queryParams.{name}"))
+            {
                 query_params.push(QueryCondition {
                     name: name.clone(),
                     matcher,
@@ -842,11 +912,20 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn string_match(&mut self, raw: &RawStringMatch, doc: &Document, path: &str) -> Option<StringMatcher> {
-        let set = [raw.exact.is_some(), raw.prefix.is_some(), raw.regex.is_some()]
-            .iter()
-            .filter(|b| **b)
-            .count();
+    fn string_match(
+        &mut self,
+        raw: &RawStringMatch,
+        doc: &Document,
+        path: &str,
+    ) -> Option<StringMatcher> {
+        let set = [
+            raw.exact.is_some(),
+            raw.prefix.is_some(),
+            raw.regex.is_some(),
+        ]
+        .iter()
+        .filter(|b| **b)
+        .count();
         if set > 1 {
             self.findings.push(Finding::error(
                 Code::InvalidValue,
@@ -874,7 +953,10 @@ impl<'a> Compiler<'a> {
                     self.findings.push(Finding::error(
                         Code::InvalidRegex,
                         doc.location(&format!("{path}.regex")),
-                        format!("regex {r:?} does not compile (RE2 syntax): {}", first_line(&e.to_string())),
+                        format!(
+                            "regex {r:?} does not compile (RE2 syntax): {}",
+                            first_line(&e.to_string())
+                        ),
                     ));
                     self.dropped_condition = true;
                     None
@@ -920,7 +1002,10 @@ impl<'a> Compiler<'a> {
                 self.findings.push(Finding::warning(
                     Code::UnreachableRule,
                     loc(),
-                    format!("a match of {} repeats a match of rule {d} and is never used", rule.label()),
+                    format!(
+                        "a match of {} repeats a match of rule {d} and is never used",
+                        rule.label()
+                    ),
                 ));
             }
             for m in &rule.matches {
@@ -964,7 +1049,8 @@ impl<'a> Compiler<'a> {
         match parse_duration(text) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.findings.push(Finding::error(Code::InvalidValue, doc.location(path), e));
+                self.findings
+                    .push(Finding::error(Code::InvalidValue, doc.location(path), e));
                 None
             }
         }
@@ -982,8 +1068,12 @@ impl<'a> Compiler<'a> {
             };
             let dur = self.duration(fixed, doc, &format!("{path}.delay.fixedDelay"))?;
             let share = match (&d.percentage, d.percent) {
-                (Some(p), _) => self.percentage(p.value, doc, &format!("{path}.delay.percentage.value")),
-                (None, Some(p)) => self.percentage(f64::from(p), doc, &format!("{path}.delay.percent")),
+                (Some(p), _) => {
+                    self.percentage(p.value, doc, &format!("{path}.delay.percentage.value"))
+                }
+                (None, Some(p)) => {
+                    self.percentage(f64::from(p), doc, &format!("{path}.delay.percent"))
+                }
                 (None, None) => 1_000_000,
             };
             Some((dur, share))
@@ -997,8 +1087,10 @@ impl<'a> Compiler<'a> {
                 ));
                 return None;
             };
-            let status = u16::try_from(code).ok().and_then(|c| StatusCode::from_u16(c).ok());
-            let Some(status) = status.filter(|s| s.as_u16() >= 200) else {
+            let status = u16::try_from(code)
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok());
+            let Some(status) = status.filter(|s| (200..600).contains(&s.as_u16())) else {
                 self.findings.push(Finding::error(
                     Code::InvalidValue,
                     doc.location(&format!("{path}.abort.httpStatus")),
@@ -1072,7 +1164,12 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    fn header_edits(&mut self, raw: Option<&RawHeaders>, doc: &Document, path: &str) -> HeaderEdits {
+    fn header_edits(
+        &mut self,
+        raw: Option<&RawHeaders>,
+        doc: &Document,
+        path: &str,
+    ) -> HeaderEdits {
         let Some(raw) = raw else {
             return HeaderEdits::default();
         };
@@ -1082,14 +1179,22 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    fn header_ops(&mut self, raw: Option<&RawHeaderOperations>, doc: &Document, path: &str) -> HeaderOps {
+    fn header_ops(
+        &mut self,
+        raw: Option<&RawHeaderOperations>,
+        doc: &Document,
+        path: &str,
+    ) -> HeaderOps {
         let Some(raw) = raw else {
             return HeaderOps::default();
         };
         let mut pairs = |map: &BTreeMap<String, String>, op: &str| {
             let mut out = Vec::new();
             for (k, v) in map {
-                match (HeaderName::from_str(&k.to_ascii_lowercase()), HeaderValue::from_str(v)) {
+                match (
+                    HeaderName::from_str(&k.to_ascii_lowercase()),
+                    HeaderValue::from_str(v),
+                ) {
                     (Ok(n), Ok(v)) => out.push((n, v)),
                     _ => self.findings.push(Finding::error(
                         Code::InvalidValue,
@@ -1133,7 +1238,9 @@ pub fn istio_default_retries() -> RetryPolicy {
 }
 
 fn namespace(meta: &RawMetadata) -> String {
-    meta.namespace.clone().unwrap_or_else(|| "default".to_string())
+    meta.namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string())
 }
 
 /// The FQDN a host stands for, seen from a namespace: `payment-svc` in `production` is

@@ -104,7 +104,11 @@ impl RouteTable {
     /// Routes a request with the given 64-bit value (pass a random one; tests pass fixed
     /// ones). With `weir.dev/sticky` and the key present, the key's [`sticky_hash`] replaces
     /// `random`.
-    pub fn decide<'t>(&'t self, req: &RequestHead<'_>, random: u64) -> Result<Decision<'t>, NoRoute> {
+    pub fn decide<'t>(
+        &'t self,
+        req: &RequestHead<'_>,
+        random: u64,
+    ) -> Result<Decision<'t>, NoRoute> {
         let authority = req.authority().unwrap_or("");
         let vs = self
             .host_lookup(authority)

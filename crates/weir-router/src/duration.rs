@@ -19,7 +19,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| format!("duration {text:?} has no unit: write e.g. `{s}s`"))?;
         if num_end == 0 {
-            return Err(format!("duration {text:?} is not `<number><unit>`, e.g. `5s`"));
+            return Err(format!(
+                "duration {text:?} is not `<number><unit>`, e.g. `5s`"
+            ));
         }
         let number: f64 = rest[..num_end]
             .parse()

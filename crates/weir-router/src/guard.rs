@@ -19,7 +19,11 @@ pub struct GuardOptions {
 
 /// Compiles sources and runs every check, including the step guard against `against` (the
 /// running table, or `weir validate --against`). The one entry point every caller uses.
-pub fn validate(sources: &[ConfigSource], against: Option<&RouteTable>, options: GuardOptions) -> Compiled {
+pub fn validate(
+    sources: &[ConfigSource],
+    against: Option<&RouteTable>,
+    options: GuardOptions,
+) -> Compiled {
     let mut compiled = compile(sources);
     if let Some(table) = &compiled.table {
         let guard = check_weights(against, table, options);
@@ -31,7 +35,11 @@ pub fn validate(sources: &[ConfigSource], against: Option<&RouteTable>, options:
 
 /// The weight checks on a compiled table: strict sums, zero totals, the direction guard, and
 /// (with a previous table) the step guard.
-pub fn check_weights(previous: Option<&RouteTable>, next: &RouteTable, options: GuardOptions) -> Findings {
+pub fn check_weights(
+    previous: Option<&RouteTable>,
+    next: &RouteTable,
+    options: GuardOptions,
+) -> Findings {
     let mut out = Vec::new();
     for vs in next.virtual_services() {
         let prev_vs = previous.and_then(|p| {

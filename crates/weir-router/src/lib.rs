@@ -99,7 +99,9 @@ mod source;
 mod table;
 pub mod yaml;
 
-pub use compile::{API_VERSIONS, Compiled, DEFAULT_MAX_STEP, annotations, compile, istio_default_retries};
+pub use compile::{
+    API_VERSIONS, Compiled, DEFAULT_MAX_STEP, annotations, compile, istio_default_retries,
+};
 pub use decide::{Decision, NoRoute, cookie_value, pick_weighted, random_value, sticky_hash};
 pub use duration::parse_duration;
 pub use finding::{Code, Finding, Findings, Location, Severity};
@@ -109,6 +111,7 @@ pub use matcher::{HeaderCondition, QueryCondition, RequestMatch, StringMatcher};
 pub use request::RequestHead;
 pub use source::ConfigSource;
 pub use table::{
-    Cluster, ClusterLabels, Destination, Endpoint, Fault, HashKey, HeaderEdits, HeaderOps, LoadBalancer,
-    Mirror, Rewrite, RetryOn, RetryPolicy, RouteTable, Rule, StickyKey, VirtualService, WeightPolicy,
+    Cluster, ClusterLabels, Destination, Endpoint, Fault, HashKey, HeaderEdits, HeaderOps,
+    LoadBalancer, Mirror, RetryOn, RetryPolicy, Rewrite, RouteTable, Rule, StickyKey,
+    VirtualService, WeightPolicy,
 };

@@ -48,7 +48,11 @@ pub struct Refused {
 impl Refused {
     fn one(code: Code, origin: &str, path: &str, message: String) -> Self {
         Refused {
-            findings: Findings(vec![Finding::error(code, Location::origin(origin, path), message)]),
+            findings: Findings(vec![Finding::error(
+                code,
+                Location::origin(origin, path),
+                message,
+            )]),
         }
     }
 }
@@ -92,7 +96,9 @@ impl LiveTable {
     pub fn from_sources(sources: &[ConfigSource]) -> Result<(Self, Findings), Refused> {
         let compiled = validate(sources, None, GuardOptions::default());
         match compiled.table {
-            Some(table) if !compiled.findings.has_errors() => Ok((LiveTable::new(table), compiled.findings)),
+            Some(table) if !compiled.findings.has_errors() => {
+                Ok((LiveTable::new(table), compiled.findings))
+            }
             _ => Err(Refused {
                 findings: compiled.findings,
             }),
@@ -139,7 +145,11 @@ impl LiveTable {
     /// Replaces the whole config (a file reload, `POST /reload`). The new config is validated,
     /// including the step guard against the table in force; on any error the running table
     /// stays. Rollback latches survive: a latched VirtualService keeps its canaries at 0%.
-    pub fn replace(&self, sources: &[ConfigSource], options: GuardOptions) -> Result<Applied, Refused> {
+    pub fn replace(
+        &self,
+        sources: &[ConfigSource],
+        options: GuardOptions,
+    ) -> Result<Applied, Refused> {
         let mut w = self.lock();
         let current = self.current.load_full();
         let compiled = validate(sources, Some(&current), options);
@@ -161,18 +171,24 @@ impl LiveTable {
 
     /// Changes one rule's weights through the same guards as a file.
     pub fn set_weights(&self, change: &WeightChange) -> Result<Applied, Refused> {
-        let origin = if change.origin.is_empty() { "weight change" } else { change.origin.as_str() };
+        let origin = if change.origin.is_empty() {
+            "weight change"
+        } else {
+            change.origin.as_str()
+        };
         let mut w = self.lock();
         let current = self.current.load_full();
         let mut next = (*current).clone();
-        let vs_index = next.virtual_service_index(&change.virtual_service).ok_or_else(|| {
-            Refused::one(
-                Code::InvalidValue,
-                origin,
-                "virtual_service",
-                format!("no VirtualService named {:?}", change.virtual_service),
-            )
-        })?;
+        let vs_index = next
+            .virtual_service_index(&change.virtual_service)
+            .ok_or_else(|| {
+                Refused::one(
+                    Code::InvalidValue,
+                    origin,
+                    "virtual_service",
+                    format!("no VirtualService named {:?}", change.virtual_service),
+                )
+            })?;
         let vs = &mut next.virtual_services[vs_index];
         let rule_index = match &change.rule {
             Some(r) => vs.rule(r).map(|r| r.index),
@@ -221,7 +237,11 @@ impl LiveTable {
                 }
             }
             if !found {
-                let known: Vec<&str> = rule.destinations.iter().filter_map(|d| d.subset.as_deref()).collect();
+                let known: Vec<&str> = rule
+                    .destinations
+                    .iter()
+                    .filter_map(|d| d.subset.as_deref())
+                    .collect();
                 return Err(Refused::one(
                     Code::UndefinedSubset,
                     origin,
@@ -244,7 +264,10 @@ impl LiveTable {
             return Err(Refused { findings });
         }
         let generation = self.publish(&mut w, next);
-        Ok(Applied { generation, findings })
+        Ok(Applied {
+            generation,
+            findings,
+        })
     }
 
     /// Puts every canary subset of a VirtualService (or of all, with `None`) at 0% in one swap
@@ -308,7 +331,11 @@ impl LiveTable {
         }
         let clusters = &next.clusters;
         for rule in vs.rules.iter_mut().filter(|r| r.is_weighted()) {
-            if let Some(pos) = rule.destinations.iter().position(|d| d.subset.as_deref() == Some(subset)) {
+            if let Some(pos) = rule
+                .destinations
+                .iter()
+                .position(|d| d.subset.as_deref() == Some(subset))
+            {
                 let mut d = rule.destinations.swap_remove(pos);
                 d.weight = 100;
                 rule.destinations = vec![d];
@@ -340,21 +367,31 @@ impl LiveTable {
             return Err(Refused { findings });
         }
         let generation = self.publish(&mut w, next);
-        Ok(Applied { generation, findings })
+        Ok(Applied {
+            generation,
+            findings,
+        })
     }
 }
 
 fn target_keys(table: &RouteTable, virtual_service: Option<&str>) -> Result<Vec<String>, Refused> {
     match virtual_service {
-        None => Ok(table.virtual_services().iter().map(VirtualService::key).collect()),
-        Some(name) => table.virtual_service(name).map(|vs| vec![vs.key()]).ok_or_else(|| {
-            Refused::one(
-                Code::InvalidValue,
-                "rollback",
-                "virtual_service",
-                format!("no VirtualService named {name:?}"),
-            )
-        }),
+        None => Ok(table
+            .virtual_services()
+            .iter()
+            .map(VirtualService::key)
+            .collect()),
+        Some(name) => table
+            .virtual_service(name)
+            .map(|vs| vec![vs.key()])
+            .ok_or_else(|| {
+                Refused::one(
+                    Code::InvalidValue,
+                    "rollback",
+                    "virtual_service",
+                    format!("no VirtualService named {name:?}"),
+                )
+            }),
     }
 }
 
@@ -390,7 +427,11 @@ fn apply_latches(mut table: RouteTable, latched: &BTreeSet<String>) -> RouteTabl
             if !has_canary {
                 continue;
             }
-            if let Some(s) = rule.destinations.iter_mut().find(|d| d.subset.as_deref() == Some(stable.as_str())) {
+            if let Some(s) = rule
+                .destinations
+                .iter_mut()
+                .find(|d| d.subset.as_deref() == Some(stable.as_str()))
+            {
                 s.weight += canary_weight;
             } else if let Some(d) = rule.destinations.first_mut() {
                 let host = d.host.clone();

@@ -82,7 +82,9 @@ pub fn from_str<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Findin
         n => Err(Finding::error(
             Code::YamlSyntax,
             docs[1].location(""),
-            format!("expected one YAML document, found {n}: split the file or remove the extra `---`"),
+            format!(
+                "expected one YAML document, found {n}: split the file or remove the extra `---`"
+            ),
         )),
     }
 }
@@ -265,9 +267,17 @@ fn locate_stream(text: &str) -> Vec<DocPositions> {
 }
 
 enum Frame {
-    /// In a mapping; `key` is the pending key once read.
-    Map { path: String, key: Option<String> },
-    Seq { path: String, next: usize },
+    /// In a mapping; `key` is the pending key once read. `item` is the path of the sequence
+    /// item this mapping is, until its first key gives that item its position.
+    Map {
+        path: String,
+        key: Option<String>,
+        item: Option<String>,
+    },
+    Seq {
+        path: String,
+        next: usize,
+    },
 }
 
 #[derive(Default)]
@@ -279,18 +289,21 @@ struct Walker {
 }
 
 impl Walker {
-    /// The path of the node that is about to start, and records its position.
-    fn enter(&mut self, mark: Marker) -> Option<String> {
+    /// The path of the node that is about to start; records a sequence item's position unless
+    /// `defer` (a mapping item takes the position of its first key instead).
+    fn enter(&mut self, mark: Marker, defer: bool) -> Option<String> {
         let pos = (mark.line() as u32, mark.col() as u32 + 1);
         match self.stack.last_mut() {
             None => Some(String::new()),
             Some(Frame::Seq { path, next }) => {
                 let p = format!("{path}[{next}]");
                 *next += 1;
-                self.current.entry(p.clone()).or_insert(pos);
+                if !defer {
+                    self.current.entry(p.clone()).or_insert(pos);
+                }
                 Some(p)
             }
-            Some(Frame::Map { path, key }) => match key.take() {
+            Some(Frame::Map { path, key, .. }) => match key.take() {
                 // A value: its key's position was recorded when the key was read.
                 Some(k) => {
                     let mut p = path.clone();
@@ -316,30 +329,54 @@ impl MarkedEventReceiver for Walker {
                 self.docs.push((positions, self.start));
             }
             Event::Scalar(value, ..) => {
-                if let Some(Frame::Map { path, key: key @ None }) = self.stack.last_mut() {
+                if let Some(Frame::Map {
+                    path,
+                    key: key @ None,
+                    item,
+                }) = self.stack.last_mut()
+                {
                     // A mapping key: record where it stands.
+                    let pos = (mark.line() as u32, mark.col() as u32 + 1);
                     let mut p = path.clone();
                     push_key(&mut p, &value);
-                    self.current
-                        .entry(p)
-                        .or_insert((mark.line() as u32, mark.col() as u32 + 1));
+                    self.current.entry(p).or_insert(pos);
+                    if let Some(item) = item.take() {
+                        self.current.entry(item).or_insert(pos);
+                    }
                     *key = Some(value);
                 } else {
-                    self.enter(mark);
+                    self.enter(mark, false);
                 }
             }
             Event::Alias(_) => {
-                self.enter(mark);
+                self.enter(mark, false);
             }
             Event::MappingStart(..) => {
-                let path = self.enter(mark).unwrap_or_default();
-                self.stack.push(Frame::Map { path, key: None });
+                let is_item = matches!(self.stack.last(), Some(Frame::Seq { .. }));
+                let path = self.enter(mark, true).unwrap_or_default();
+                let item = is_item.then(|| path.clone());
+                self.stack.push(Frame::Map {
+                    path,
+                    key: None,
+                    item,
+                });
             }
             Event::SequenceStart(..) => {
-                let path = self.enter(mark).unwrap_or_default();
+                let path = self.enter(mark, false).unwrap_or_default();
                 self.stack.push(Frame::Seq { path, next: 0 });
             }
-            Event::MappingEnd | Event::SequenceEnd => {
+            Event::MappingEnd => {
+                // An empty mapping item never saw a key: fall back to its start.
+                if let Some(Frame::Map {
+                    item: Some(item), ..
+                }) = self.stack.pop()
+                {
+                    self.current
+                        .entry(item)
+                        .or_insert((mark.line() as u32, mark.col() as u32 + 1));
+                }
+            }
+            Event::SequenceEnd => {
                 self.stack.pop();
             }
             Event::Nothing | Event::StreamStart | Event::StreamEnd => {}
@@ -353,7 +390,8 @@ mod tests {
 
     #[test]
     fn positions_of_nested_fields() {
-        let text = "a: 1\nspec:\n  http:\n  - route:\n    - weight: 90\n    - weight: 10\n---\nb: 2\n";
+        let text =
+            "a: 1\nspec:\n  http:\n  - route:\n    - weight: 90\n    - weight: 10\n---\nb: 2\n";
         let file: Arc<str> = "t.yaml".into();
         let docs = parse_stream(&file, text).unwrap();
         assert_eq!(docs.len(), 2);
