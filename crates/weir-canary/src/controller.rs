@@ -1,0 +1,869 @@
+//! The canary state machine: Flagger's phases and semantics, plus a fast guard between checks.
+//!
+//! ```text
+//! Initialized -> Progressing: pre-rollout hooks (a failure is a failed check)
+//!             -> [dark launch: `iterations` passing checks on header traffic]
+//!             -> weight stages: set the weight, wait an interval, check (rollout hooks + gates)
+//!             -> WaitingPromotion (confirm-promotion hooks not yet 2xx; checks go on)
+//!             -> Promoting -> Succeeded (post-rollout hooks)
+//! any time:   failed checks reach `threshold`, the fast guard sees a breach, a rollback hook
+//!             answers 2xx, a sink refuses, or the run is aborted
+//!             -> canary to 0% in one sink call -> Failed (post-rollout hooks)
+//! ```
+//!
+//! Between checks the fast guard looks at the canary every `fastGuard.period` over the last
+//! `fastGuard.window` and rolls back as soon as a built-in gate (success rate, p99) is out of
+//! range with at least `minRequests` requests in the window: a breach is acted on within one
+//! guard period instead of up to `interval x threshold` later.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::clock::{Clock, SystemClock};
+use crate::plan::Stage;
+use crate::report::{
+    Check, Decision, GateResult, HookResult, Report, RollbackLatency, Sample, Trigger, Verdict,
+};
+use crate::sink::{Split, WeightSink};
+use crate::source::{MetricSource, Observation};
+use crate::spec::{CanarySpec, Gate, HookKind, Metric};
+use crate::webhook::{HttpWebhooks, WebhookClient, WebhookPayload};
+
+/// How often the stable subset is probed for its first request after a rollback, and for how
+/// long at most.
+const STABLE_PROBE_STEP: Duration = Duration::from_millis(10);
+const STABLE_PROBE_LIMIT: Duration = Duration::from_secs(2);
+/// A rollback is retried this many times before the run gives up and reports it failed.
+const ROLLBACK_ATTEMPTS: u32 = 3;
+/// Without a fast guard, the wait between checks still wakes this often to see an abort or a
+/// rollback hook.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
+/// Flagger's canary phases.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum Phase {
+    /// The canary is at 0% and nothing has been judged yet.
+    Initialized,
+    /// Pre-rollout hooks, dark launch and weight stages.
+    Progressing,
+    /// Every stage passed; confirm-promotion hooks have not all answered 2xx yet.
+    WaitingPromotion,
+    /// The canary is being made the stable subset.
+    Promoting,
+    /// Promoted.
+    Succeeded,
+    /// Rolled back (or never started).
+    Failed,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// What an [`Event`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// The phase changed.
+    Phase,
+    /// The sink confirmed new weights.
+    Weights,
+    /// A webhook was called.
+    Webhook,
+    /// A check ran (its values are in the event).
+    Check,
+    /// The fast guard looked at the canary (its values are in the event). Not kept in the
+    /// report's timeline (the samples hold them): one a second would drown the rest.
+    Guard,
+    /// Something went wrong that rolls back: a breach, the threshold, a hook, a refusal.
+    Breach,
+    /// The sink confirmed the canary at 0%.
+    RolledBack,
+    /// The sink confirmed the promotion.
+    Promoted,
+    /// Something failed that does not stop the run (a post-rollout hook, a metric read).
+    Warning,
+}
+
+/// A progress report, one per thing that happened; the CLI prints a line (or moves a bar) per
+/// event, and the report keeps them as its timeline.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Event {
+    /// Time since the run started, in ms.
+    pub at_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The phase after it happened.
+    pub phase: Phase,
+    /// The canary's weight in force, in weight points of 100.
+    pub canary_weight: u32,
+    /// Failed checks so far.
+    pub failed_checks: u32,
+    /// The threshold they are counted against.
+    pub threshold: u32,
+    /// Requests in the latest observation of the canary.
+    pub requests: Option<u64>,
+    /// The canary's success rate in the latest observation, in %.
+    pub success_rate: Option<f64>,
+    /// The canary's p99 in the latest observation, in ms.
+    pub p99_ms: Option<f64>,
+    /// What happened, for humans.
+    pub message: String,
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "[{:>8.1}s] {:<16} canary {:>3}%",
+            self.at_ms as f64 / 1000.0,
+            self.phase.to_string(),
+            self.canary_weight
+        )?;
+        match self.success_rate {
+            Some(r) => write!(f, "  success {r:>6.2}%")?,
+            None => write!(f, "  success    n/a ")?,
+        }
+        match self.p99_ms {
+            Some(p) => write!(f, "  p99 {p:>8.1} ms")?,
+            None => write!(f, "  p99      n/a   ")?,
+        }
+        write!(
+            f,
+            "  requests {:>6}  failed checks {}/{}  {}",
+            self.requests.map_or("n/a".to_string(), |r| r.to_string()),
+            self.failed_checks,
+            self.threshold,
+            self.message
+        )
+    }
+}
+
+/// Stops a run from another thread (SIGTERM, an operator): the canary is rolled back at the
+/// next guard tick and the run ends Failed.
+#[derive(Clone, Debug, Default)]
+pub struct Abort(Arc<AtomicBool>);
+
+impl Abort {
+    /// Asks the run to stop.
+    pub fn abort(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was asked.
+    pub fn is_aborted(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// One canary run: a spec, where the numbers come from, where the weights go.
+///
+/// ```no_run
+/// # use weir_canary::*;
+/// let spec = CanarySpec::load("canary.yaml")?;
+/// let mut source = ScrapeSource::new(["http://127.0.0.1:15000/metrics"]).filter(spec.series_filter());
+/// let mut sink = AdminSink::new(["http://127.0.0.1:15000"]);
+/// let report = CanaryRun::new(&spec, &mut source, &mut sink)
+///     .on_event(|e| if e.kind != EventKind::Guard { println!("{e}") })
+///     .run();
+/// report.write_to("canary-report")?;
+/// std::process::exit(if report.succeeded() { 0 } else { 1 });
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct CanaryRun<'a> {
+    spec: &'a CanarySpec,
+    source: &'a mut dyn MetricSource,
+    sink: &'a mut dyn WeightSink,
+    hooks: Box<dyn WebhookClient + 'a>,
+    clock: Box<dyn Clock + 'a>,
+    observer: Box<dyn FnMut(&Event) + 'a>,
+    abort: Abort,
+}
+
+impl<'a> CanaryRun<'a> {
+    /// A run on the system clock, calling webhooks over HTTP, reporting to no one.
+    pub fn new(
+        spec: &'a CanarySpec,
+        source: &'a mut dyn MetricSource,
+        sink: &'a mut dyn WeightSink,
+    ) -> Self {
+        CanaryRun {
+            spec,
+            source,
+            sink,
+            hooks: Box::new(HttpWebhooks::new()),
+            clock: Box::new(SystemClock),
+            observer: Box::new(|_| {}),
+            abort: Abort::default(),
+        }
+    }
+
+    /// Uses this clock (a [`FakeClock`](crate::FakeClock) in tests).
+    pub fn clock(mut self, clock: impl Clock + 'a) -> Self {
+        self.clock = Box::new(clock);
+        self
+    }
+
+    /// Calls webhooks through this client.
+    pub fn webhooks(mut self, client: impl WebhookClient + 'a) -> Self {
+        self.hooks = Box::new(client);
+        self
+    }
+
+    /// Calls `observer` with every event as it happens.
+    pub fn on_event(mut self, observer: impl FnMut(&Event) + 'a) -> Self {
+        self.observer = Box::new(observer);
+        self
+    }
+
+    /// Stops when this handle is aborted.
+    pub fn abort_on(mut self, abort: Abort) -> Self {
+        self.abort = abort;
+        self
+    }
+
+    /// Runs the canary to its end, Succeeded or Failed, and returns the report.
+    pub fn run(self) -> Report {
+        let started = self.clock.now();
+        let mut m = Machine {
+            spec: self.spec,
+            source: self.source,
+            sink: self.sink,
+            hooks: self.hooks,
+            clock: self.clock,
+            observer: self.observer,
+            abort: self.abort,
+            started,
+            phase: Phase::Initialized,
+            canary_weight: 0,
+            failed_checks: 0,
+            last: None,
+            report: Report::new(self.spec),
+        };
+        m.emit(
+            EventKind::Phase,
+            format!("canary {} on {}", self.spec.name, m.sink.describe()),
+        );
+        let outcome = m.drive();
+        m.finish(outcome)
+    }
+}
+
+/// Why the run stops before promotion.
+struct Stop {
+    trigger: Trigger,
+    detected: Instant,
+    reason: String,
+}
+
+struct Machine<'a> {
+    spec: &'a CanarySpec,
+    source: &'a mut dyn MetricSource,
+    sink: &'a mut dyn WeightSink,
+    hooks: Box<dyn WebhookClient + 'a>,
+    clock: Box<dyn Clock + 'a>,
+    observer: Box<dyn FnMut(&Event) + 'a>,
+    abort: Abort,
+    started: Instant,
+    phase: Phase,
+    canary_weight: u32,
+    failed_checks: u32,
+    last: Option<Observation>,
+    report: Report,
+}
+
+/// What [`Machine::drive`] ends with.
+enum Outcome {
+    Promoted,
+    /// Stopped; `touched` says whether the sink was ever called (and so needs a rollback).
+    Stopped {
+        stop: Stop,
+        touched: bool,
+    },
+}
+
+impl Machine<'_> {
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.started).as_millis() as u64
+    }
+
+    fn emit(&mut self, kind: EventKind, message: String) {
+        let event = Event {
+            at_ms: self.ms(self.clock.now()),
+            kind,
+            phase: self.phase,
+            canary_weight: self.canary_weight,
+            failed_checks: self.failed_checks,
+            threshold: self.spec.analysis.threshold,
+            requests: self.last.as_ref().map(|o| o.requests),
+            success_rate: self.last.as_ref().and_then(|o| o.success_rate),
+            p99_ms: self.last.as_ref().and_then(|o| o.p99_ms),
+            message,
+        };
+        (self.observer)(&event);
+        if kind != EventKind::Guard {
+            self.report.timeline.push(event);
+        }
+    }
+
+    fn set_phase(&mut self, phase: Phase, message: impl Into<String>) {
+        self.phase = phase;
+        self.emit(EventKind::Phase, message.into());
+    }
+
+    fn stop(&self, trigger: Trigger, reason: impl Into<String>) -> Stop {
+        Stop {
+            trigger,
+            detected: self.clock.now(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The whole run up to promotion or the reason to stop.
+    fn drive(&mut self) -> Outcome {
+        let spec = self.spec;
+        if !self.source.supports_queries()
+            && let Some(g) = spec.analysis.gates.iter().find(|g| !g.is_builtin())
+        {
+            let stop = self.stop(
+                Trigger::Refused,
+                format!(
+                    "metric {:?} is a PromQL query and this metric source cannot run queries: pass a Prometheus source, or remove the metric",
+                    g.name
+                ),
+            );
+            return Outcome::Stopped {
+                stop,
+                touched: false,
+            };
+        }
+        // Start from a known 0%, whatever the route said before.
+        if let Err(stop) = self.apply(0) {
+            return Outcome::Stopped {
+                stop,
+                touched: true,
+            };
+        }
+        self.set_phase(Phase::Progressing, "starting the analysis");
+        match self.progress() {
+            Ok(()) => Outcome::Promoted,
+            Err(stop) => Outcome::Stopped {
+                stop,
+                touched: true,
+            },
+        }
+    }
+
+    fn progress(&mut self) -> Result<(), Stop> {
+        let spec = self.spec;
+        // Pre-rollout: before any traffic; each failure is a failed check.
+        while !self.run_hooks(HookKind::PreRollout) {
+            self.count_failure("pre-rollout webhook failed: the canary does not start")?;
+            self.wait_interval()?;
+        }
+        for stage in spec.plan.stages() {
+            match *stage {
+                Stage::DarkLaunch { iterations } => {
+                    self.emit(
+                        EventKind::Phase,
+                        format!("dark launch: header-matched requests only, {iterations} passing checks needed"),
+                    );
+                    let mut passed = 0;
+                    while passed < iterations {
+                        self.wait_interval()?;
+                        if self.check(*stage)? {
+                            passed += 1;
+                        }
+                    }
+                }
+                Stage::Weight { canary } => {
+                    self.apply(canary)?;
+                    loop {
+                        self.wait_interval()?;
+                        if self.check(*stage)? {
+                            break;
+                        }
+                    }
+                }
+                Stage::Promote => {
+                    if !self.run_hooks(HookKind::ConfirmPromotion) {
+                        self.set_phase(
+                            Phase::WaitingPromotion,
+                            "waiting for confirm-promotion webhooks",
+                        );
+                        loop {
+                            self.wait_interval()?;
+                            // Checks go on while waiting, and can still roll back.
+                            self.check(*stage)?;
+                            if self.run_hooks(HookKind::ConfirmPromotion) {
+                                break;
+                            }
+                        }
+                    }
+                    self.set_phase(Phase::Promoting, "every gate passed: promoting");
+                    let confirmed = self.sink.promote(&spec.target).map_err(|e| {
+                        self.stop(Trigger::SinkError, format!("promotion failed: {e}"))
+                    })?;
+                    self.canary_weight = 100;
+                    self.report.promotion_took_us = Some(confirmed.took.as_micros() as u64);
+                    self.emit(
+                        EventKind::Promoted,
+                        format!(
+                            "{} is now the stable subset at 100% (sink took {} µs)",
+                            spec.target.canary_subset,
+                            confirmed.took.as_micros()
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the canary's weight; a sink failure stops the run.
+    fn apply(&mut self, canary: u32) -> Result<(), Stop> {
+        let split = Split::canary(canary);
+        match self.sink.set_weights(&self.spec.target, split) {
+            Ok(c) => {
+                self.canary_weight = canary;
+                self.emit(
+                    EventKind::Weights,
+                    format!(
+                        "weights {}={} {}={} in force (sink took {} µs)",
+                        self.spec.target.stable_subset,
+                        split.stable,
+                        self.spec.target.canary_subset,
+                        split.canary,
+                        c.took.as_micros()
+                    ),
+                );
+                Ok(())
+            }
+            Err(e) => Err(self.stop(
+                Trigger::SinkError,
+                format!("setting weights {split} failed: {e}"),
+            )),
+        }
+    }
+
+    /// Counts a failed check; reaching the threshold stops the run.
+    fn count_failure(&mut self, why: &str) -> Result<(), Stop> {
+        self.failed_checks += 1;
+        let (n, t) = (self.failed_checks, self.spec.analysis.threshold);
+        if n >= t {
+            let reason = format!("{why}; failed checks reached the threshold ({n}/{t})");
+            self.emit(EventKind::Breach, reason.clone());
+            return Err(self.stop(Trigger::Threshold, reason));
+        }
+        Ok(())
+    }
+
+    /// Calls every hook of `kind`; true when all answered 2xx (or there are none).
+    fn run_hooks(&mut self, kind: HookKind) -> bool {
+        let spec = self.spec;
+        let mut all_ok = true;
+        for hook in spec.analysis.hooks(kind) {
+            let payload = WebhookPayload {
+                name: &spec.name,
+                namespace: &spec.namespace,
+                phase: self.phase,
+                metadata: &hook.metadata,
+            };
+            let at = self.clock.now();
+            let answer = self.hooks.call(hook, &payload);
+            let ok = matches!(answer, Ok(s) if (200..300).contains(&s));
+            all_ok &= ok;
+            let answer_text = match &answer {
+                Ok(status) => status.to_string(),
+                Err(e) => e.reason.clone(),
+            };
+            // Rollback hooks are polled every tick: only their "yes" is worth a line.
+            if kind != HookKind::Rollback || ok {
+                self.emit(
+                    EventKind::Webhook,
+                    format!("{kind} webhook {} answered {answer_text}", hook.name),
+                );
+            }
+            self.report.hooks.push(HookResult {
+                at_ms: self.ms(at),
+                name: hook.name.clone(),
+                kind,
+                status: answer.as_ref().ok().copied(),
+                error: answer.err().map(|e| e.reason),
+                ok,
+            });
+        }
+        all_ok
+    }
+
+    /// Waits one analysis interval, running the fast guard (or just watching for an abort and
+    /// rollback hooks) on the way. Tick times are counted from the start of the wait so that
+    /// the time a tick takes does not push the next one later.
+    fn wait_interval(&mut self) -> Result<(), Stop> {
+        let interval = self.spec.analysis.interval;
+        let guard = self.spec.analysis.fast_guard;
+        let period = guard.map_or(IDLE_TICK, |g| g.period);
+        let start = self.clock.now();
+        let deadline = start + interval;
+        let mut next = start;
+        loop {
+            next = (next + period).min(deadline);
+            let now = self.clock.now();
+            if next > now {
+                self.clock.sleep(next - now);
+            }
+            if self.abort.is_aborted() {
+                let reason = "aborted: rolling back".to_string();
+                self.emit(EventKind::Breach, reason.clone());
+                return Err(self.stop(Trigger::Aborted, reason));
+            }
+            if self.rollback_hook_fired() {
+                let reason = "a rollback webhook answered 2xx".to_string();
+                self.emit(EventKind::Breach, reason.clone());
+                return Err(self.stop(Trigger::RollbackWebhook, reason));
+            }
+            if let Some(g) = guard {
+                self.guard_tick(g.window)?;
+            }
+            if next >= deadline {
+                return Ok(());
+            }
+        }
+    }
+
+    fn rollback_hook_fired(&mut self) -> bool {
+        // "All answered 2xx" is true for no hooks; a rollback needs at least one yes.
+        self.spec
+            .analysis
+            .hooks(HookKind::Rollback)
+            .next()
+            .is_some()
+            && {
+                let before = self.report.hooks.len();
+                self.run_hooks(HookKind::Rollback);
+                self.report.hooks[before..].iter().any(|h| h.ok)
+            }
+    }
+
+    /// One fast-guard look at the canary: a built-in gate out of range with at least
+    /// `minRequests` requests in the window stops the run.
+    fn guard_tick(&mut self, window: Duration) -> Result<(), Stop> {
+        let spec = self.spec;
+        let now = self.clock.now();
+        let obs = match self
+            .source
+            .observe(&spec.target.canary_version, window, now)
+        {
+            Ok(o) => o,
+            Err(e) => {
+                // No numbers is not a breach; the interval check counts it as a failure.
+                self.emit(
+                    EventKind::Warning,
+                    format!("fast guard could not read metrics: {e}"),
+                );
+                return Ok(());
+            }
+        };
+        self.record_sample(now, &obs, "guard");
+        self.last = Some(obs.clone());
+        let enough = obs.requests >= spec.analysis.min_requests;
+        let breach = spec.analysis.gates.iter().filter(|_| enough).find_map(|g| {
+            builtin_value(g, &obs)
+                .filter(|v| !g.passes(*v))
+                .map(|v| (g, v))
+        });
+        match breach {
+            None => {
+                self.emit(
+                    EventKind::Guard,
+                    format!("fast guard: {} requests in {:?}", obs.requests, obs.window),
+                );
+                Ok(())
+            }
+            Some((g, v)) => {
+                let reason = format!(
+                    "fast guard: {} is {} over the last {:?} ({} requests), {}",
+                    g.name,
+                    fmt_value(g, v),
+                    obs.window,
+                    obs.requests,
+                    describe_range(g)
+                );
+                self.emit(EventKind::Breach, reason.clone());
+                Err(Stop {
+                    trigger: Trigger::FastGuard,
+                    detected: now,
+                    reason,
+                })
+            }
+        }
+    }
+
+    fn record_sample(&mut self, at: Instant, obs: &Observation, by: &'static str) {
+        self.report.samples.push(Sample {
+            at_ms: self.ms(at),
+            by,
+            canary_weight: self.canary_weight,
+            requests: obs.requests,
+            success_rate: obs.success_rate,
+            p99_ms: obs.p99_ms,
+        });
+    }
+
+    /// One check: rollout hooks, then every gate. A failure is counted (and may stop the
+    /// run); `Ok(passed)` otherwise.
+    fn check(&mut self, stage: Stage) -> Result<bool, Stop> {
+        let spec = self.spec;
+        let hooks_ok = self.run_hooks(HookKind::Rollout);
+        let now = self.clock.now();
+        let version = spec.target.canary_version.clone();
+        let min = spec.analysis.min_requests;
+        let mut gates = Vec::new();
+        // Gates with the same window share one observation.
+        let mut seen: Vec<(Duration, Result<Observation, String>)> = Vec::new();
+        let mut observe = |source: &mut dyn MetricSource, window: Duration| {
+            if let Some((_, o)) = seen.iter().find(|(w, _)| *w == window) {
+                return o.clone();
+            }
+            let o = source
+                .observe(&version, window, now)
+                .map_err(|e| e.to_string());
+            seen.push((window, o.clone()));
+            o
+        };
+        let builtin: Vec<&Gate> = spec
+            .analysis
+            .gates
+            .iter()
+            .filter(|g| g.is_builtin())
+            .collect();
+        if builtin.is_empty() {
+            // No built-in gate: the check still needs traffic on the canary.
+            let window = spec.analysis.interval;
+            let result = match observe(self.source, window) {
+                Err(e) => GateResult::error("request-count", e),
+                Ok(o) => GateResult {
+                    name: "request-count".into(),
+                    value: Some(o.requests as f64),
+                    min: Some(min as f64),
+                    max: None,
+                    requests: Some(o.requests),
+                    verdict: if o.requests >= min {
+                        Verdict::Pass
+                    } else {
+                        Verdict::NoData
+                    },
+                },
+            };
+            gates.push(result);
+        }
+        for g in &spec.analysis.gates {
+            let result = match &g.metric {
+                Metric::Query(q) => match self.source.query(q, now) {
+                    Err(e) => GateResult::error(&g.name, e.to_string()),
+                    Ok(None) => GateResult::judged(g, None, None),
+                    Ok(Some(v)) => GateResult::judged(g, Some(v), None),
+                },
+                _ => match observe(self.source, g.interval) {
+                    Err(e) => GateResult::error(&g.name, e),
+                    Ok(o) if o.requests < min => GateResult {
+                        verdict: Verdict::NoData,
+                        ..GateResult::judged(g, builtin_value(g, &o), Some(o.requests))
+                    },
+                    Ok(o) => GateResult::judged(g, builtin_value(g, &o), Some(o.requests)),
+                },
+            };
+            gates.push(result);
+        }
+        // The observation over the longest window stands for the check in progress output.
+        if let Some(o) = seen
+            .iter()
+            .filter_map(|(w, o)| o.as_ref().ok().map(|o| (w, o)))
+            .max_by_key(|(w, _)| **w)
+            .map(|(_, o)| o.clone())
+        {
+            self.record_sample(now, &o, "check");
+            self.last = Some(o);
+        }
+        let passed = hooks_ok && gates.iter().all(|g| g.verdict == Verdict::Pass);
+        let summary = summarize(hooks_ok, &gates, min);
+        self.report.checks.push(Check {
+            at_ms: self.ms(now),
+            stage,
+            canary_weight: self.canary_weight,
+            hooks_ok,
+            gates,
+            passed,
+            failed_checks: self.failed_checks + u32::from(!passed),
+        });
+        if passed {
+            self.emit(EventKind::Check, format!("check passed: {summary}"));
+            return Ok(true);
+        }
+        self.emit(EventKind::Check, format!("check failed: {summary}"));
+        self.count_failure(&format!("check failed: {summary}"))?;
+        Ok(false)
+    }
+
+    /// Rolls back when needed, runs post-rollout hooks, and closes the report.
+    fn finish(mut self, outcome: Outcome) -> Report {
+        match outcome {
+            Outcome::Promoted => {
+                self.set_phase(Phase::Succeeded, "promotion complete");
+                self.report.decision = Decision::Promoted;
+                self.report.reason = format!(
+                    "{} promoted after every gate passed",
+                    self.spec.target.canary_subset
+                );
+            }
+            Outcome::Stopped { stop, touched } => {
+                if touched {
+                    self.roll_back(&stop);
+                    self.report.decision = Decision::RolledBack;
+                } else {
+                    self.report.decision = Decision::NotStarted;
+                }
+                self.report.reason = stop.reason.clone();
+                self.set_phase(Phase::Failed, stop.reason);
+            }
+        }
+        self.report.phase = self.phase;
+        if self.report.decision != Decision::NotStarted && !self.run_hooks(HookKind::PostRollout) {
+            self.emit(
+                EventKind::Warning,
+                "a post-rollout webhook failed (informational)".into(),
+            );
+        }
+        self.report.duration_ms = self.ms(self.clock.now());
+        self.report
+    }
+
+    /// The canary to 0% in one sink call (retried), timed from detection to confirmation,
+    /// then to the first request seen on the stable subset when the source can tell.
+    fn roll_back(&mut self, stop: &Stop) {
+        let target = &self.spec.target;
+        let mut attempts = 0;
+        let mut result = Err(String::new());
+        while attempts < ROLLBACK_ATTEMPTS && result.is_err() {
+            attempts += 1;
+            result = self.sink.rollback(target).map_err(|e| e.to_string());
+        }
+        let in_force = self.clock.now();
+        let mut latency = RollbackLatency {
+            trigger: stop.trigger,
+            reason: stop.reason.clone(),
+            detected_at_ms: self.ms(stop.detected),
+            in_force_at_ms: self.ms(in_force),
+            detected_to_in_force_us: in_force
+                .saturating_duration_since(stop.detected)
+                .as_micros() as u64,
+            sink_us: None,
+            stable_seen_after_us: None,
+            attempts,
+            error: None,
+        };
+        match result {
+            Ok(c) => {
+                self.canary_weight = 0;
+                latency.sink_us = Some(c.took.as_micros() as u64);
+                self.emit(
+                    EventKind::RolledBack,
+                    format!(
+                        "canary at 0% in force {} µs after detection (sink took {} µs)",
+                        latency.detected_to_in_force_us,
+                        c.took.as_micros()
+                    ),
+                );
+                latency.stable_seen_after_us = self.probe_stable(in_force);
+            }
+            Err(e) => {
+                let message = format!(
+                    "ROLLBACK FAILED after {attempts} attempts: {e}: set the canary to 0% by hand"
+                );
+                self.emit(EventKind::Warning, message.clone());
+                latency.error = Some(message);
+            }
+        }
+        self.report.rollback = Some(latency);
+    }
+
+    /// Polls the stable version's request count until it grows; µs after `in_force`.
+    fn probe_stable(&mut self, in_force: Instant) -> Option<u64> {
+        let version = self.spec.target.stable_version.clone();
+        let base = self.source.request_count(&version, in_force).ok()??;
+        while self.clock.now().saturating_duration_since(in_force) < STABLE_PROBE_LIMIT {
+            self.clock.sleep(STABLE_PROBE_STEP);
+            let now = self.clock.now();
+            match self.source.request_count(&version, now) {
+                Ok(Some(n)) if n > base => {
+                    return Some(now.saturating_duration_since(in_force).as_micros() as u64);
+                }
+                Ok(Some(_)) => {}
+                _ => return None,
+            }
+        }
+        None
+    }
+}
+
+/// The value a built-in gate reads from an observation.
+fn builtin_value(g: &Gate, o: &Observation) -> Option<f64> {
+    match g.metric {
+        Metric::RequestSuccessRate => o.success_rate,
+        Metric::RequestDuration => o.p99_ms,
+        Metric::Query(_) => None,
+    }
+}
+
+fn fmt_value(g: &Gate, v: f64) -> String {
+    match g.metric {
+        Metric::RequestSuccessRate => format!("{v:.2}%"),
+        Metric::RequestDuration => format!("{v:.1} ms"),
+        Metric::Query(_) => format!("{v}"),
+    }
+}
+
+fn describe_range(g: &Gate) -> String {
+    match (g.min, g.max) {
+        (Some(lo), Some(hi)) => format!("allowed {lo} to {hi}"),
+        (Some(lo), None) => format!("min {lo}"),
+        (None, Some(hi)) => format!("max {hi}"),
+        (None, None) => "no range".into(),
+    }
+}
+
+fn summarize(hooks_ok: bool, gates: &[GateResult], min: u64) -> String {
+    let mut parts: Vec<String> = gates
+        .iter()
+        .map(|g| match (&g.verdict, g.value) {
+            (Verdict::Error(e), _) => format!("{} unreadable ({e})", g.name),
+            (Verdict::NoData, _) => format!(
+                "{} no data ({} requests, {} needed)",
+                g.name,
+                g.requests.map_or("?".into(), |r| r.to_string()),
+                min
+            ),
+            (v, Some(value)) => format!(
+                "{} {:.2} {}",
+                g.name,
+                value,
+                if *v == Verdict::Pass {
+                    "ok"
+                } else {
+                    "OUT OF RANGE"
+                }
+            ),
+            (v, None) => format!("{} {:?}", g.name, v),
+        })
+        .collect();
+    if !hooks_ok {
+        parts.insert(0, "a rollout webhook failed".into());
+    }
+    parts.join(", ")
+}

@@ -1,0 +1,133 @@
+//! The one place that knows the HTTP client. Plain HTTP/1.1 only: every peer (sidecar admin
+//! APIs, `/metrics`, Prometheus, webhooks) is on loopback or inside the cluster network.
+
+use std::time::Duration;
+
+/// A blocking client that returns every status as an answer (a 409 is information for the
+/// caller, not an error) and never goes through an environment proxy.
+#[derive(Clone)]
+pub(crate) struct Client {
+    agent: ureq::Agent,
+}
+
+/// A response: its status and its body as text.
+#[derive(Clone, Debug)]
+pub(crate) struct Reply {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// The methods weir's peers use.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Method {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+/// One request to send.
+pub(crate) struct Request<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    pub json: Option<&'a str>,
+    pub query: &'a [(&'a str, &'a str)],
+    pub token: Option<&'a str>,
+    pub timeout: Duration,
+}
+
+impl<'a> Request<'a> {
+    pub fn get(url: &'a str, timeout: Duration) -> Self {
+        Request {
+            method: Method::Get,
+            url,
+            json: None,
+            query: &[],
+            token: None,
+            timeout,
+        }
+    }
+
+    pub fn json(method: Method, url: &'a str, body: &'a str, timeout: Duration) -> Self {
+        Request {
+            method,
+            url,
+            json: Some(body),
+            query: &[],
+            token: None,
+            timeout,
+        }
+    }
+}
+
+impl Client {
+    pub fn new() -> Self {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .build();
+        Client {
+            agent: ureq::Agent::new_with_config(config),
+        }
+    }
+
+    /// Sends the request; `Err` is a transport failure (refused, timed out, malformed answer)
+    /// as a sentence.
+    pub fn send(&self, req: &Request<'_>) -> Result<Reply, String> {
+        let result = match (req.method, req.json) {
+            (Method::Get, _) | (Method::Delete, None) => {
+                let mut b = match req.method {
+                    Method::Delete => self.agent.delete(req.url),
+                    _ => self.agent.get(req.url),
+                };
+                for (k, v) in req.query {
+                    b = b.query(k, v);
+                }
+                if let Some(t) = req.token {
+                    b = b.header("authorization", format!("Bearer {t}"));
+                }
+                b.config().timeout_global(Some(req.timeout)).build().call()
+            }
+            (method, body) => {
+                let mut b = match method {
+                    Method::Post => self.agent.post(req.url),
+                    Method::Put => self.agent.put(req.url),
+                    // The admin API reads the VirtualService of `DELETE /rollback` from a body.
+                    _ => self.agent.delete(req.url).force_send_body(),
+                };
+                for (k, v) in req.query {
+                    b = b.query(k, v);
+                }
+                if let Some(t) = req.token {
+                    b = b.header("authorization", format!("Bearer {t}"));
+                }
+                b.config()
+                    .timeout_global(Some(req.timeout))
+                    .build()
+                    .content_type("application/json")
+                    .send(body.unwrap_or(""))
+            }
+        };
+        let mut response = result.map_err(|e| describe(&e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("reading the answer: {}", describe(&e)))?;
+        Ok(Reply { status, body })
+    }
+}
+
+fn describe(e: &ureq::Error) -> String {
+    match e {
+        ureq::Error::Timeout(_) => "timed out".to_string(),
+        ureq::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,145 @@
+//! Where weights go: one trait, [`WeightSink`], and three implementations.
+//!
+//! - [`LiveSink`]: the in-process `LiveTable` of a sidecar (`weir serve --canary`).
+//! - [`AdminSink`]: the admin API of one or many sidecars, fanned out; every replica must
+//!   confirm, and a partial failure is undone on every replica before the error is returned.
+//! - [`FileSink`]: the VirtualService YAML file, weights rewritten in place, for clusters whose
+//!   sidecars read a ConfigMap.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::spec::Target;
+
+mod admin;
+mod file;
+mod live;
+
+pub use admin::AdminSink;
+pub use file::FileSink;
+pub use live::LiveSink;
+
+/// The weights of the split rule: stable and canary weight points, summing to 100.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// The stable subset's weight points.
+    pub stable: u32,
+    /// The canary subset's weight points.
+    pub canary: u32,
+}
+
+impl Split {
+    /// `canary` points to the canary (at most 100), the rest to the stable subset.
+    pub fn canary(canary: u32) -> Split {
+        let canary = canary.min(100);
+        Split {
+            stable: 100 - canary,
+            canary,
+        }
+    }
+
+    /// Whether the canary gets more than the stable subset: the sidecar's direction guard
+    /// refuses that unless the change says it is a promotion in progress.
+    pub fn is_promotion(&self) -> bool {
+        self.canary > self.stable
+    }
+}
+
+impl fmt::Display for Split {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.stable, self.canary)
+    }
+}
+
+/// A change the sink confirmed is in force.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Confirmation {
+    /// Wall time from sending the change to the last confirmation.
+    pub took: Duration,
+    /// The config generation each replica reported (none for a file).
+    pub generations: Vec<u64>,
+}
+
+/// Applies a canary's weights. Every method returns only once the change is in force
+/// everywhere the sink reaches (or, for a file, written).
+pub trait WeightSink {
+    /// Sets the split rule of `target` to `split`.
+    fn set_weights(&mut self, target: &Target, split: Split) -> Result<Confirmation, SinkError>;
+
+    /// Sends the canary to 0% in one change, latched where the sink has a latch (a rollback
+    /// survives config reloads until [released](Self::release)).
+    fn rollback(&mut self, target: &Target) -> Result<Confirmation, SinkError>;
+
+    /// Makes the canary subset the stable subset, at 100%.
+    fn promote(&mut self, target: &Target) -> Result<Confirmation, SinkError>;
+
+    /// Releases a rollback latch so that weights can move again.
+    fn release(&mut self, target: &Target) -> Result<Confirmation, SinkError>;
+
+    /// Names the sink in reports, e.g. `admin API of 2 sidecars`.
+    fn describe(&self) -> String;
+}
+
+/// Why a sink did not apply a change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SinkError {
+    /// The guard refused the change (HTTP 409, or the live table's refusal).
+    #[error("{by} refused the change: {message}{}", list(.findings))]
+    Refused {
+        /// Which replica or table.
+        by: String,
+        /// The refusal's summary.
+        message: String,
+        /// The findings behind it, one line each.
+        findings: Vec<String>,
+    },
+    /// The change could not be made: unreachable, an unexpected status, an unreadable file.
+    #[error("{by}: {reason}")]
+    Failed {
+        /// Which replica or file.
+        by: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Some replicas failed; the ones that confirmed were put back.
+    #[error("{} of {replicas} sidecars failed: {}; {}", .failures.len(), join(.failures), undo(.undo_error))]
+    Partial {
+        /// Each failed replica's error.
+        failures: Vec<SinkError>,
+        /// How many replicas were asked.
+        replicas: usize,
+        /// Why undoing the confirmed replicas failed too, if it did.
+        undo_error: Option<String>,
+    },
+}
+
+impl SinkError {
+    /// Whether a guard refused the change (as opposed to something failing).
+    pub fn is_refused(&self) -> bool {
+        match self {
+            SinkError::Refused { .. } => true,
+            SinkError::Partial { failures, .. } => failures.iter().all(SinkError::is_refused),
+            SinkError::Failed { .. } => false,
+        }
+    }
+}
+
+fn list(findings: &[String]) -> String {
+    findings.iter().map(|f| format!("\n  - {f}")).collect()
+}
+
+fn join(failures: &[SinkError]) -> String {
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn undo(error: &Option<String>) -> String {
+    match error {
+        None => "every sidecar that had applied the change was put back".to_string(),
+        Some(e) => format!("putting back the sidecars that had applied it FAILED too: {e}"),
+    }
+}

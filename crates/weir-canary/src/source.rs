@@ -1,0 +1,106 @@
+//! Where the gates' numbers come from: one trait, [`MetricSource`], and three implementations.
+//!
+//! - [`ScrapeSource::new`]: one or many sidecars' `/metrics`, scraped and summed; rates come
+//!   from the difference between the newest scrape and an older one kept in a short history.
+//! - [`ScrapeSource::from_text`]: the same over a function returning exposition text, which is
+//!   how a controller inside `weir serve --canary` reads the sidecar's own registry.
+//! - [`PrometheusSource`]: instant queries against Prometheus' HTTP API, the built-in gates
+//!   written as PromQL over the same `istio_*` series.
+
+use std::time::{Duration, Instant};
+
+mod prometheus;
+mod scrape;
+
+pub(crate) use prometheus::promql_duration;
+pub use prometheus::{BuiltinQueries, PrometheusSource};
+pub use scrape::ScrapeSource;
+
+/// One version's traffic over a window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observation {
+    /// Requests answered in the window (rounded: Prometheus' `increase()` extrapolates).
+    pub requests: u64,
+    /// Non-5xx responses as a percentage of all requests, 0–100; `None` without requests.
+    pub success_rate: Option<f64>,
+    /// 99th percentile of the request duration in ms; `None` without observations.
+    pub p99_ms: Option<f64>,
+    /// The window the numbers really cover: shorter than asked right after a start, when the
+    /// history does not reach back far enough yet.
+    pub window: Duration,
+}
+
+/// Reads traffic numbers for the gates.
+///
+/// Every method takes the caller's `now` instead of reading a clock, so that a controller on a
+/// fake clock and a source keeping a history agree on what time it is.
+pub trait MetricSource {
+    /// The traffic of the version whose `destination_version` label is `version`, over the
+    /// `window` that ends at `now`.
+    ///
+    /// No traffic is not an error: it is an observation with `requests == 0`; the controller
+    /// decides that no data never passes a gate. An error means the numbers could not be read
+    /// at all (a sidecar down, Prometheus unreachable, a malformed answer).
+    fn observe(
+        &mut self,
+        version: &str,
+        window: Duration,
+        now: Instant,
+    ) -> Result<Observation, SourceError>;
+
+    /// Evaluates a PromQL expression to one number, for custom metrics. `Ok(None)` when the
+    /// query returns no sample (or NaN): no data.
+    fn query(&mut self, promql: &str, now: Instant) -> Result<Option<f64>, SourceError> {
+        let _ = (promql, now);
+        Err(SourceError::Unsupported(
+            "this metric source cannot evaluate PromQL: use a Prometheus source for custom queries",
+        ))
+    }
+
+    /// Whether [`query`](Self::query) works. A spec with custom queries is refused up front,
+    /// before any weight changes, when it does not.
+    fn supports_queries(&self) -> bool {
+        false
+    }
+
+    /// The version's cumulative request count now, when the source can read it cheaply and
+    /// fresh (a scrape, not Prometheus' scrape interval). The controller polls it after a
+    /// rollback to time the first request seen on the stable version. `Ok(None)`: cannot tell.
+    fn request_count(&mut self, version: &str, now: Instant) -> Result<Option<u64>, SourceError> {
+        let _ = (version, now);
+        Ok(None)
+    }
+}
+
+/// Why a source could not produce numbers.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SourceError {
+    /// An HTTP request failed or answered with an error status.
+    #[error("{url}: {reason}")]
+    Http {
+        /// The URL asked.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A sidecar's exposition text does not parse.
+    #[error("{origin}: {source}")]
+    Exposition {
+        /// Where the text came from.
+        origin: String,
+        /// The parse error.
+        source: crate::metrics::ExpositionError,
+    },
+    /// Prometheus answered, but not with what a query should return.
+    #[error("Prometheus query `{query}`: {reason}")]
+    Query {
+        /// The PromQL sent.
+        query: String,
+        /// What was wrong with the answer.
+        reason: String,
+    },
+    /// The source cannot do what was asked.
+    #[error("{0}")]
+    Unsupported(&'static str),
+}
