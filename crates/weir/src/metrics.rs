@@ -1,1 +1,650 @@
-//! (being written)
+//! The sidecar's metrics, under Istio's names so that Flagger's queries and the usual Grafana
+//! and Kiali dashboards read them unchanged, plus weir's own (`weir_route_weight`, ...).
+//!
+//! Request metrics are kept lock-free on the hot path: every cluster of a table gets a
+//! [`ClusterSeries`] when the proxy first sees the table, and a request that ends without a
+//! response flag finds its series in a fixed slot of it (one atomic load). Series with a flag
+//! (errors) go through a map behind a mutex: that path is taken by failures only.
+//!
+//! `istio_requests_total` and the `_count` of `istio_request_duration_milliseconds` are read from
+//! the same atomic counter, so the two never disagree in a scrape.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, LabelSetEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+use weir_router::{ClusterLabels, LiveTable, RouteTable};
+
+use crate::proxy::ResponseFlags;
+
+/// The content type of [`Metrics::encode`]'s output (OpenMetrics text; Prometheus reads it).
+#[allow(dead_code)] // used by the admin API
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Envoy's default histogram buckets, in milliseconds.
+pub const DURATION_BUCKETS_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// The bucket bounds in microseconds, for integer comparisons on the hot path.
+const DURATION_BUCKETS_US: [u64; 19] = [
+    500,
+    1_000,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    30_000_000,
+    60_000_000,
+    300_000_000,
+    600_000_000,
+    1_800_000_000,
+    3_600_000_000,
+];
+
+/// Status codes with a lock-free slot: 100..=599, times two protocols.
+const FIRST_CODE: u16 = 100;
+const LAST_CODE: u16 = 599;
+const SLOTS: usize = (LAST_CODE - FIRST_CODE + 1) as usize * 2;
+
+/// All of the sidecar's metrics. One per process, shared by the proxy, the admin API and the
+/// reloader.
+pub struct Metrics {
+    registry: Registry,
+    requests: Arc<RequestSeries>,
+    reloads: Family<ResultLabel, Counter>,
+    rollbacks: Counter,
+    mirrors: Family<MirrorLabels, Counter>,
+    unknown: Arc<ClusterSeries>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("source_workload", &self.requests.workload)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One request series: a response code, response flags and protocol for one destination.
+#[derive(Debug, Default)]
+pub struct Series {
+    count: AtomicU64,
+    sum_us: AtomicU64,
+    /// Per bucket (not cumulative); the last one is `+Inf`.
+    buckets: [AtomicU64; 20],
+}
+
+/// The request series of one destination (cluster labels). Shared by every table whose cluster
+/// has the same labels, so a reload keeps counting into the same series.
+pub struct ClusterSeries {
+    labels: Arc<ClusterLabels>,
+    /// Flag-less series by `(code - 100) * 2 + grpc`.
+    slots: Box<[OnceLock<Arc<Series>>]>,
+    all: Arc<RequestSeries>,
+}
+
+impl std::fmt::Debug for ClusterSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSeries")
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct SeriesKey {
+    labels: Arc<ClusterLabels>,
+    code: u16,
+    flags: ResponseFlags,
+    grpc: bool,
+}
+
+struct RequestSeries {
+    workload: Arc<str>,
+    series: Mutex<HashMap<SeriesKey, Arc<Series>>>,
+    clusters: Mutex<HashMap<Arc<ClusterLabels>, Arc<ClusterSeries>>>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// Labels of `weir_mirror_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct MirrorLabels {
+    labels: Arc<ClusterLabels>,
+    result: MirrorResult,
+}
+
+/// What became of a mirrored copy.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum MirrorResult {
+    /// The mirror answered (any status).
+    Sent,
+    /// The mirror could not be reached, reset, or timed out.
+    Failed,
+    /// Too many copies in flight: the copy was not sent.
+    Dropped,
+    /// The request body streams (too large or unknown length): it cannot be copied.
+    Skipped,
+}
+
+// === impl Metrics ===
+
+impl Metrics {
+    /// Metrics for a sidecar reporting as `workload` (`source_workload`).
+    pub fn new(workload: &str) -> Self {
+        let mut registry = Registry::default();
+        let requests = Arc::new(RequestSeries {
+            workload: Arc::from(workload),
+            series: Mutex::new(HashMap::new()),
+            clusters: Mutex::new(HashMap::new()),
+        });
+        registry.register_collector(Box::new(RequestCollector(requests.clone())));
+        let reloads = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "weir_config_reloads",
+            "Config reloads (file, signal, admin), by result",
+            reloads.clone(),
+        );
+        // Both results exist from the start so that `rate()` sees the first failure.
+        let _ = reloads.get_or_create(&ResultLabel { result: "success" });
+        let _ = reloads.get_or_create(&ResultLabel { result: "failure" });
+        let rollbacks = Counter::default();
+        registry.register(
+            "weir_rollbacks",
+            "Rollbacks of canaries to 0%",
+            rollbacks.clone(),
+        );
+        let mirrors = Family::<MirrorLabels, Counter>::default();
+        registry.register(
+            "weir_mirror_requests",
+            "Mirrored (shadow) copies of requests, by mirror destination and result",
+            mirrors.clone(),
+        );
+        let unknown = Arc::new(ClusterLabels {
+            destination_service: Arc::from("unknown"),
+            destination_service_name: Arc::from("unknown"),
+            destination_service_namespace: Arc::from("unknown"),
+            destination_workload: Arc::from("unknown"),
+            destination_version: Arc::from("unknown"),
+        });
+        let unknown = RequestSeries::cluster(&requests, &unknown);
+        Metrics {
+            registry,
+            requests,
+            reloads,
+            rollbacks,
+            mirrors,
+            unknown,
+        }
+    }
+
+    /// The metrics in OpenMetrics text ([`CONTENT_TYPE`]), including `weir_route_weight` and
+    /// `weir_config_generation` read from the table in force now.
+    pub fn encode(&self, live: &LiveTable) -> String {
+        let table = live.load_full();
+        let mut out = String::with_capacity(16 * 1024);
+        let mut scrape = Registry::default();
+        scrape.register_collector(Box::new(TableCollector(table)));
+        // Writing into a String cannot fail.
+        let _ = encode_registry(&mut out, &self.registry);
+        let _ = encode_registry(&mut out, &scrape);
+        let _ = encode_eof(&mut out);
+        out
+    }
+
+    /// Counts a reload attempt (`weir_config_reloads_total{result="success"|"failure"}`).
+    pub fn record_reload(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts a rollback (`weir_rollbacks_total`).
+    pub fn record_rollback(&self) {
+        self.rollbacks.inc();
+    }
+
+    /// The series of a destination. Off the hot path: the proxy calls it when it first sees
+    /// a table.
+    pub(crate) fn cluster_series(&self, labels: &Arc<ClusterLabels>) -> Arc<ClusterSeries> {
+        RequestSeries::cluster(&self.requests, labels)
+    }
+
+    /// The series of requests that reached no destination (`NR`, protocol errors).
+    pub(crate) fn unknown_series(&self) -> &Arc<ClusterSeries> {
+        &self.unknown
+    }
+
+    /// Counts a mirrored copy.
+    pub(crate) fn record_mirror(&self, labels: &Arc<ClusterLabels>, result: MirrorResult) {
+        self.mirrors
+            .get_or_create(&MirrorLabels {
+                labels: labels.clone(),
+                result,
+            })
+            .inc();
+    }
+}
+
+// === impl RequestSeries ===
+
+impl RequestSeries {
+    fn cluster(this: &Arc<Self>, labels: &Arc<ClusterLabels>) -> Arc<ClusterSeries> {
+        let mut clusters = this.clusters.lock().unwrap_or_else(|p| p.into_inner());
+        clusters
+            .entry(labels.clone())
+            .or_insert_with(|| {
+                Arc::new(ClusterSeries {
+                    labels: labels.clone(),
+                    slots: (0..SLOTS).map(|_| OnceLock::new()).collect(),
+                    all: this.clone(),
+                })
+            })
+            .clone()
+    }
+
+    fn series(&self, key: SeriesKey) -> Arc<Series> {
+        let mut map = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key).or_default().clone()
+    }
+}
+
+// === impl ClusterSeries ===
+
+impl ClusterSeries {
+    /// Counts one request that ended with `code` (0 when no response was sent) after
+    /// `elapsed`.
+    pub(crate) fn record(&self, code: u16, flags: ResponseFlags, grpc: bool, elapsed: Duration) {
+        let series = if flags.is_empty() && (FIRST_CODE..=LAST_CODE).contains(&code) {
+            let slot = usize::from(code - FIRST_CODE) * 2 + usize::from(grpc);
+            self.slots[slot].get_or_init(|| self.slow(code, flags, grpc))
+        } else {
+            &self.slow(code, flags, grpc)
+        };
+        series.observe(elapsed);
+    }
+
+    fn slow(&self, code: u16, flags: ResponseFlags, grpc: bool) -> Arc<Series> {
+        self.all.series(SeriesKey {
+            labels: self.labels.clone(),
+            code,
+            flags,
+            grpc,
+        })
+    }
+
+    /// The labels of this destination.
+    pub(crate) fn labels(&self) -> &Arc<ClusterLabels> {
+        &self.labels
+    }
+}
+
+// === impl Series ===
+
+impl Series {
+    #[inline]
+    fn observe(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = DURATION_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(DURATION_BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// === impl SeriesKey ===
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code
+            && self.flags == other.flags
+            && self.grpc == other.grpc
+            && (Arc::ptr_eq(&self.labels, &other.labels) || self.labels == other.labels)
+    }
+}
+
+impl Eq for SeriesKey {}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.labels.hash(state);
+        self.code.hash(state);
+        self.flags.hash(state);
+        self.grpc.hash(state);
+    }
+}
+
+/// The label set of a request series, as Istio's telemetry writes it.
+struct RequestLabelSet<'a> {
+    workload: &'a str,
+    key: &'a SeriesKey,
+}
+
+impl EncodeLabelSet for RequestLabelSet<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let l = &self.key.labels;
+        let flags = self.key.flags.to_string();
+        let protocol = if self.key.grpc { "grpc" } else { "http" };
+        ("reporter", "source").encode(encoder.encode_label())?;
+        ("source_workload", self.workload).encode(encoder.encode_label())?;
+        ("destination_service", &*l.destination_service).encode(encoder.encode_label())?;
+        ("destination_service_name", &*l.destination_service_name)
+            .encode(encoder.encode_label())?;
+        (
+            "destination_service_namespace",
+            &*l.destination_service_namespace,
+        )
+            .encode(encoder.encode_label())?;
+        ("destination_workload", &*l.destination_workload).encode(encoder.encode_label())?;
+        (
+            "destination_workload_namespace",
+            &*l.destination_service_namespace,
+        )
+            .encode(encoder.encode_label())?;
+        ("destination_version", &*l.destination_version).encode(encoder.encode_label())?;
+        ("response_code", self.key.code).encode(encoder.encode_label())?;
+        ("response_flags", flags.as_str()).encode(encoder.encode_label())?;
+        ("request_protocol", protocol).encode(encoder.encode_label())?;
+        Ok(())
+    }
+}
+
+impl EncodeLabelSet for ResultLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ("result", self.result).encode(encoder.encode_label())
+    }
+}
+
+impl EncodeLabelSet for MirrorLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let result = match self.result {
+            MirrorResult::Sent => "sent",
+            MirrorResult::Failed => "failed",
+            MirrorResult::Dropped => "dropped",
+            MirrorResult::Skipped => "skipped",
+        };
+        ("destination_service", &*self.labels.destination_service)
+            .encode(encoder.encode_label())?;
+        (
+            "destination_service_name",
+            &*self.labels.destination_service_name,
+        )
+            .encode(encoder.encode_label())?;
+        ("destination_version", &*self.labels.destination_version)
+            .encode(encoder.encode_label())?;
+        ("result", result).encode(encoder.encode_label())
+    }
+}
+
+/// Encodes the request series: `istio_requests_total` and `istio_request_duration_milliseconds`.
+#[derive(Debug)]
+struct RequestCollector(Arc<RequestSeries>);
+
+impl std::fmt::Debug for RequestSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSeries").finish_non_exhaustive()
+    }
+}
+
+impl Collector for RequestCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut rows: Vec<(SeriesKey, Arc<Series>)> = {
+            let map = self.0.series.lock().unwrap_or_else(|p| p.into_inner());
+            map.iter().map(|(k, s)| (k.clone(), s.clone())).collect()
+        };
+        rows.sort_by(|(a, _), (b, _)| {
+            (
+                &a.labels.destination_service,
+                &a.labels.destination_version,
+                a.code,
+                a.flags,
+                a.grpc,
+            )
+                .cmp(&(
+                    &b.labels.destination_service,
+                    &b.labels.destination_version,
+                    b.code,
+                    b.flags,
+                    b.grpc,
+                ))
+        });
+        let workload = &*self.0.workload;
+        {
+            let mut family = encoder.encode_descriptor(
+                "istio_requests",
+                "Requests, by destination, response code and flags (Istio's standard metric)",
+                None,
+                MetricType::Counter,
+            )?;
+            for (key, series) in &rows {
+                let labels = RequestLabelSet { workload, key };
+                let count = series.count.load(Ordering::Relaxed);
+                family
+                    .encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "istio_request_duration_milliseconds",
+            "Request duration in milliseconds, Envoy's default buckets (Istio's standard metric)",
+            None,
+            MetricType::Histogram,
+        )?;
+        for (key, series) in &rows {
+            let labels = RequestLabelSet { workload, key };
+            let count = series.count.load(Ordering::Relaxed);
+            let sum = series.sum_us.load(Ordering::Relaxed) as f64 / 1000.0;
+            let mut buckets = [(0.0, 0u64); 20];
+            for (i, b) in buckets.iter_mut().enumerate() {
+                let bound = DURATION_BUCKETS_MS.get(i).copied().unwrap_or(f64::INFINITY);
+                *b = (bound, series.buckets[i].load(Ordering::Relaxed));
+            }
+            family
+                .encode_family(&labels)?
+                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+/// Encodes what the table in force says: `weir_route_weight`, `weir_config_generation`.
+#[derive(Debug)]
+struct TableCollector(Arc<RouteTable>);
+
+struct WeightLabels<'a> {
+    virtual_service: &'a str,
+    rule: &'a str,
+    service: &'a str,
+    version: &'a str,
+}
+
+impl EncodeLabelSet for WeightLabels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ("virtual_service", self.virtual_service).encode(encoder.encode_label())?;
+        ("rule", self.rule).encode(encoder.encode_label())?;
+        ("destination_service_name", self.service).encode(encoder.encode_label())?;
+        ("destination_version", self.version).encode(encoder.encode_label())
+    }
+}
+
+impl Collector for TableCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let table = &self.0;
+        {
+            let mut family = encoder.encode_descriptor(
+                "weir_route_weight",
+                "Weight of each destination of each rule in force (points; the share is weight / sum of the rule)",
+                None,
+                MetricType::Gauge,
+            )?;
+            let mut rule_label = String::new();
+            for vs in table.virtual_services() {
+                for rule in &vs.rules {
+                    rule_label.clear();
+                    match &rule.name {
+                        Some(name) => rule_label.push_str(name),
+                        None => {
+                            let _ = write!(rule_label, "{}", rule.index);
+                        }
+                    }
+                    for d in &rule.destinations {
+                        let cluster = table.cluster(d.cluster);
+                        let labels = WeightLabels {
+                            virtual_service: &vs.name,
+                            rule: &rule_label,
+                            service: &cluster.labels.destination_service_name,
+                            version: &cluster.labels.destination_version,
+                        };
+                        family
+                            .encode_family(&labels)?
+                            .encode_gauge(&i64::from(d.weight))?;
+                    }
+                }
+            }
+        }
+        let generation = i64::try_from(table.generation()).unwrap_or(i64::MAX);
+        encoder
+            .encode_descriptor(
+                "weir_config_generation",
+                "Generation of the routing table in force (bumped by every accepted change)",
+                None,
+                MetricType::Gauge,
+            )?
+            .encode_gauge(&generation)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_router::ConfigSource;
+
+    const CONFIG: &str = include_str!("../../../config/payment-svc.yaml");
+
+    fn live() -> LiveTable {
+        LiveTable::from_sources(&[ConfigSource::new("payment-svc.yaml", CONFIG)])
+            .expect("valid")
+            .0
+    }
+
+    #[test]
+    fn encodes_route_weights_and_generation_from_the_table_in_force() {
+        let live = live();
+        let metrics = Metrics::new("frontend");
+        let text = metrics.encode(&live);
+        assert!(text.contains(
+            r#"weir_route_weight{virtual_service="payment-svc",rule="canary-split",destination_service_name="payment-svc",destination_version="v1"} 90"#
+        ), "{text}");
+        assert!(text.contains(
+            r#"weir_route_weight{virtual_service="payment-svc",rule="canary-split",destination_service_name="payment-svc",destination_version="v2"} 10"#
+        ));
+        assert!(text.contains(
+            r#"weir_route_weight{virtual_service="payment-svc",rule="dark-launch",destination_service_name="payment-svc",destination_version="v2"} 100"#
+        ));
+        assert!(text.contains("weir_config_generation 1\n"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn counts_requests_per_destination_with_envoy_buckets() {
+        let live = live();
+        let table = live.load();
+        let metrics = Metrics::new("frontend");
+        let v1 = metrics.cluster_series(&table.clusters()[0].labels);
+        for _ in 0..3 {
+            v1.record(200, ResponseFlags::NONE, false, Duration::from_micros(700));
+        }
+        v1.record(503, ResponseFlags::UF, false, Duration::from_millis(3));
+        metrics
+            .unknown_series()
+            .record(404, ResponseFlags::NR, false, Duration::from_micros(10));
+        // A second table with equal labels counts into the same series.
+        let again = metrics.cluster_series(&Arc::new((*table.clusters()[0].labels).clone()));
+        again.record(200, ResponseFlags::NONE, false, Duration::from_secs(4000));
+
+        let text = metrics.encode(&live);
+        let v = &table.clusters()[0].labels.destination_version;
+        let head = format!(
+            r#"reporter="source",source_workload="frontend",destination_service="payment-svc.production.svc.cluster.local",destination_service_name="payment-svc",destination_service_namespace="production",destination_workload="payment-svc-{v}",destination_workload_namespace="production",destination_version="{v}""#
+        );
+        assert!(
+            text.contains(&format!(
+                r#"istio_requests_total{{{head},response_code="200",response_flags="-",request_protocol="http"}} 4"#
+            )),
+            "{text}"
+        );
+        assert!(text.contains(&format!(
+            r#"istio_requests_total{{{head},response_code="503",response_flags="UF",request_protocol="http"}} 1"#
+        )));
+        assert!(text.contains(r#"destination_service_name="unknown""#));
+        assert!(text.contains(r#"response_code="404",response_flags="NR""#));
+        // Envoy's buckets, cumulative, and +Inf.
+        let bucket = |le: &str| {
+            format!(
+                r#"istio_request_duration_milliseconds_bucket{{le="{le}",{head},response_code="200",response_flags="-",request_protocol="http"}} "#
+            )
+        };
+        assert!(text.contains(&(bucket("0.5") + "0\n")), "{text}");
+        assert!(text.contains(&(bucket("1.0") + "3\n")));
+        assert!(text.contains(&(bucket("3600000.0") + "3\n")));
+        assert!(text.contains(&(bucket("+Inf") + "4\n")));
+        let les: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("istio_request_duration_milliseconds_bucket")
+                    && l.contains(r#"response_code="200""#)
+            })
+            .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
+            .collect();
+        let expected: Vec<String> = DURATION_BUCKETS_MS
+            .iter()
+            .map(|b| format!("{b:?}"))
+            .chain(["+Inf".to_string()])
+            .collect();
+        assert_eq!(les, expected);
+    }
+
+    #[test]
+    fn counts_reloads_and_rollbacks() {
+        let live = live();
+        let metrics = Metrics::new("w");
+        metrics.record_reload(true);
+        metrics.record_reload(false);
+        metrics.record_reload(false);
+        metrics.record_rollback();
+        let text = metrics.encode(&live);
+        assert!(
+            text.contains("weir_config_reloads_total{result=\"success\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("weir_config_reloads_total{result=\"failure\"} 2\n"));
+        assert!(text.contains("weir_rollbacks_total 1\n"));
+    }
+}

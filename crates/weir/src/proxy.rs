@@ -1,1 +1,254 @@
-//! (being written)
+//! The data path of `weir serve`: accept HTTP/1.1 and h2c on one port, route each request on
+//! the table in force, forward it on a pooled keep-alive connection with both bodies
+//! streamed, and count it under the destination's Istio labels.
+//!
+//! ```text
+//! accept -> head -> table = live.load() -> table.decide() -> fault? -> mirrors
+//!        -> pick endpoint -> forward (timeout, retries) -> response headers -> stream body
+//!        -> count when the body is done
+//! ```
+//!
+//! Every failure becomes a response with Envoy's meaning and flag (see [`ResponseFlags`]), is
+//! counted, and is marked in the `x-weir-flags` response header.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use weir_router::LiveTable;
+
+use crate::metrics::Metrics;
+
+mod body;
+mod clusters;
+mod flags;
+mod forward;
+mod headers;
+mod mirror;
+
+use body::{Recorder, UpstreamBody};
+use clusters::Clusters;
+pub use flags::ResponseFlags;
+
+/// Settings of the data path. `workload` is required; everything else has a default.
+#[derive(Clone, Debug)]
+pub struct ProxyOptions {
+    /// This sidecar's workload (`source_workload`).
+    pub workload: String,
+    /// Longest request head accepted, in bytes; larger is answered 431 (Envoy: 60 KiB).
+    pub max_request_head: usize,
+    /// Largest request body read into memory so that it can be retried or mirrored, in bytes.
+    /// Larger bodies (and bodies of unknown length) are streamed: not retried, not mirrored.
+    pub replay_buffer_limit: usize,
+    /// Upstream connect timeout.
+    pub connect_timeout: Duration,
+    /// How long an idle upstream connection stays in the pool.
+    pub pool_idle_timeout: Duration,
+    /// Mirrored copies in flight at most; more are dropped (and counted).
+    pub max_mirrors_in_flight: usize,
+    /// Timeout of a mirrored copy when its rule has none.
+    pub mirror_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            workload: "weir".to_string(),
+            max_request_head: 60 * 1024,
+            replay_buffer_limit: 64 * 1024,
+            connect_timeout: Duration::from_secs(10),
+            pool_idle_timeout: Duration::from_secs(60),
+            max_mirrors_in_flight: 256,
+            mirror_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The proxy: shared by every connection; [`Proxy::serve`] runs it on a listener.
+pub struct Proxy {
+    live: Arc<LiveTable>,
+    metrics: Arc<Metrics>,
+    options: ProxyOptions,
+    /// HTTP/1.1 upstream connections (also WebSocket upgrades).
+    h1: Client<HttpConnector, UpstreamBody>,
+    /// HTTP/2 with prior knowledge, for gRPC arriving over h2c.
+    h2: Client<HttpConnector, UpstreamBody>,
+    clusters: Clusters,
+    mirrors: Arc<Semaphore>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("options", &self.options)
+            .field("in_flight", &self.in_flight())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the proxy knows of a downstream connection.
+#[derive(Debug)]
+struct Downstream {
+    peer: SocketAddr,
+    /// The client's IP as a header value, made once per connection for `x-forwarded-for`.
+    peer_header: HeaderValue,
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    /// A proxy routing on `live`, counting into `metrics`.
+    pub fn new(live: Arc<LiveTable>, metrics: Arc<Metrics>, options: ProxyOptions) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(options.connect_timeout));
+        connector.enforce_http(true);
+        let h1 = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(options.pool_idle_timeout)
+            .build(connector.clone());
+        let h2 = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(options.pool_idle_timeout)
+            .timer(TokioTimer::new())
+            .http2_only(true)
+            .build(connector);
+        Arc::new(Proxy {
+            live,
+            metrics,
+            mirrors: Arc::new(Semaphore::new(options.max_mirrors_in_flight)),
+            options,
+            h1,
+            h2,
+            clusters: Clusters::default(),
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Requests in progress: from the head read until the response body is sent.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    /// Accepts on `listener` until `shutdown` resolves, then stops accepting and waits for
+    /// in-flight requests/connections to finish (up to `drain`), then returns.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .max_buf_size(self.options.max_request_head.max(8192))
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.options.max_request_head).unwrap_or(u32::MAX));
+        tracing::debug!(workload = %self.options.workload, addr = ?listener.local_addr().ok(), "proxy serving");
+        // Dropped senders tell the drain that every connection is closed.
+        let (open_tx, mut open_rx) = mpsc::channel::<Infallible>(1);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY");
+            }
+            let downstream = Arc::new(Downstream {
+                peer,
+                peer_header: HeaderValue::from_str(&peer.ip().to_string())
+                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            });
+            let proxy = self.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let proxy = proxy.clone();
+                let downstream = downstream.clone();
+                async move { Ok::<_, Infallible>(forward::handle(proxy, downstream, req).await) }
+            });
+            let builder = builder.clone();
+            let mut stop = stop_rx.clone();
+            let open = open_tx.clone();
+            let metrics = self.metrics.clone();
+            tokio::spawn(async move {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                tokio::pin!(conn);
+                let result = tokio::select! {
+                    r = conn.as_mut() => r,
+                    () = async { drop(stop.wait_for(|s| *s).await) } => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = result {
+                    connection_error(&metrics, &*e);
+                }
+                drop(open);
+            });
+        }
+        drop(listener);
+        let _ = stop_tx.send(true);
+        drop(open_tx);
+        if tokio::time::timeout(drain, open_rx.recv()).await.is_err() {
+            tracing::warn!(
+                in_flight = self.in_flight(),
+                "drain timeout: closing connections with requests in flight"
+            );
+        }
+        Ok(())
+    }
+
+    fn start(&self) -> Recorder {
+        Recorder::start(
+            self.metrics.unknown_series().clone(),
+            self.in_flight.clone(),
+        )
+    }
+}
+
+/// Counts what a connection died of when it never reached the service: an oversized or
+/// malformed request head (hyper answered it with 431 or 400).
+fn connection_error(metrics: &Metrics, error: &(dyn std::error::Error + 'static)) {
+    let Some(e) = error.downcast_ref::<hyper::Error>() else {
+        tracing::debug!(error, "connection error");
+        return;
+    };
+    let code = if e.is_parse_too_large() {
+        431
+    } else if e.is_parse() {
+        400
+    } else {
+        tracing::debug!(error = %e, "connection error");
+        return;
+    };
+    metrics
+        .unknown_series()
+        .record(code, ResponseFlags::DPE, false, Duration::ZERO);
+}
