@@ -13,8 +13,10 @@ pub(crate) static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-for
 pub(crate) static X_WEIR_FLAGS: HeaderName = HeaderName::from_static("x-weir-flags");
 
 /// Headers that belong to one connection (RFC 9110 7.6.1), plus the legacy ones proxies
-/// strip. `te` is handled apart: `te: trailers` is kept (gRPC needs it).
-static HOP_BY_HOP: [HeaderName; 7] = [
+/// strip. `te` is handled apart: `te: trailers` is kept (gRPC needs it). `expect` is answered
+/// by the proxy itself (hyper sends `100 Continue` when the body is first read).
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::EXPECT,
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
