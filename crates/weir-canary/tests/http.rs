@@ -1,0 +1,513 @@
+//! The HTTP sources, sinks and webhooks against tiny servers started by each test on
+//! 127.0.0.1:0 and stopped when it ends.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use weir_canary::*;
+
+// === a tiny HTTP/1.1 server ===
+
+#[derive(Clone, Debug)]
+struct Seen {
+    method: String,
+    path: String,
+    query: BTreeMap<String, String>,
+    headers: BTreeMap<String, String>,
+    body: String,
+}
+
+impl Seen {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+type Handler = dyn Fn(&Seen) -> (u16, String) + Send + Sync;
+
+struct Server {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(handler: impl Fn(&Seen) -> (u16, String) + Send + Sync + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let thread = {
+            let (stop, seen) = (stop.clone(), seen.clone());
+            std::thread::spawn(move || {
+                for conn in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(conn) = conn else { continue };
+                    if let Some(req) = read_request(&conn) {
+                        let (status, body) = handler(&req);
+                        seen.lock().unwrap().push(req);
+                        let _ = write!(
+                            &conn,
+                            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                }
+            })
+        };
+        Server {
+            addr,
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so that it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_request(conn: &TcpStream) -> Option<Seen> {
+    let mut reader = BufReader::new(conn);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let target = parts.next()?.to_string();
+    let mut headers = BTreeMap::new();
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    let (path, query) = target.split_once('?').unwrap_or((&target, ""));
+    let query = query
+        .split('&')
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect();
+    Some(Seen {
+        method,
+        path: path.to_string(),
+        query,
+        headers,
+        body: String::from_utf8(body).ok()?,
+    })
+}
+
+/// Percent-decoding of a query component (`+` is a space).
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+/// A port nothing listens on.
+fn closed_port() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    drop(l);
+    url
+}
+
+fn target() -> Target {
+    CanarySpec::from_yaml(
+        "c.yaml",
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: payment-svc}\nspec:\n  analysis: {interval: 1m, threshold: 1, stepWeight: 10}\n",
+    )
+    .unwrap()
+    .target
+}
+
+// === ScrapeSource ===
+
+#[test]
+fn scrape_source_sums_sidecars_and_differences_scrapes() {
+    // Each sidecar's counters grow by its own amount per scrape.
+    let sidecar = |ok_per_scrape: u64, err_per_scrape: u64| {
+        let n = Arc::new(Mutex::new(0u64));
+        Server::start(move |req| {
+            assert_eq!(req.path, "/metrics");
+            let mut n = n.lock().unwrap();
+            *n += 1;
+            let body = format!(
+                "# TYPE istio_requests_total counter\n\
+                 istio_requests_total{{destination_service_name=\"payment-svc\",destination_version=\"v2\",response_code=\"200\"}} {}\n\
+                 istio_requests_total{{destination_service_name=\"payment-svc\",destination_version=\"v2\",response_code=\"503\"}} {}\n\
+                 istio_requests_total{{destination_service_name=\"payment-svc\",destination_version=\"v1\",response_code=\"200\"}} {}\n\
+                 istio_requests_total{{destination_service_name=\"other\",destination_version=\"v2\",response_code=\"500\"}} 999\n",
+                *n * ok_per_scrape,
+                *n * err_per_scrape,
+                *n * 1000
+            );
+            (200, body)
+        })
+    };
+    let a = sidecar(90, 0);
+    let b = sidecar(5, 5);
+    let mut source = ScrapeSource::new([
+        format!("{}/metrics", a.url()),
+        format!("{}/metrics", b.url()),
+    ])
+    .filter(SeriesFilter::service("payment-svc"));
+    let t0 = Instant::now();
+    let window = Duration::from_secs(10);
+    let first = source.observe("v2", window, t0).unwrap();
+    assert_eq!(first.requests, 0, "one scrape is no window");
+    let second = source
+        .observe("v2", window, t0 + Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        second.requests, 100,
+        "90 + 10 new requests on the two sidecars"
+    );
+    assert_eq!(second.success_rate, Some(95.0));
+    assert_eq!(second.window, window);
+    assert_eq!(
+        source
+            .request_count("v1", t0 + Duration::from_secs(11))
+            .unwrap(),
+        Some(6000)
+    );
+    assert_eq!(a.seen().len(), 3);
+    assert_eq!(b.seen().len(), 3);
+
+    // One sidecar failing fails the observation: part of the traffic is never a verdict.
+    let broken = Server::start(|_| (503, "down".into()));
+    let mut source = ScrapeSource::new([a.url() + "/metrics", broken.url() + "/metrics"]);
+    let err = source.observe("v2", window, t0).unwrap_err();
+    assert!(err.to_string().contains("503"), "{err}");
+    let mut source = ScrapeSource::new([closed_port()]);
+    assert!(matches!(
+        source.observe("v2", window, t0),
+        Err(SourceError::Http { .. })
+    ));
+    let garbage = Server::start(|_| {
+        (
+            200,
+            "istio_requests_total{destination_version=\"v2\" 1\n".into(),
+        )
+    });
+    let mut source = ScrapeSource::new([garbage.url()]);
+    assert!(matches!(
+        source.observe("v2", window, t0),
+        Err(SourceError::Exposition { .. })
+    ));
+}
+
+// === AdminSink ===
+
+/// A fake sidecar admin API: answers `answer(method, path)`, generation 7.
+fn admin(answer: impl Fn(&str, &str) -> u16 + Send + Sync + 'static) -> Server {
+    Server::start(move |req| {
+        let status = answer(&req.method, &req.path);
+        let body = match status {
+            200 => json!({"generation": 7, "took_us": 35, "virtual_services": ["payment-svc"]}),
+            409 => json!({
+                "error": "the weight guard refused the change",
+                "findings": [{"code": "WEIR004", "severity": "error", "message": "v2 gets 60, more than the stable v1's 40"}]
+            }),
+            _ => json!({"error": "boom"}),
+        };
+        (status, body.to_string())
+    })
+}
+
+#[test]
+fn admin_sink_fans_out_and_every_replica_confirms() {
+    let a = admin(|_, _| 200);
+    let b = admin(|_, _| 200);
+    let mut sink = AdminSink::new([a.url(), b.url() + "/"]).token("s3cret");
+    let t = target();
+    let c = sink.set_weights(&t, Split::canary(10)).unwrap();
+    assert_eq!(c.generations, vec![7, 7]);
+    sink.set_weights(&t, Split::canary(60)).unwrap();
+    sink.rollback(&t).unwrap();
+    sink.release(&t).unwrap();
+    sink.promote(&t).unwrap();
+    assert_eq!(sink.describe(), "admin API of 2 sidecars");
+    for server in [&a, &b] {
+        let seen = server.seen();
+        let calls: Vec<(&str, &str)> = seen
+            .iter()
+            .map(|s| (s.method.as_str(), s.path.as_str()))
+            .collect();
+        assert_eq!(
+            calls,
+            vec![
+                ("PUT", "/weights"),
+                ("PUT", "/weights"),
+                ("POST", "/rollback"),
+                ("DELETE", "/rollback"),
+                ("POST", "/promote")
+            ]
+        );
+        assert_eq!(
+            seen[0].json(),
+            json!({"virtual_service": "payment-svc", "weights": {"v1": 90, "v2": 10}, "rule": null, "force": false, "promotion": false})
+        );
+        assert_eq!(
+            seen[1].json()["promotion"],
+            true,
+            "60/40 to the canary is a promotion step"
+        );
+        assert_eq!(seen[2].json(), json!({"virtual_service": "payment-svc"}));
+        assert_eq!(seen[3].json(), json!({"virtual_service": "payment-svc"}));
+        assert_eq!(
+            seen[4].json(),
+            json!({"virtual_service": "payment-svc", "subset": "v2"})
+        );
+        assert!(
+            seen.iter().all(
+                |s| s.headers.get("authorization").map(String::as_str) == Some("Bearer s3cret")
+            )
+        );
+        assert!(
+            seen.iter()
+                .all(|s| s.headers.get("content-type").map(String::as_str)
+                    == Some("application/json"))
+        );
+    }
+}
+
+#[test]
+fn admin_sink_rolls_every_replica_back_on_a_partial_failure() {
+    // (b's status for PUT /weights, error is a refusal)
+    for (status, refused) in [(409, true), (500, false)] {
+        let a = admin(|_, _| 200);
+        let b = admin(move |m, _| if m == "PUT" { status } else { 200 });
+        let mut sink = AdminSink::new([a.url(), b.url()]);
+        let err = sink.set_weights(&target(), Split::canary(20)).unwrap_err();
+        assert_eq!(err.is_refused(), refused, "{err}");
+        let text = err.to_string();
+        assert!(text.contains("1 of 2 sidecars failed"), "{text}");
+        assert!(text.contains("put back"), "{text}");
+        if refused {
+            assert!(
+                text.contains("WEIR004"),
+                "the findings are passed on: {text}"
+            );
+        }
+        for server in [&a, &b] {
+            let calls: Vec<String> = server
+                .seen()
+                .iter()
+                .map(|s| format!("{} {}", s.method, s.path))
+                .collect();
+            assert_eq!(
+                calls,
+                vec!["PUT /weights", "POST /rollback"],
+                "every replica is rolled back"
+            );
+        }
+    }
+
+    // A promotion that fails on one replica is undone where it went through.
+    let a = admin(|_, _| 200);
+    let b = admin(|m, p| {
+        if (m, p) == ("POST", "/promote") {
+            500
+        } else {
+            200
+        }
+    });
+    let mut sink = AdminSink::new([a.url(), b.url()]);
+    assert!(sink.promote(&target()).is_err());
+    let a_seen = a.seen();
+    assert_eq!(a_seen.len(), 2);
+    assert_eq!(
+        a_seen[1].json(),
+        json!({"virtual_service": "payment-svc", "subset": "v1"})
+    );
+    assert_eq!(b.seen().len(), 1, "b never promoted: nothing to undo");
+
+    // An unreachable replica; the undo that follows is reported when it fails as well.
+    let a = admin(|m, _| if m == "POST" { 500 } else { 200 });
+    let mut sink = AdminSink::new([a.url(), closed_port()]);
+    let err = sink.set_weights(&target(), Split::canary(20)).unwrap_err();
+    assert!(!err.is_refused());
+    assert!(err.to_string().contains("FAILED too"), "{err}");
+
+    // One replica: its own error, nothing to undo.
+    let lone = admin(|_, _| 404);
+    let err = AdminSink::new([lone.url()])
+        .rollback(&target())
+        .unwrap_err();
+    assert!(matches!(err, SinkError::Failed { .. }), "{err}");
+    assert!(err.to_string().contains("404"), "{err}");
+}
+
+// === PrometheusSource ===
+
+#[test]
+fn prometheus_source_sends_the_builtin_promql_and_reads_the_answers() {
+    let queries = BuiltinQueries::new(
+        &SeriesFilter::service("payment-svc"),
+        "v2",
+        Duration::from_secs(60),
+    );
+    let (requests, rate, p99) = (queries.requests(), queries.success_rate(), queries.p99());
+    let answers: BTreeMap<String, &str> = [
+        (requests.clone(), "600.4"),
+        (rate.clone(), "99.5"),
+        (p99.clone(), "123.4"),
+        ("sum(rate(my_errors_total[1m]))".to_string(), "NaN"),
+    ]
+    .into_iter()
+    .collect();
+    let prom = Server::start(move |req| {
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("GET", "/api/v1/query")
+        );
+        let q = &req.query["query"];
+        match answers.get(q) {
+            Some(v) => (
+                200,
+                format!(
+                    r#"{{"status":"success","data":{{"resultType":"vector","result":[{{"metric":{{}},"value":[1700000000.5,"{v}"]}}]}}}}"#
+                ),
+            ),
+            None => (
+                400,
+                r#"{"status":"error","errorType":"bad_data","error":"unknown query"}"#.into(),
+            ),
+        }
+    });
+    let mut source =
+        PrometheusSource::new(prom.url() + "/").filter(SeriesFilter::service("payment-svc"));
+    assert!(source.supports_queries());
+    let o = source
+        .observe("v2", Duration::from_secs(60), Instant::now())
+        .unwrap();
+    assert_eq!(o.requests, 600);
+    assert_eq!(o.success_rate, Some(99.5));
+    assert_eq!(o.p99_ms, Some(123.4));
+    let sent: Vec<String> = prom
+        .seen()
+        .iter()
+        .map(|s| s.query["query"].clone())
+        .collect();
+    assert_eq!(sent, vec![requests, rate, p99]);
+    assert_eq!(
+        source
+            .query("sum(rate(my_errors_total[1m]))", Instant::now())
+            .unwrap(),
+        None,
+        "NaN is no data"
+    );
+    let err = source.query("up{", Instant::now()).unwrap_err();
+    assert!(err.to_string().contains("bad_data: unknown query"), "{err}");
+
+    // No requests: the rate and p99 are not asked for.
+    let empty = Server::start(|_| {
+        (
+            200,
+            r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.into(),
+        )
+    });
+    let mut source = PrometheusSource::new(empty.url());
+    let o = source
+        .observe("v2", Duration::from_secs(30), Instant::now())
+        .unwrap();
+    assert_eq!((o.requests, o.success_rate, o.p99_ms), (0, None, None));
+    assert_eq!(empty.seen().len(), 1);
+}
+
+// === webhooks ===
+
+#[test]
+fn webhooks_post_flaggers_payload() {
+    let hook = Server::start(|req| {
+        if req.body.contains("\"go\"") {
+            (200, "{}".into())
+        } else {
+            (500, "{}".into())
+        }
+    });
+    let spec = CanarySpec::from_yaml(
+        "c.yaml",
+        &format!(
+            "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {{name: payment-svc, namespace: production}}\nspec:\n  analysis:\n    interval: 1m\n    threshold: 1\n    stepWeight: 10\n    webhooks:\n    - {{name: gate, type: confirm-promotion, url: '{}/gate', timeout: 2s, metadata: {{answer: go}}}}\n    - {{name: other, url: '{}', timeout: 2s}}\n",
+            hook.url(),
+            closed_port()
+        ),
+    )
+    .unwrap();
+    let mut client = HttpWebhooks::new();
+    let payload = WebhookPayload {
+        name: &spec.name,
+        namespace: &spec.namespace,
+        phase: Phase::WaitingPromotion,
+        metadata: &spec.analysis.webhooks[0].metadata,
+    };
+    assert_eq!(client.call(&spec.analysis.webhooks[0], &payload), Ok(200));
+    let seen = hook.seen();
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].path.as_str()),
+        ("POST", "/gate")
+    );
+    assert_eq!(
+        seen[0].json(),
+        json!({"name": "payment-svc", "namespace": "production", "phase": "WaitingPromotion", "metadata": {"answer": "go"}})
+    );
+    let err = client
+        .call(&spec.analysis.webhooks[1], &payload)
+        .unwrap_err();
+    assert_eq!(err.name, "other");
+}
