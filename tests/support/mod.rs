@@ -97,7 +97,9 @@ impl Upstream {
 
     /// Starts an upstream with a behavior.
     pub async fn start_with(name: &str, behavior: Behavior) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(UpstreamState {
             name: name.to_string(),
@@ -115,7 +117,8 @@ impl Upstream {
                 let _ = stream.set_nodelay(true);
                 let st = st.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req| serve_upstream(st.clone(), req));
+                    let svc =
+                        hyper::service::service_fn(move |req| serve_upstream(st.clone(), req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
@@ -157,7 +160,11 @@ async fn serve_upstream(
     let n = st.count.fetch_add(1, Ordering::SeqCst) + 1;
     let behavior = st.behavior.lock().unwrap().clone();
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     {
         let mut seen = st.seen.lock().unwrap();
         if seen.len() >= 10_000 {
@@ -178,13 +185,17 @@ async fn serve_upstream(
     }
     let status = if n <= behavior.fail_first {
         503
-    } else if behavior.fail_every.is_some_and(|k| k > 0 && n % k == 0) {
+    } else if behavior.fail_every.is_some_and(|k| k > 0 && n.is_multiple_of(k)) {
         500
     } else {
         behavior.status
     };
     *st.answered.lock().unwrap().entry(status).or_insert(0) += 1;
-    let payload = if behavior.echo { body } else { Bytes::from(st.name.clone()) };
+    let payload = if behavior.echo {
+        body
+    } else {
+        Bytes::from(st.name.clone())
+    };
     let resp = Response::builder()
         .status(status)
         .header("x-upstream", st.name.as_str())
@@ -295,14 +306,28 @@ impl Weir {
 
     /// Starts `weir serve --config <path>` (the file must exist); returns the error output if
     /// it exits before it is ready.
-    pub fn spawn(dir: tempfile::TempDir, config_path: PathBuf, extra: &[&str]) -> Result<Weir, String> {
+    pub fn spawn(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        extra: &[&str],
+    ) -> Result<Weir, String> {
         let mut cmd = weir_command();
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--reload-poll", "100ms"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--reload-poll",
+                "100ms",
+            ])
             .args(extra)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn weir");
@@ -321,10 +346,8 @@ impl Weir {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("weir: ready ") {
-                    if let Some(tx) = tx.take() {
-                        let _ = tx.send(rest.to_string());
-                    }
+                if let (Some(rest), Some(tx)) = (line.strip_prefix("weir: ready "), tx.take()) {
+                    let _ = tx.send(rest.to_string());
                 }
             }
         });
@@ -414,15 +437,31 @@ impl Weir {
 
     /// `GET /metrics` text.
     pub async fn metrics(&self) -> String {
-        let (status, _, body) = http_request("GET", &format!("{}/metrics", self.admin_url()), None, &[], Bytes::new()).await;
+        let (status, _, body) = http_request(
+            "GET",
+            &format!("{}/metrics", self.admin_url()),
+            None,
+            &[],
+            Bytes::new(),
+        )
+        .await;
         assert_eq!(status, StatusCode::OK, "GET /metrics");
         String::from_utf8(body.to_vec()).unwrap()
     }
 
     /// An admin request with a JSON body; returns the status and the parsed JSON answer
     /// (`Null` when the answer is not JSON).
-    pub async fn admin_json(&self, method: &str, path: &str, body: serde_json::Value) -> (StatusCode, serde_json::Value) {
-        let payload = if body.is_null() { Bytes::new() } else { Bytes::from(body.to_string()) };
+    pub async fn admin_json(
+        &self,
+        method: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (StatusCode, serde_json::Value) {
+        let payload = if body.is_null() {
+            Bytes::new()
+        } else {
+            Bytes::from(body.to_string())
+        };
         let (status, _, body) = http_request(
             method,
             &format!("{}{path}", self.admin_url()),
@@ -431,19 +470,35 @@ impl Weir {
             payload,
         )
         .await;
-        (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// A request through the proxy with the given Host header.
-    pub async fn send(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> (StatusCode, HeaderMap, Bytes) {
-        http_request("GET", &format!("{}{path}", self.proxy_url()), Some(host), headers, Bytes::new()).await
+    pub async fn send(
+        &self,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        http_request(
+            "GET",
+            &format!("{}{path}", self.proxy_url()),
+            Some(host),
+            headers,
+            Bytes::new(),
+        )
+        .await
     }
 }
 
 // === HTTP client ===
 
 fn client() -> &'static Client<HttpConnector, Full<Bytes>> {
-    static CLIENT: std::sync::OnceLock<Client<HttpConnector, Full<Bytes>>> = std::sync::OnceLock::new();
+    static CLIENT: std::sync::OnceLock<Client<HttpConnector, Full<Bytes>>> =
+        std::sync::OnceLock::new();
     CLIENT.get_or_init(|| {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
@@ -515,7 +570,11 @@ where
 pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric_samples(text, name)
         .into_iter()
-        .filter(|(l, _)| labels.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+        .filter(|(l, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
         .map(|(_, v)| v)
         .sum()
 }
@@ -538,7 +597,9 @@ pub fn metric_samples(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, 
         if metric != name {
             continue;
         }
-        let Ok(value) = value.parse::<f64>() else { continue };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
         out.push((parse_labels(labels), value));
     }
     out
@@ -550,7 +611,9 @@ fn parse_labels(s: &str) -> BTreeMap<String, String> {
     while let Some(eq) = rest.find('=') {
         let key = rest[..eq].trim_start_matches(',').trim().to_string();
         let after = &rest[eq + 1..];
-        let Some(after) = after.strip_prefix('"') else { break };
+        let Some(after) = after.strip_prefix('"') else {
+            break;
+        };
         let mut value = String::new();
         let mut chars = after.char_indices();
         let mut end = after.len();

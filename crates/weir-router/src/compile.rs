@@ -208,7 +208,7 @@ impl<'a> Compiler<'a> {
             ));
         }
         let mut virtual_services = Vec::new();
-        let mut host_index: HashMap<String, usize> = HashMap::new();
+        let mut host_index: HashMap<String, usize, HostHasher> = HashMap::default();
         let mut wildcard_hosts = Vec::new();
         for located in &res.virtual_services {
             let vs = self.virtual_service(located);
@@ -261,15 +261,14 @@ impl<'a> Compiler<'a> {
     fn service_entry(&mut self, se: &Located<RawServiceEntry>) {
         let ns = namespace(&se.raw.metadata);
         let spec = &se.raw.spec;
-        if let Some(res) = &spec.resolution {
-            if !matches!(res.as_str(), "STATIC" | "DNS" | "NONE" | "DNS_ROUND_ROBIN") {
+        if let Some(res) = &spec.resolution
+            && !matches!(res.as_str(), "STATIC" | "DNS" | "NONE" | "DNS_ROUND_ROBIN") {
                 self.findings.push(Finding::error(
                     Code::InvalidValue,
                     se.doc.location("spec.resolution"),
                     format!("resolution {res:?} is not STATIC, DNS, DNS_ROUND_ROBIN or NONE"),
                 ));
             }
-        }
         let mut endpoints = Vec::new();
         for (i, ep) in spec.endpoints.iter().enumerate() {
             let port = endpoint_port(&spec.ports, ep);
@@ -344,17 +343,21 @@ impl<'a> Compiler<'a> {
         let key = fqdn(&spec.host, &ns);
         if let Some((_, existing)) = self.rules.get_mut(&key) {
             for (name, def) in subsets {
-                if existing.contains_key(&name) {
-                    self.findings.push(Finding::error(
-                        Code::DuplicateSubset,
-                        dr.doc.location("spec.subsets"),
-                        format!(
-                            "subset {name:?} of host {} is defined by two DestinationRules: keep one",
-                            spec.host
-                        ),
-                    ));
-                } else {
-                    existing.insert(name, def);
+                match existing.entry(name) {
+                    std::collections::btree_map::Entry::Occupied(taken) => {
+                        self.findings.push(Finding::error(
+                            Code::DuplicateSubset,
+                            dr.doc.location("spec.subsets"),
+                            format!(
+                                "subset {:?} of host {} is defined by two DestinationRules: keep one",
+                                taken.key(),
+                                spec.host
+                            ),
+                        ));
+                    }
+                    std::collections::btree_map::Entry::Vacant(slot) => {
+                        slot.insert(def);
+                    }
                 }
             }
         } else {
@@ -1284,11 +1287,10 @@ fn host_keys(host: &str, ns: &str) -> Vec<String> {
 
 fn endpoint_port(ports: &[RawPort], ep: &RawWorkloadEntry) -> Option<u16> {
     for p in ports {
-        if let Some(name) = &p.name {
-            if let Some(n) = ep.ports.get(name) {
+        if let Some(name) = &p.name
+            && let Some(n) = ep.ports.get(name) {
                 return u16::try_from(*n).ok();
             }
-        }
     }
     if let Some(n) = ep.ports.values().next() {
         return u16::try_from(*n).ok();

@@ -145,13 +145,46 @@ impl RequestMatch {
             && self.query_params.is_empty()
     }
 
-    /// Whether the request satisfies every condition.
+    /// Whether the request satisfies every condition. The hot path: no allocation unless a
+    /// header has several values to join.
     #[inline]
     pub fn matches(&self, req: &RequestHead<'_>) -> bool {
-        self.first_failure(req).is_none()
+        if let Some(m) = &self.uri {
+            let path = req.path();
+            let ok = if self.ignore_uri_case {
+                m.matches_ignore_case(path)
+            } else {
+                m.matches(path)
+            };
+            if !ok {
+                return false;
+            }
+        }
+        if let Some(m) = &self.method
+            && !m.matches(req.method.as_str()) {
+                return false;
+            }
+        if let Some(m) = &self.scheme
+            && !m.matches(req.scheme()) {
+                return false;
+            }
+        if let Some(m) = &self.authority
+            && !m.matches(req.authority().unwrap_or("")) {
+                return false;
+            }
+        for h in &self.headers {
+            let hit = header_value(req, &h.name).is_some_and(|v| h.matcher.matches(&v));
+            if hit == h.inverted {
+                return false;
+            }
+        }
+        self.query_params
+            .iter()
+            .all(|q| query_value(req.query(), &q.name).is_some_and(|v| q.matcher.matches(v)))
     }
 
     /// The first condition the request fails, described for humans; `None` when it matches.
+    /// Agrees with [`matches`](RequestMatch::matches), which is the allocation-free form.
     pub fn first_failure(&self, req: &RequestHead<'_>) -> Option<String> {
         if let Some(m) = &self.uri {
             let path = req.path();

@@ -19,11 +19,39 @@ pub struct RouteTable {
     pub(crate) generation: u64,
     pub(crate) virtual_services: Vec<VirtualService>,
     /// Lowercased host name (short, `name.namespace`, FQDN) -> index in `virtual_services`.
-    pub(crate) host_index: HashMap<String, usize>,
+    pub(crate) host_index: HashMap<String, usize, HostHasher>,
     /// Wildcard hosts (`*.example.com` stored as `.example.com`, `*` as ``) -> index.
     pub(crate) wildcard_hosts: Vec<(String, usize)>,
     pub(crate) clusters: Vec<Cluster>,
     pub(crate) sources: Arc<[ConfigSource]>,
+}
+
+/// FNV-1a for the host index: host names are short, and SipHash's DoS resistance buys
+/// nothing for a map built from the operator's own config.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct HostHasher;
+
+impl std::hash::BuildHasher for HostHasher {
+    type Hasher = Fnv;
+    fn build_hasher(&self) -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+pub(crate) struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// How the weights of a route are read (`weir.dev/weight-policy`).

@@ -508,6 +508,18 @@ fn matcher_table() {
         let head = RequestHead::new(&method, &uri, &headers);
         let d = table.decide(&head, 0).expect("a route");
         let hit = d.rule.index == 0;
+        // The allocation-free matcher and the explaining one must agree.
+        let rule0 = &table.virtual_services()[0].rules[0];
+        let explained = rule0
+            .matches
+            .iter()
+            .any(|m| m.first_failure(&head).is_none());
+        if explained != hit {
+            failures.push(format!(
+                "{}: first_failure disagrees with matches",
+                row.name
+            ));
+        }
         if hit != row.hit {
             failures.push(format!(
                 "{}: expected {}, got rule {}",
