@@ -1,20 +1,4 @@
 //! The canary state machine: Flagger's phases and semantics, plus a fast guard between checks.
-//!
-//! ```text
-//! Initialized -> Progressing: pre-rollout hooks (a failure is a failed check)
-//!             -> [dark launch: `iterations` passing checks on header traffic]
-//!             -> weight stages: set the weight, wait an interval, check (rollout hooks + gates)
-//!             -> WaitingPromotion (confirm-promotion hooks not yet 2xx; checks go on)
-//!             -> Promoting -> Succeeded (post-rollout hooks)
-//! any time:   failed checks reach `threshold`, the fast guard sees a breach, a rollback hook
-//!             answers 2xx, a sink refuses, or the run is aborted
-//!             -> canary to 0% in one sink call -> Failed (post-rollout hooks)
-//! ```
-//!
-//! Between checks the fast guard looks at the canary every `fastGuard.period` over the last
-//! `fastGuard.window` and rolls back as soon as a built-in gate (success rate, p99) is out of
-//! range with at least `minRequests` requests in the window: a breach is acted on within one
-//! guard period instead of up to `interval x threshold` later.
 
 use std::fmt;
 use std::sync::Arc;
@@ -176,6 +160,24 @@ impl Abort {
 /// std::process::exit(if report.succeeded() { 0 } else { 1 });
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
+///
+/// The phases, as Flagger's:
+///
+/// ```text
+/// Initialized -> Progressing: pre-rollout hooks (a failure is a failed check)
+///             -> [dark launch: `iterations` passing checks on header traffic]
+///             -> weight stages: set the weight, wait an interval, check (rollout hooks + gates)
+///             -> WaitingPromotion (confirm-promotion hooks not yet 2xx; checks go on)
+///             -> Promoting -> Succeeded (post-rollout hooks)
+/// any time:   failed checks reach `threshold`, the fast guard sees a breach, a rollback hook
+///             answers 2xx, a sink refuses, or the run is aborted
+///             -> canary to 0% in one sink call -> Failed (post-rollout hooks)
+/// ```
+///
+/// Between checks the fast guard looks at the canary every `fastGuard.period` over the last
+/// `fastGuard.window` and rolls back as soon as a built-in gate (success rate, p99) is out of
+/// range with at least `minRequests` requests in the window: a breach is acted on within one
+/// guard period instead of up to `interval x threshold` later.
 pub struct CanaryRun<'a> {
     spec: &'a CanarySpec,
     source: &'a mut dyn MetricSource,
@@ -523,13 +525,15 @@ impl Machine<'_> {
                 self.emit(EventKind::Breach, reason.clone());
                 return Err(self.stop(Trigger::Aborted, reason));
             }
+            // Metrics before hooks: a slow rollback hook (up to its timeout) must not delay
+            // the look at the canary.
+            if let Some(g) = guard {
+                self.guard_tick(g.window)?;
+            }
             if self.rollback_hook_fired() {
                 let reason = "a rollback webhook answered 2xx".to_string();
                 self.emit(EventKind::Breach, reason.clone());
                 return Err(self.stop(Trigger::RollbackWebhook, reason));
-            }
-            if let Some(g) = guard {
-                self.guard_tick(g.window)?;
             }
             if next >= deadline {
                 return Ok(());

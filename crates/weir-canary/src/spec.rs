@@ -1,54 +1,4 @@
-//! The `Canary` document: Flagger's shape (`flagger.app/v1beta1`, `spec.analysis`) plus weir's
-//! own settings under `spec.weir`.
-//!
-//! ```yaml
-//! apiVersion: flagger.app/v1beta1
-//! kind: Canary
-//! metadata:
-//!   name: payment-svc
-//!   namespace: production
-//! spec:
-//!   analysis:
-//!     interval: 1m            # one check per interval
-//!     threshold: 5            # failed checks (counted over the run) that roll back
-//!     maxWeight: 50           # with stepWeight: 10, 20, ... 50, then promotion
-//!     stepWeight: 10          # or stepWeights: [1, 10, 50]
-//!     iterations: 3           # dark launch: 3 passing checks on header traffic only ...
-//!     match:                  # ... the requests the VirtualService's header rule sends to the canary
-//!       - headers:
-//!           x-canary:
-//!             exact: "true"
-//!     metrics:
-//!       - name: request-success-rate   # % non-5xx, min
-//!         thresholdRange: {min: 99}
-//!         interval: 1m
-//!       - name: request-duration       # p99 in ms, max
-//!         thresholdRange: {max: 500}
-//!         interval: 30s
-//!       - name: error-budget           # any other name needs a PromQL query
-//!         query: sum(rate(my_errors_total[{{ interval }}]))
-//!         thresholdRange: {max: 1}
-//!     webhooks:
-//!       - name: load-test              # type defaults to rollout
-//!         url: http://flagger-loadtester.test/
-//!         timeout: 5s
-//!   weir:
-//!     virtualService: payment-svc      # default: spec.service.name, spec.targetRef.name, metadata.name
-//!     rule: canary-split               # name of the weighted http rule; default: the first with both subsets
-//!     stableSubset: v1                 # default v1
-//!     canarySubset: v2                 # default v2
-//!     stableVersion: v1                # destination_version of the stable's metrics; default: the subset name
-//!     canaryVersion: v2                # likewise for the canary
-//!     destinationService: payment-svc  # destination_service_name to count; default: every service
-//!     minRequests: 20                  # requests a gate needs in its window; fewer is a failed check
-//!     fastGuard:
-//!       period: 1s                     # between checks, evaluate the gates this often (0s: off)
-//!       window: 10s                    # over this much recent traffic
-//! ```
-//!
-//! Flagger's webhook types `pre-rollout`, `rollout`, `confirm-promotion`, `post-rollout` and
-//! `rollback` are supported with Flagger's semantics; custom query templates may use
-//! `{{ interval }}`, `{{ namespace }}`, `{{ name }}` and `{{ service }}`.
+//! The `Canary` document: Flagger's shape plus weir's own settings, validated up front.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -72,6 +22,59 @@ const DEFAULT_GUARD_PERIOD: Duration = Duration::from_secs(1);
 const DEFAULT_GUARD_WINDOW: Duration = Duration::from_secs(10);
 
 /// A validated canary: what to move, how far, and behind which gates.
+///
+/// The document is Flagger's shape (`flagger.app/v1beta1`, `spec.analysis`) plus weir's own
+/// settings under `spec.weir`; every field below is read, anything else under `analysis` is
+/// refused rather than ignored:
+///
+/// ```yaml
+/// apiVersion: flagger.app/v1beta1
+/// kind: Canary
+/// metadata:
+///   name: payment-svc
+///   namespace: production
+/// spec:
+///   analysis:
+///     interval: 1m            # one check per interval
+///     threshold: 5            # failed checks (counted over the run) that roll back
+///     maxWeight: 50           # with stepWeight: 10, 20, ... 50, then promotion
+///     stepWeight: 10          # or stepWeights: [1, 10, 50]
+///     iterations: 3           # dark launch: 3 passing checks on header traffic only ...
+///     match:                  # ... the requests the VirtualService's header rule sends to the canary
+///       - headers:
+///           x-canary:
+///             exact: "true"
+///     metrics:
+///       - name: request-success-rate   # % non-5xx, min
+///         thresholdRange: {min: 99}
+///         interval: 1m
+///       - name: request-duration       # p99 in ms, max
+///         thresholdRange: {max: 500}
+///         interval: 30s
+///       - name: error-budget           # any other name needs a PromQL query
+///         query: sum(rate(my_errors_total[{{ interval }}]))
+///         thresholdRange: {max: 1}
+///     webhooks:
+///       - name: load-test              # type defaults to rollout
+///         url: http://flagger-loadtester.test/
+///         timeout: 5s
+///   weir:
+///     virtualService: payment-svc      # default: spec.service.name, spec.targetRef.name, metadata.name
+///     rule: canary-split               # name of the weighted http rule; default: the first with both subsets
+///     stableSubset: v1                 # default v1
+///     canarySubset: v2                 # default v2
+///     stableVersion: v1                # destination_version of the stable's metrics; default: the subset name
+///     canaryVersion: v2                # likewise for the canary
+///     destinationService: payment-svc  # destination_service_name to count; default: every service
+///     minRequests: 20                  # requests a gate needs in its window; fewer is a failed check
+///     fastGuard:
+///       period: 1s                     # between checks, evaluate the gates this often (0s: off)
+///       window: 10s                    # over this much recent traffic
+/// ```
+///
+/// Flagger's webhook types `pre-rollout`, `rollout`, `confirm-promotion`, `post-rollout` and
+/// `rollback` are supported with Flagger's semantics; custom query templates may use
+/// `{{ interval }}`, `{{ namespace }}`, `{{ name }}` and `{{ service }}`.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct CanarySpec {
