@@ -602,14 +602,8 @@ async fn set_weights_cli_end_to_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_cli_rolls_back_and_releases() {
     let (_v1, v2, weir) = lesson().await;
-    let out = weir_cli(vec![
-        "rollback".into(),
-        "--admin".into(),
-        weir.admin_url(),
-        "--virtual-service".into(),
-        "payment-svc".into(),
-    ])
-    .await;
+    // No --virtual-service: every VirtualService of the sidecar.
+    let out = weir_cli(vec!["rollback".into(), "--admin".into(), weir.admin_url()]).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(
         stdout(&out).contains("rolled back production/payment-svc"),

@@ -233,6 +233,93 @@ fn file_state(path: &Path) -> FileState {
 mod tests {
     use super::*;
 
+    const LESSON: &str = include_str!("../../../config/payment-svc.yaml");
+
+    fn lesson(v1: u32, v2: u32) -> String {
+        LESSON
+            .replace("weight: 90", &format!("weight: {v1}"))
+            .replace("weight: 10", &format!("weight: {v2}"))
+    }
+
+    fn reloader(dir: &Path) -> (Arc<LiveTable>, Reloader) {
+        let path = dir.join("config.yaml");
+        std::fs::write(&path, lesson(90, 10)).unwrap();
+        let paths = vec![path];
+        let snapshot = Snapshot::read(&paths);
+        let (live, _) = LiveTable::from_sources(&snapshot.sources(&paths).unwrap()).unwrap();
+        let live = Arc::new(live);
+        let metrics = Arc::new(Metrics::new("test"));
+        let reloader = Reloader::new(paths, snapshot, Arc::clone(&live), metrics);
+        (live, reloader)
+    }
+
+    #[test]
+    fn a_change_is_applied_once_it_holds_for_two_polls_and_a_refusal_is_tried_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, reloader) = reloader(dir.path());
+        assert!(reloader.poll().is_none(), "nothing changed");
+
+        std::fs::write(dir.path().join("config.yaml"), lesson(50, 50)).unwrap();
+        assert!(
+            reloader.poll().is_none(),
+            "a change seen once waits for the next poll"
+        );
+        assert_eq!(live.generation(), 1);
+        let applied = reloader.poll().expect("reloaded").expect("accepted");
+        assert_eq!(applied.generation, 2);
+        assert!(
+            reloader.poll().is_none(),
+            "the same file is not reloaded again"
+        );
+
+        std::fs::write(dir.path().join("config.yaml"), lesson(1, 99)).unwrap();
+        assert!(reloader.poll().is_none());
+        match reloader.poll() {
+            Some(Err(ReloadError::Refused(refused))) => {
+                assert!(refused.findings.contains(weir_router::Code::CanaryMajority))
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(
+            reloader.poll().is_none(),
+            "a refused file is not tried on every poll"
+        );
+        assert_eq!(live.generation(), 2);
+
+        // An explicit reload tries it again.
+        assert!(matches!(
+            reloader.reload(Trigger::Signal),
+            Err(ReloadError::Refused(_))
+        ));
+    }
+
+    #[test]
+    fn a_file_that_changes_between_polls_waits_until_it_settles() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, reloader) = reloader(dir.path());
+        let path = dir.path().join("config.yaml");
+        // Half written, then complete: never reloaded half written.
+        let full = lesson(50, 50);
+        std::fs::write(&path, &full[..full.len() / 2]).unwrap();
+        assert!(reloader.poll().is_none());
+        std::fs::write(&path, &full).unwrap();
+        assert!(reloader.poll().is_none());
+        assert!(matches!(reloader.poll(), Some(Ok(_))));
+        assert_eq!(live.generation(), 2);
+    }
+
+    #[test]
+    fn an_unreadable_file_is_a_refused_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let (live, reloader) = reloader(dir.path());
+        std::fs::remove_file(dir.path().join("config.yaml")).unwrap();
+        assert!(matches!(
+            reloader.reload(Trigger::Admin),
+            Err(ReloadError::Read { .. })
+        ));
+        assert_eq!(live.generation(), 1);
+    }
+
     #[test]
     fn a_symlink_swap_with_the_same_text_is_a_change() {
         let dir = tempfile::tempdir().unwrap();
