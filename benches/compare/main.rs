@@ -1,0 +1,462 @@
+//! `cargo bench --bench compare -- --duration 10s`: what routing costs, side by side.
+//!
+//! Direct to v1 (the floor), weir, nginx and HAProxy, one after the other, each with the same
+//! routing (`x-canary: true` -> v2, else 90/10), the same worker threads (a sweep), the same
+//! load tool, connections and duration, against the same two upstreams. For each: requests/s
+//! at saturation, p50/p99/p99.9 at a fixed rate, CPU per 10k requests, peak memory, errors and
+//! the split the upstreams actually counted. Results go to `benches/results/<date>.{md,json}`
+//! and `benches/results/latest.md`. `--help` lists the options.
+//!
+//! Without cargo's `--bench` flag (`cargo test --benches`, CI) it does nothing.
+
+mod args;
+mod configs;
+mod machine;
+mod oha;
+mod process;
+mod procfs;
+mod report;
+mod upstream;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
+
+use args::{Contender, Options};
+use configs::Routing;
+use oha::{LoadRun, LoadStats};
+use process::{Proxy, ProxyEnv, Upstreams};
+use report::{Report, Row, RunInfo, Split};
+
+/// `x-canary: true` probes sent through each proxy before the load; all must reach v2.
+const HEADER_PROBES: u64 = 200;
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("upstreams") {
+        let threads = argv.get(1).and_then(|t| t.parse().ok()).unwrap_or(1);
+        let body = argv.get(2).and_then(|b| b.parse().ok()).unwrap_or(1024);
+        upstream::run(threads, body);
+    }
+    let opts = match args::parse(argv.clone()) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("compare: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if opts.help {
+        print!("{}", args::USAGE);
+        return ExitCode::SUCCESS;
+    }
+    if !opts.bench_mode {
+        println!("compare: not run outside `cargo bench` (try `cargo bench --bench compare`)");
+        return ExitCode::SUCCESS;
+    }
+    let shown: Vec<&str> = argv
+        .iter()
+        .map(String::as_str)
+        .filter(|a| *a != "--bench")
+        .collect();
+    let command = if shown.is_empty() {
+        "cargo bench --bench compare".to_string()
+    } else {
+        format!("cargo bench --bench compare -- {}", shown.join(" "))
+    };
+    match run(&opts, command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("compare: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Makes sure oha, taskset, nginx and haproxy are there, installing the proxies from Debian's
+/// packages when allowed, or saying exactly what to install.
+fn check_tools(opts: &Options) -> Result<(), String> {
+    if !have("oha") {
+        return Err("the load tool is missing: cargo install oha --locked".into());
+    }
+    if opts.pin && !have("taskset") {
+        return Err("taskset is missing: apt-get install -y util-linux (or pass --no-pin)".into());
+    }
+    let mut missing = Vec::new();
+    if opts.contenders.contains(&Contender::Nginx) && !have("nginx") {
+        missing.push("nginx-light");
+    }
+    if opts.contenders.contains(&Contender::Haproxy) && !have("haproxy") {
+        missing.push("haproxy");
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let what = format!("apt-get install -y {}", missing.join(" "));
+    if !opts.install {
+        return Err(format!(
+            "missing proxies: {what} (or leave them out with --only)"
+        ));
+    }
+    eprintln!("compare: installing {} ({what})", missing.join(", "));
+    let ok = Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return Err(format!(
+            "could not install them; as root: apt-get update && {what} (or --only direct,weir)"
+        ));
+    }
+    Ok(())
+}
+
+/// `cargo build --release -p weir`, unless a binary was given.
+fn weir_binary(opts: &Options) -> Result<PathBuf, String> {
+    if let Some(bin) = &opts.weir_bin {
+        return Ok(bin.clone());
+    }
+    let root = workspace_root();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("compare: building weir in release");
+    let ok = Command::new(cargo)
+        .args(["build", "--release", "-p", "weir", "--bin", "weir"])
+        .current_dir(&root)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return Err("cargo build --release -p weir failed".into());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release").join("weir"))
+}
+
+fn first_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| {
+            let mut text = String::from_utf8_lossy(&o.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&o.stderr));
+            text.lines().next().unwrap_or("").trim().to_string()
+        })
+        .unwrap_or_default()
+}
+
+fn versions(opts: &Options) -> Vec<(String, String)> {
+    let mut v = vec![(
+        "oha".to_string(),
+        first_line("oha", &["--version"]).replace("oha ", ""),
+    )];
+    let rev = first_line(
+        "git",
+        &[
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ],
+    );
+    let dirty = !first_line(
+        "git",
+        &[
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+        ],
+    )
+    .is_empty();
+    v.push((
+        "weir".into(),
+        format!("{rev}{}", if dirty { "+dirty" } else { "" }),
+    ));
+    if opts.contenders.contains(&Contender::Nginx) {
+        v.push((
+            "nginx".into(),
+            first_line("nginx", &["-v"]).replace("nginx version: nginx/", ""),
+        ));
+    }
+    if opts.contenders.contains(&Contender::Haproxy) {
+        let line = first_line("haproxy", &["-v"]);
+        let version = line.split_whitespace().nth(2).unwrap_or(&line).to_string();
+        v.push(("haproxy".into(), version));
+    }
+    v
+}
+
+/// Which cores the proxy and the load get for a thread count.
+struct Placement {
+    proxy: Option<String>,
+    load: Option<String>,
+    /// Threads for oha and for the upstreams.
+    load_threads: u32,
+}
+
+fn placement(opts: &Options, threads: u32, cores: usize) -> Placement {
+    let cores = cores as u32;
+    if opts.pin && threads < cores {
+        let range = |a: u32, b: u32| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        };
+        Placement {
+            proxy: Some(range(0, threads - 1)),
+            load: Some(range(threads, cores - 1)),
+            load_threads: cores - threads,
+        }
+    } else {
+        Placement {
+            proxy: None,
+            load: None,
+            load_threads: cores.max(1),
+        }
+    }
+}
+
+fn oha(run: &LoadRun, cpus: Option<&str>) -> Result<LoadStats, String> {
+    let out = process::pinned(cpus, "oha")
+        .args(oha::args(run))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("running oha: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "oha failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    oha::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Measures one contender at one thread count, from fresh processes.
+fn measure(
+    opts: &Options,
+    contender: Contender,
+    threads: u32,
+    place: &Placement,
+    weir: &Path,
+    lesson_yaml: &str,
+) -> Result<Row, String> {
+    let mut upstreams =
+        Upstreams::start(place.load.as_deref(), place.load_threads, opts.body_bytes)?;
+    let routing = Routing {
+        listen: process::free_addr()?,
+        v1: upstreams.v1,
+        v2: upstreams.v2,
+        v1_weight: 90,
+        threads,
+    };
+    let proxy = match contender {
+        Contender::Direct => None,
+        _ => Some(Proxy::start(
+            contender,
+            &routing,
+            &ProxyEnv {
+                weir,
+                lesson_yaml,
+                cpus: place.proxy.as_deref(),
+            },
+        )?),
+    };
+    let target = proxy.as_ref().map_or(upstreams.v1, |p| p.addr);
+    let load = |duration: Option<Duration>,
+                requests: u64,
+                rate: Option<u32>,
+                headers: Vec<String>| LoadRun {
+        url: format!("http://{target}/pay"),
+        connections: opts.connections,
+        duration,
+        requests,
+        rate,
+        headers,
+        threads: place.load_threads,
+    };
+    let cpus = place.load.as_deref();
+
+    let header_rule_ok = if contender.routes() {
+        let before = upstreams.counts()?;
+        let probe = oha(
+            &load(None, HEADER_PROBES, None, vec!["x-canary: true".into()]),
+            cpus,
+        )?;
+        let after = upstreams.counts()?;
+        Some(probe.errors == 0 && after.0 == before.0 && after.1 - before.1 == HEADER_PROBES)
+    } else {
+        None
+    };
+
+    oha(&load(Some(opts.warmup), 0, None, vec![]), cpus)?;
+
+    let pid = proxy.as_ref().map_or(upstreams.pid(), Proxy::pid);
+    let hz = procfs::ticks_per_second() as f64;
+    let counts0 = upstreams.counts()?;
+    let cpu0 = procfs::usage(pid).cpu_ticks;
+    let saturation = oha(&load(Some(opts.duration), 0, None, vec![]), cpus)?;
+    let cpu1 = procfs::usage(pid).cpu_ticks;
+    let fixed = oha(&load(Some(opts.duration), 0, Some(opts.rate), vec![]), cpus)?;
+    let usage = procfs::usage(pid);
+    let counts1 = upstreams.counts()?;
+
+    let sat_cpu_s = (cpu1 - cpu0) as f64 / hz;
+    let fixed_cpu_s = (usage.cpu_ticks - cpu1) as f64 / hz;
+    Ok(Row {
+        contender,
+        threads,
+        saturation,
+        fixed,
+        cpu_s_per_10k: if fixed.requests > 0 {
+            fixed_cpu_s * 10_000.0 / fixed.requests as f64
+        } else {
+            0.0
+        },
+        saturation_cpu_percent: if saturation.duration_s > 0.0 {
+            sat_cpu_s * 100.0 / saturation.duration_s / threads as f64
+        } else {
+            0.0
+        },
+        peak_rss_kib: usage.peak_rss_kib,
+        processes: usage.processes,
+        split: contender.routes().then_some(Split {
+            v1: counts1.0 - counts0.0,
+            v2: counts1.1 - counts0.1,
+        }),
+        header_rule_ok,
+    })
+}
+
+fn run(opts: &Options, command: String) -> Result<(), String> {
+    check_tools(opts)?;
+    let weir = if opts.contenders.contains(&Contender::Weir) {
+        weir_binary(opts)?
+    } else {
+        PathBuf::from("weir")
+    };
+    let lesson_path = workspace_root().join("config/payment-svc.yaml");
+    let lesson_yaml = std::fs::read_to_string(&lesson_path)
+        .map_err(|e| format!("{}: {e}", lesson_path.display()))?;
+
+    let machine = machine::Machine::current();
+    let load_before = machine::loadavg();
+    if load_before[0] > 0.5 {
+        eprintln!(
+            "compare: load average {:.2}: something else is running, figures will be noisy",
+            load_before[0]
+        );
+    }
+    let pinning = if opts.pin && machine.cores >= 2 {
+        let t: Vec<String> = opts
+            .threads
+            .iter()
+            .map(|&t| {
+                let p = placement(opts, t, machine.cores);
+                match (p.proxy, p.load) {
+                    (Some(proxy), Some(load)) => format!(
+                        "{t} thread(s): proxy on CPU {proxy}, oha + upstreams on CPU {load}"
+                    ),
+                    _ => format!("{t} thread(s): all processes share every CPU"),
+                }
+            })
+            .collect();
+        format!("Pinning (taskset): {}.", t.join("; "))
+    } else {
+        "No pinning: all processes share every CPU.".into()
+    };
+    let mut report = Report {
+        machine,
+        run: RunInfo {
+            command,
+            duration_s: opts.duration.as_secs_f64(),
+            connections: opts.connections,
+            rate: opts.rate,
+            body_bytes: opts.body_bytes,
+            pinning,
+            versions: versions(opts),
+            load_before,
+            load_after: [0.0; 3],
+        },
+        rows: Vec::new(),
+    };
+    let mut failures = Vec::new();
+    for &threads in &opts.threads {
+        let place = placement(opts, threads, report.machine.cores);
+        for &contender in &opts.contenders {
+            eprintln!("compare: {} with {threads} thread(s)", contender.name());
+            match measure(opts, contender, threads, &place, &weir, &lesson_yaml) {
+                Ok(row) => {
+                    eprintln!(
+                        "compare:   {:.0} req/s max, p99 {:.3} ms at {} req/s, split {}",
+                        row.saturation.rps,
+                        row.fixed.p99_ms,
+                        opts.rate,
+                        row.split.map_or("v1 only".into(), |s| s.render())
+                    );
+                    report.rows.push(row);
+                }
+                Err(e) => {
+                    eprintln!("compare:   FAILED: {e}");
+                    failures.push(format!("{} ({threads} thr): {e}", contender.name()));
+                }
+            }
+        }
+    }
+    report.run.load_after = machine::loadavg();
+    let mut md = report::render_markdown(&report);
+    if !failures.is_empty() {
+        md.push_str("\nNot measured:\n\n");
+        for f in &failures {
+            md.push_str(&format!("- {f}\n"));
+        }
+    }
+    println!("{md}");
+    if let Some(dir) = &opts.out_dir {
+        let dir = if dir.is_absolute() {
+            dir.clone()
+        } else {
+            workspace_root().join(dir)
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let mut json = report::render_json(&report);
+        json["not_measured"] = serde_json::json!(failures);
+        let date = &report.machine.date;
+        let files = [
+            (dir.join(format!("{date}.md")), md.clone()),
+            (
+                dir.join(format!("{date}.json")),
+                serde_json::to_string_pretty(&json).unwrap_or_default() + "\n",
+            ),
+            (dir.join("latest.md"), md),
+        ];
+        for (path, text) in files {
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+            eprintln!("compare: wrote {}", path.display());
+        }
+    }
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} contender run(s) failed", failures.len()))
+    }
+}

@@ -1,0 +1,400 @@
+//! One row per (contender, threads), the checks that make a row trustworthy (split, header
+//! rule, errors), the ratios against direct and nginx, and the markdown and JSON renderings.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+
+use crate::args::Contender;
+use crate::machine::Machine;
+use crate::oha::LoadStats;
+
+/// The split the expected routing asks for: v2's share of the weighted traffic, percent.
+pub const EXPECTED_V2_PERCENT: f64 = 10.0;
+/// How far a proxy's delivered split may be from it, percentage points.
+pub const SPLIT_TOLERANCE_POINTS: f64 = 1.0;
+
+/// Requests each upstream served during the measured runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Split {
+    /// Served by v1.
+    pub v1: u64,
+    /// Served by v2.
+    pub v2: u64,
+}
+
+impl Split {
+    /// v2's share, percent (0 when nothing was served).
+    pub fn v2_percent(&self) -> f64 {
+        let total = self.v1 + self.v2;
+        if total == 0 {
+            0.0
+        } else {
+            self.v2 as f64 * 100.0 / total as f64
+        }
+    }
+
+    /// Within [`SPLIT_TOLERANCE_POINTS`] of 90/10, with traffic on both sides.
+    pub fn is_within_tolerance(&self) -> bool {
+        self.v1 + self.v2 > 0
+            && (self.v2_percent() - EXPECTED_V2_PERCENT).abs() <= SPLIT_TOLERANCE_POINTS
+    }
+
+    /// `90.03/9.97`.
+    pub fn render(&self) -> String {
+        let v2 = self.v2_percent();
+        format!("{:.2}/{:.2}", 100.0 - v2, v2)
+    }
+}
+
+/// Everything measured for one contender at one thread count.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// Who.
+    pub contender: Contender,
+    /// Worker threads (nginx: processes) it was given.
+    pub threads: u32,
+    /// The saturation run (no rate limit).
+    pub saturation: LoadStats,
+    /// The fixed-rate run, latency corrected.
+    pub fixed: LoadStats,
+    /// CPU seconds the contender's processes spent per 10,000 requests of the fixed-rate run.
+    pub cpu_s_per_10k: f64,
+    /// The contender's CPU use during the saturation run, percent of its threads' cores
+    /// (100 = it was the bottleneck; much less = something else was).
+    pub saturation_cpu_percent: f64,
+    /// Peak resident memory of all its processes, KiB.
+    pub peak_rss_kib: u64,
+    /// Its processes (nginx: master + workers).
+    pub processes: u32,
+    /// What the upstreams saw during the measured runs; `None` for direct.
+    pub split: Option<Split>,
+    /// Whether every `x-canary: true` probe reached v2; `None` for direct.
+    pub header_rule_ok: Option<bool>,
+}
+
+impl Row {
+    /// Why this row cannot be trusted as a fast result, if it cannot.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let errors = self.saturation.errors + self.fixed.errors;
+        if errors > 0 {
+            problems.push(format!("{errors} errors"));
+        }
+        if self.saturation.requests == 0 || self.fixed.requests == 0 {
+            problems.push("no responses".into());
+        }
+        if let Some(split) = self.split.filter(|s| !s.is_within_tolerance()) {
+            problems.push(format!("split {} is off 90/10", split.render()));
+        }
+        if self.header_rule_ok == Some(false) {
+            problems.push("x-canary rule broken".into());
+        }
+        problems
+    }
+}
+
+/// How the run was made, printed above the table.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RunInfo {
+    /// The command line that made it.
+    pub command: String,
+    /// Seconds per measured run.
+    pub duration_s: f64,
+    /// Load tool connections.
+    pub connections: u32,
+    /// Requests/s of the fixed-rate run.
+    pub rate: u32,
+    /// Upstream body size, bytes.
+    pub body_bytes: usize,
+    /// How cores were shared, in words.
+    pub pinning: String,
+    /// `(tool, version)` of everything involved.
+    pub versions: Vec<(String, String)>,
+    /// Load averages when the run started and ended.
+    pub load_before: [f64; 3],
+    /// See `load_before`.
+    pub load_after: [f64; 3],
+}
+
+/// A whole run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// Where and when.
+    pub machine: Machine,
+    /// How.
+    pub run: RunInfo,
+    /// What, in run order.
+    pub rows: Vec<Row>,
+}
+
+/// A target from DESIGN.md and whether a run met it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verdict {
+    /// The target, in words.
+    pub target: String,
+    /// The figure measured.
+    pub measured: String,
+    /// `Some(met)`, or `None` when the run lacks the contenders to tell.
+    pub met: Option<bool>,
+}
+
+impl Report {
+    fn find(&self, contender: Contender, threads: u32) -> Option<&Row> {
+        self.rows
+            .iter()
+            .find(|r| r.contender == contender && r.threads == threads)
+    }
+
+    /// The thread counts measured, in order of first appearance.
+    pub fn thread_counts(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = Vec::new();
+        for r in &self.rows {
+            if !out.contains(&r.threads) {
+                out.push(r.threads);
+            }
+        }
+        out
+    }
+
+    /// `row`'s saturation throughput over `base`'s at the same thread count.
+    pub fn rps_ratio(&self, row: &Row, base: Contender) -> Option<f64> {
+        let b = self.find(base, row.threads)?;
+        (b.saturation.rps > 0.0).then(|| row.saturation.rps / b.saturation.rps)
+    }
+
+    /// `row`'s fixed-rate p99 minus direct's at the same thread count, ms.
+    pub fn added_p99_ms(&self, row: &Row) -> Option<f64> {
+        let d = self.find(Contender::Direct, row.threads)?;
+        Some(row.fixed.p99_ms - d.fixed.p99_ms)
+    }
+
+    /// weir against DESIGN.md's performance targets, per thread count.
+    pub fn verdicts(&self) -> Vec<Verdict> {
+        let mut out = Vec::new();
+        for t in self.thread_counts() {
+            let Some(weir) = self.find(Contender::Weir, t) else {
+                continue;
+            };
+            let ratio = self.rps_ratio(weir, Contender::Nginx);
+            out.push(Verdict {
+                target: format!("{t} thr: weir throughput >= nginx (goal 1.2x)"),
+                measured: ratio.map_or("no nginx row".into(), |r| format!("{r:.2}x")),
+                met: ratio.map(|r| r >= 1.0),
+            });
+            let added = self.added_p99_ms(weir);
+            out.push(Verdict {
+                target: format!(
+                    "{t} thr: weir added p99 over direct <= 0.3 ms at {} rps",
+                    self.run.rate
+                ),
+                measured: added.map_or("no direct row".into(), |a| format!("{a:+.3} ms")),
+                met: added.map(|a| a <= 0.3),
+            });
+            out.push(Verdict {
+                target: format!("{t} thr: weir peak RSS <= 20 MB"),
+                measured: format!("{:.1} MB", mib(weir.peak_rss_kib)),
+                met: Some(mib(weir.peak_rss_kib) <= 20.0),
+            });
+        }
+        let routed: Vec<&Row> = self.rows.iter().filter(|r| r.split.is_some()).collect();
+        if !routed.is_empty() {
+            let off: Vec<String> = routed
+                .iter()
+                .filter(|r| !r.split.is_some_and(|s| s.is_within_tolerance()))
+                .map(|r| format!("{} ({} thr)", r.contender.name(), r.threads))
+                .collect();
+            out.push(Verdict {
+                target: "every proxy's split within 1 point of 90/10".into(),
+                measured: if off.is_empty() {
+                    "all within".into()
+                } else {
+                    format!("off: {}", off.join(", "))
+                },
+                met: Some(off.is_empty()),
+            });
+        }
+        out
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn ratio_cell(r: Option<f64>) -> String {
+    r.map_or("–".into(), |r| format!("{r:.2}x"))
+}
+
+/// The markdown the harness prints and writes to `benches/results/`.
+pub fn render_markdown(report: &Report) -> String {
+    let m = &report.machine;
+    let run = &report.run;
+    let mut s = String::new();
+    let _ = writeln!(s, "# weir proxy comparison, {} {} UTC\n", m.date, m.time);
+    let _ = writeln!(
+        s,
+        "Machine: {} cores ({}), Linux {}. Load average before: {}; after: {}.",
+        m.cores,
+        m.cpu_model,
+        m.kernel,
+        fmt_load(run.load_before),
+        fmt_load(run.load_after)
+    );
+    let _ = writeln!(s, "Command: `{}`", run.command);
+    let _ = writeln!(
+        s,
+        "Load: oha, {} connections, {:.0} s per run; saturation = no rate limit; latency = \
+         fixed {} req/s with latency correction. Upstreams: two Rust hyper servers, {} B bodies. \
+         Routing: `x-canary: true` -> v2, else 90/10. {}",
+        run.connections, run.duration_s, run.rate, run.body_bytes, run.pinning
+    );
+    if !run.versions.is_empty() {
+        let v: Vec<String> = run
+            .versions
+            .iter()
+            .map(|(tool, version)| format!("{tool} {version}"))
+            .collect();
+        let _ = writeln!(s, "Versions: {}.", v.join(", "));
+    }
+    s.push('\n');
+    s.push_str(
+        "| contender | threads | max req/s | vs direct | vs nginx | p50 ms | p99 ms | p99.9 ms \
+         | p99 added ms | CPU s / 10k req | CPU at max | peak RSS MB | errors | split v1/v2 % \
+         | check |\n",
+    );
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for row in &report.rows {
+        let problems = row.problems();
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.0} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {:.0}% | {:.1} \
+             | {} | {} | {} |",
+            row.contender.name(),
+            row.threads,
+            row.saturation.rps,
+            ratio_cell(report.rps_ratio(row, Contender::Direct)),
+            ratio_cell(report.rps_ratio(row, Contender::Nginx)),
+            row.fixed.p50_ms,
+            row.fixed.p99_ms,
+            row.fixed.p999_ms,
+            match (row.contender, report.added_p99_ms(row)) {
+                (Contender::Direct, _) | (_, None) => "–".to_string(),
+                (_, Some(a)) => format!("{a:+.3}"),
+            },
+            row.cpu_s_per_10k,
+            row.saturation_cpu_percent,
+            mib(row.peak_rss_kib),
+            row.saturation.errors + row.fixed.errors,
+            row.split.map_or("100/0 (v1 only)".into(), |sp| sp.render()),
+            if problems.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("**BROKEN**: {}", problems.join("; "))
+            },
+        );
+    }
+    let verdicts = report.verdicts();
+    if !verdicts.is_empty() {
+        s.push_str("\nTargets (DESIGN.md):\n\n");
+        for v in verdicts {
+            let mark = match v.met {
+                Some(true) => "met",
+                Some(false) => "NOT met",
+                None => "not measured",
+            };
+            let _ = writeln!(s, "- {}: {} — {}", v.target, v.measured, mark);
+        }
+    }
+    s.push_str(
+        "\nColumns: max req/s from the saturation run; ratios are against direct and nginx at \
+         the same thread count; latencies from the fixed-rate run; CPU s / 10k req is the \
+         contender's user+system CPU (all its processes) per 10,000 requests of the fixed-rate \
+         run; CPU at max is its CPU use during the saturation run as a share of its threads \
+         (near 100% = the proxy was the bottleneck); peak RSS is VmHWM summed over its \
+         processes; split is what the upstreams counted over both runs; check also sends \
+         `x-canary: true` probes that must all reach v2.\n",
+    );
+    s
+}
+
+fn fmt_load(l: [f64; 3]) -> String {
+    format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
+}
+
+fn stats_json(s: &LoadStats) -> Value {
+    json!({
+        "requests": s.requests,
+        "errors": s.errors,
+        "requests_per_second": s.rps,
+        "p50_ms": s.p50_ms,
+        "p99_ms": s.p99_ms,
+        "p99_9_ms": s.p999_ms,
+        "duration_s": s.duration_s,
+    })
+}
+
+/// The JSON written beside the markdown: the same facts, machine-readable.
+pub fn render_json(report: &Report) -> Value {
+    let m = &report.machine;
+    let run = &report.run;
+    let rows: Vec<Value> = report
+        .rows
+        .iter()
+        .map(|r| {
+            json!({
+                "contender": r.contender.name(),
+                "threads": r.threads,
+                "saturation": stats_json(&r.saturation),
+                "fixed_rate": stats_json(&r.fixed),
+                "rps_vs_direct": report.rps_ratio(r, Contender::Direct),
+                "rps_vs_nginx": report.rps_ratio(r, Contender::Nginx),
+                "p99_added_ms": if r.contender == Contender::Direct {
+                    None
+                } else {
+                    report.added_p99_ms(r)
+                },
+                "cpu_s_per_10k_requests": r.cpu_s_per_10k,
+                "saturation_cpu_percent": r.saturation_cpu_percent,
+                "peak_rss_kib": r.peak_rss_kib,
+                "processes": r.processes,
+                "split": r.split.map(|s| json!({
+                    "v1": s.v1,
+                    "v2": s.v2,
+                    "v2_percent": s.v2_percent(),
+                    "within_tolerance": s.is_within_tolerance(),
+                })),
+                "header_rule_ok": r.header_rule_ok,
+                "problems": r.problems(),
+            })
+        })
+        .collect();
+    let verdicts: Vec<Value> = report
+        .verdicts()
+        .into_iter()
+        .map(|v| json!({"target": v.target, "measured": v.measured, "met": v.met}))
+        .collect();
+    json!({
+        "date": m.date,
+        "time_utc": m.time,
+        "machine": {
+            "cores": m.cores,
+            "kernel": m.kernel,
+            "cpu_model": m.cpu_model,
+        },
+        "run": {
+            "command": run.command,
+            "load_tool": "oha",
+            "duration_s": run.duration_s,
+            "connections": run.connections,
+            "fixed_rate_rps": run.rate,
+            "body_bytes": run.body_bytes,
+            "pinning": run.pinning,
+            "versions": run.versions.iter().map(|(k, v)| json!({"tool": k, "version": v})).collect::<Vec<_>>(),
+            "load_average_before": run.load_before,
+            "load_average_after": run.load_after,
+        },
+        "rows": rows,
+        "targets": verdicts,
+    })
+}

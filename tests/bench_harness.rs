@@ -1,0 +1,602 @@
+//! The comparison harness's own logic (`benches/compare/`), tested without running a load:
+//! option parsing, the three proxies' configs, oha's JSON, /proc parsing, the split check and
+//! the table. `cargo test -p weir-suite --test bench_harness`.
+
+#[allow(dead_code)]
+#[path = "../benches/compare/args.rs"]
+mod args;
+#[allow(dead_code)]
+#[path = "../benches/compare/configs.rs"]
+mod configs;
+#[allow(dead_code)]
+#[path = "../benches/compare/machine.rs"]
+mod machine;
+#[allow(dead_code)]
+#[path = "../benches/compare/oha.rs"]
+mod oha;
+#[allow(dead_code)]
+#[path = "../benches/compare/process.rs"]
+mod process;
+#[allow(dead_code)]
+#[path = "../benches/compare/procfs.rs"]
+mod procfs;
+#[allow(dead_code)]
+#[path = "../benches/compare/report.rs"]
+mod report;
+#[allow(dead_code)]
+#[path = "../benches/compare/upstream.rs"]
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use args::Contender;
+use configs::Routing;
+use oha::LoadStats;
+use report::{Report, Row, RunInfo, Split};
+
+fn routing(threads: u32) -> Routing {
+    Routing {
+        listen: "127.0.0.1:40000".parse().unwrap(),
+        v1: "127.0.0.1:40001".parse().unwrap(),
+        v2: "127.0.0.1:40002".parse().unwrap(),
+        v1_weight: 90,
+        threads,
+    }
+}
+
+fn lesson_yaml() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/payment-svc.yaml"))
+        .unwrap()
+}
+
+// === args ===
+
+#[test]
+fn args_defaults_and_cargo_bench_flag() {
+    let o = args::parse(["--bench"]).unwrap();
+    assert!(o.bench_mode);
+    assert_eq!(o.duration, Duration::from_secs(10));
+    assert_eq!(o.threads, vec![1, 2]);
+    assert_eq!(o.contenders, Contender::ALL.to_vec());
+    assert!(o.pin && o.install);
+
+    let o = args::parse(Vec::<String>::new()).unwrap();
+    assert!(
+        !o.bench_mode,
+        "without --bench (cargo test --benches) nothing runs"
+    );
+}
+
+/// Command line -> what must hold of the options.
+type ArgsRow = (&'static [&'static str], fn(&args::Options) -> bool);
+
+#[test]
+fn args_table() {
+    let rows: &[ArgsRow] = &[
+        (&["--duration", "3s"], |o| {
+            o.duration == Duration::from_secs(3)
+        }),
+        (&["--duration=500ms"], |o| {
+            o.duration == Duration::from_millis(500)
+        }),
+        (&["--duration", "2m"], |o| {
+            o.duration == Duration::from_secs(120)
+        }),
+        (&["--duration", "7"], |o| {
+            o.duration == Duration::from_secs(7)
+        }),
+        (&["--threads", "1,2,4"], |o| o.threads == vec![1, 2, 4]),
+        (&["--only", "direct,weir"], |o| {
+            o.contenders == vec![Contender::Direct, Contender::Weir]
+        }),
+        (&["--rate", "5000", "-c", "64"], |o| {
+            o.rate == 5000 && o.connections == 64
+        }),
+        (&["--no-pin", "--no-install", "--no-out"], |o| {
+            !o.pin && !o.install && o.out_dir.is_none()
+        }),
+        (&["--weir", "/x/weir", "--body", "2048"], |o| {
+            o.weir_bin.as_deref() == Some(Path::new("/x/weir")) && o.body_bytes == 2048
+        }),
+    ];
+    for (argv, check) in rows {
+        let o = args::parse(argv.iter().copied()).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        assert!(check(&o), "{argv:?} parsed as {o:?}");
+    }
+}
+
+#[test]
+fn args_errors_say_what_is_wrong() {
+    let rows: &[(&[&str], &str)] = &[
+        (&["--duration", "10x"], "unknown unit"),
+        (&["--duration", "0s"], "longer than zero"),
+        (&["--duration"], "needs a value"),
+        (&["--threads", "0"], "positive"),
+        (&["--threads", ""], "empty"),
+        (&["--only", "envoy"], "unknown contender `envoy`"),
+        (&["--frobnicate"], "unknown option"),
+    ];
+    for (argv, want) in rows {
+        let e = args::parse(argv.iter().copied()).unwrap_err();
+        assert!(e.contains(want), "{argv:?}: `{e}` lacks `{want}`");
+    }
+}
+
+// === configs ===
+
+#[test]
+fn weir_config_is_the_lesson_with_live_ports() {
+    let yaml = configs::weir_config(&lesson_yaml(), &routing(1)).unwrap();
+    assert!(yaml.contains("http: 40001") && yaml.contains("http: 40002"));
+    assert!(!yaml.contains(": 18081") && !yaml.contains(": 18082"));
+    assert!(
+        yaml.contains("x-canary") && yaml.contains("weight: 90") && yaml.contains("weight: 10")
+    );
+    // v1's port stays on the v1 endpoint.
+    let v1_port = yaml.find("http: 40001").unwrap();
+    let v1_label = yaml[v1_port..].find("version: v1").unwrap();
+    let v2_label = yaml[v1_port..].find("version: v2").unwrap();
+    assert!(v1_label < v2_label);
+}
+
+#[test]
+fn weir_config_refuses_a_lesson_it_cannot_rewrite() {
+    let lesson = lesson_yaml();
+    let no_ports = lesson.replace(": 18081", ": 9");
+    assert!(
+        configs::weir_config(&no_ports, &routing(1))
+            .unwrap_err()
+            .contains("18081")
+    );
+    let other_split = lesson.replace("weight: 90", "weight: 80");
+    assert!(
+        configs::weir_config(&other_split, &routing(1))
+            .unwrap_err()
+            .contains("90/10")
+    );
+    let mut far = routing(1);
+    far.v1 = "10.0.0.1:1".parse().unwrap();
+    assert!(configs::weir_config(&lesson, &far).is_err());
+}
+
+#[test]
+fn nginx_config_splits_by_request_and_honours_the_header() {
+    let conf = configs::nginx_config(&routing(2), Path::new("/tmp/run"));
+    for want in [
+        "daemon off;",
+        "worker_processes 2;",
+        "pid /tmp/run/nginx.pid;",
+        "error_log /tmp/run/error.log warn;",
+        "proxy_temp_path /tmp/run/proxy;",
+        "access_log off;",
+        "server 127.0.0.1:40001;",
+        "server 127.0.0.1:40002;",
+        "keepalive 256;",
+        "split_clients \"${request_id}\" $split_pool {",
+        "90% v1;",
+        "* v2;",
+        "map $http_x_canary $pool {",
+        "\"true\" v2;",
+        "default $split_pool;",
+        "listen 127.0.0.1:40000",
+        "proxy_pass http://$pool;",
+        "proxy_http_version 1.1;",
+        "proxy_set_header Connection \"\";",
+    ] {
+        assert!(conf.contains(want), "nginx.conf lacks `{want}`:\n{conf}");
+    }
+    assert_eq!(conf.matches('{').count(), conf.matches('}').count());
+    assert!(!conf.contains("/var/"), "nothing outside the run's dir");
+}
+
+#[test]
+fn haproxy_config_weights_and_header_acl() {
+    let conf = configs::haproxy_config(&routing(1));
+    for want in [
+        "nbthread 1",
+        "mode http",
+        "http-reuse always",
+        "bind 127.0.0.1:40000",
+        "use_backend canary if { req.hdr(x-canary) -m str true }",
+        "default_backend split",
+        "server v1 127.0.0.1:40001 weight 90",
+        "server v2 127.0.0.1:40002 weight 10",
+        "backend canary\n    server v2 127.0.0.1:40002\n",
+    ] {
+        assert!(conf.contains(want), "haproxy.cfg lacks `{want}`:\n{conf}");
+    }
+    assert!(!conf.contains("daemon"), "runs in the foreground");
+}
+
+#[test]
+fn haproxy_config_is_accepted_by_haproxy_when_installed() {
+    // A check of the real syntax where HAProxy is there; CI without it skips.
+    let Ok(out) = std::process::Command::new("haproxy").arg("-v").output() else {
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("haproxy.cfg");
+    std::fs::write(&cfg, configs::haproxy_config(&routing(2))).unwrap();
+    let check = std::process::Command::new("haproxy")
+        .arg("-c")
+        .arg("-f")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+#[test]
+fn nginx_config_is_accepted_by_nginx_when_installed() {
+    let Ok(out) = std::process::Command::new("nginx").arg("-v").output() else {
+        return;
+    };
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(&conf, configs::nginx_config(&routing(2), dir.path())).unwrap();
+    let check = std::process::Command::new("nginx")
+        .arg("-t")
+        .arg("-p")
+        .arg(dir.path())
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(dir.path().join("error.log"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+// === oha ===
+
+const OHA_JSON: &str = r#"{
+  "summary": {"successRate": 1.0, "total": 2.0, "requestsPerSec": 5000.0},
+  "latencyPercentiles": {"p10": 0.0001, "p50": 0.00025, "p90": 0.0004, "p99": 0.0012,
+                         "p99.9": 0.0031, "p99.99": 0.005},
+  "statusCodeDistribution": {"200": 9990, "502": 4},
+  "errorDistribution": {"connection closed before message completed": 6}
+}"#;
+
+#[test]
+fn oha_json_gives_rate_percentiles_and_errors() {
+    let s = oha::parse(OHA_JSON).unwrap();
+    assert_eq!(s.requests, 9990);
+    assert_eq!(s.errors, 10, "a 502 and a transport error are both errors");
+    assert!((s.rps - 4995.0).abs() < 1e-9, "2xx per second of wall time");
+    assert!((s.p50_ms - 0.25).abs() < 1e-9);
+    assert!((s.p99_ms - 1.2).abs() < 1e-9);
+    assert!((s.p999_ms - 3.1).abs() < 1e-9);
+    assert!((s.duration_s - 2.0).abs() < 1e-9);
+}
+
+#[test]
+fn oha_json_without_responses_or_with_garbage() {
+    let empty = r#"{"summary": {"total": 1.0}, "latencyPercentiles": {"p50": null},
+                    "statusCodeDistribution": {}, "errorDistribution": {}}"#;
+    let s = oha::parse(empty).unwrap();
+    assert_eq!((s.requests, s.errors), (0, 0));
+    assert!(s.p50_ms.is_nan());
+    assert!(oha::parse("Error: connection refused").is_err());
+    assert!(oha::parse("{}").unwrap_err().contains("summary.total"));
+}
+
+#[test]
+fn oha_args_fixed_rate_and_saturation() {
+    let base = oha::LoadRun {
+        url: "http://127.0.0.1:1/pay".into(),
+        connections: 50,
+        duration: Some(Duration::from_secs(10)),
+        requests: 0,
+        rate: None,
+        headers: vec![],
+        threads: 1,
+    };
+    let sat = oha::args(&base).join(" ");
+    assert!(
+        sat.contains("-c 50") && sat.contains("-z 10000ms -w"),
+        "{sat}"
+    );
+    assert!(sat.contains("--host payment-svc") && sat.contains("--output-format json"));
+    assert!(sat.contains("--worker-threads 1"));
+    assert!(!sat.contains("-q") && !sat.contains("--latency-correction"));
+    assert!(sat.ends_with("http://127.0.0.1:1/pay"));
+
+    let fixed = oha::args(&oha::LoadRun {
+        rate: Some(2000),
+        ..base.clone()
+    })
+    .join(" ");
+    assert!(fixed.contains("-q 2000 --latency-correction"), "{fixed}");
+
+    let probe = oha::args(&oha::LoadRun {
+        duration: None,
+        requests: 200,
+        headers: vec!["x-canary: true".into()],
+        ..base
+    });
+    let joined = probe.join(" ");
+    assert!(joined.contains("-n 200") && !joined.contains("-z"));
+    let h = probe.iter().position(|a| a == "-H").unwrap();
+    assert_eq!(
+        probe[h + 1],
+        "x-canary: true",
+        "one argument, space and all"
+    );
+}
+
+// === /proc ===
+
+#[test]
+fn proc_stat_fields_counted_from_the_last_paren() {
+    // utime 1500, stime 250; the name holds a space and a paren.
+    let line = "4242 (nginx: wor) ker) S 4240 4240 4240 0 -1 4194624 120 0 0 0 1500 250 0 0 20 0 1 0 \
+                100 12345678 900 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+    let s = procfs::parse_stat(line).unwrap();
+    assert_eq!(s.ppid, 4240);
+    assert_eq!(s.cpu_ticks, 1750);
+    assert!(procfs::parse_stat("garbage").is_none());
+}
+
+#[test]
+fn proc_status_peak_rss() {
+    let status = "Name:\tweir\nVmPeak:\t  100000 kB\nVmHWM:\t    8123 kB\nVmRSS:\t    7000 kB\n";
+    assert_eq!(procfs::parse_status_kib(status, "VmHWM"), Some(8123));
+    assert_eq!(procfs::parse_status_kib(status, "VmRSS"), Some(7000));
+    assert_eq!(procfs::parse_status_kib(status, "VmSwap"), None);
+}
+
+#[test]
+fn process_tree_includes_grandchildren_only() {
+    // 10 = nginx master; 11, 12 workers; 13 a worker's child; 20 an unrelated process.
+    let parents: BTreeMap<u32, u32> = [(10, 1), (11, 10), (12, 10), (13, 12), (20, 1), (21, 20)]
+        .into_iter()
+        .collect();
+    let mut t = procfs::descendants(10, &parents);
+    t.sort();
+    assert_eq!(t, vec![10, 11, 12, 13]);
+    assert_eq!(procfs::descendants(99, &parents), vec![99]);
+}
+
+#[test]
+fn this_process_has_usage() {
+    let u = procfs::usage(std::process::id());
+    assert!(u.processes >= 1 && u.peak_rss_kib > 0);
+}
+
+// === machine ===
+
+#[test]
+fn dates_from_epoch_seconds() {
+    let rows = [
+        (0, "1970-01-01", "00:00:00"),
+        (951_782_400, "2000-02-29", "00:00:00"),
+        (1_709_251_199, "2024-02-29", "23:59:59"),
+        (1_798_761_600, "2027-01-01", "00:00:00"),
+        (4_107_542_400, "2100-03-01", "00:00:00"),
+    ];
+    for (secs, date, time) in rows {
+        assert_eq!(
+            machine::utc_date_time(secs),
+            (date.to_string(), time.to_string()),
+            "{secs}"
+        );
+    }
+}
+
+#[test]
+fn cpu_model_and_load_average() {
+    let cpuinfo = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n";
+    assert_eq!(
+        machine::cpu_model(cpuinfo).as_deref(),
+        Some("AMD EPYC 7B13")
+    );
+    assert_eq!(machine::cpu_model("processor: 0\n"), None);
+    assert_eq!(
+        machine::parse_loadavg("0.27 0.19 0.09 1/85 10147\n"),
+        Some([0.27, 0.19, 0.09])
+    );
+    assert_eq!(machine::parse_loadavg("x"), None);
+}
+
+// === upstreams and weir's ready line ===
+
+#[test]
+fn control_lines() {
+    let v1: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+    let v2: SocketAddr = "127.0.0.1:5002".parse().unwrap();
+    assert_eq!(
+        upstream::parse_ready("upstreams v1=127.0.0.1:5001 v2=127.0.0.1:5002\n"),
+        Some((v1, v2))
+    );
+    assert_eq!(
+        upstream::parse_counts("counts v1=900 v2=100\n"),
+        Some((900, 100))
+    );
+    assert_eq!(upstream::parse_counts("counts v1=x v2=1"), None);
+    assert_eq!(
+        process::parse_weir_ready("weir: ready proxy=127.0.0.1:4000 admin=127.0.0.1:4001\n"),
+        Some("127.0.0.1:4000".parse().unwrap())
+    );
+    assert_eq!(process::parse_weir_ready("weir: starting"), None);
+}
+
+#[test]
+fn taskset_wraps_only_when_pinned() {
+    let c = process::pinned(Some("0"), "nginx");
+    assert_eq!(c.get_program(), "taskset");
+    let a: Vec<_> = c.get_args().collect();
+    assert_eq!(a, ["-c", "0", "nginx"]);
+    assert_eq!(process::pinned(None, "nginx").get_program(), "nginx");
+}
+
+// === split and report ===
+
+#[test]
+fn split_tolerance_is_one_point_of_90_10() {
+    let rows = [
+        (9000, 1000, true),
+        (9100, 900, true),
+        (8900, 1100, true),
+        (9101, 899, false),
+        (8899, 1101, false),
+        (1000, 9000, false), // the 99/1 typo's cousin: reversed
+        (10000, 0, false),
+        (0, 0, false),
+    ];
+    for (v1, v2, ok) in rows {
+        assert_eq!(Split { v1, v2 }.is_within_tolerance(), ok, "{v1}/{v2}");
+    }
+    assert_eq!(Split { v1: 9003, v2: 997 }.render(), "90.03/9.97");
+}
+
+fn stats(rps: f64, p99_ms: f64) -> LoadStats {
+    LoadStats {
+        requests: (rps * 10.0) as u64,
+        errors: 0,
+        rps,
+        p50_ms: p99_ms / 3.0,
+        p99_ms,
+        p999_ms: p99_ms * 2.0,
+        duration_s: 10.0,
+    }
+}
+
+fn row(contender: Contender, threads: u32, rps: f64, p99_ms: f64) -> Row {
+    Row {
+        contender,
+        threads,
+        saturation: stats(rps, p99_ms * 5.0),
+        fixed: stats(2000.0, p99_ms),
+        cpu_s_per_10k: 1.5,
+        saturation_cpu_percent: 99.0,
+        peak_rss_kib: 12 * 1024,
+        processes: 1,
+        split: contender.routes().then_some(Split { v1: 9000, v2: 1000 }),
+        header_rule_ok: contender.routes().then_some(true),
+    }
+}
+
+fn sample_report() -> Report {
+    Report {
+        machine: machine::Machine {
+            date: "2026-11-02".into(),
+            time: "10:00:00".into(),
+            cores: 2,
+            kernel: "6.1.0".into(),
+            cpu_model: "AMD EPYC".into(),
+        },
+        run: RunInfo {
+            command: "cargo bench --bench compare -- --duration 10s".into(),
+            duration_s: 10.0,
+            connections: 50,
+            rate: 2000,
+            body_bytes: 1024,
+            pinning: "Pinning (taskset): 1 thread(s): proxy on CPU 0.".into(),
+            versions: vec![("nginx".into(), "1.22.1".into())],
+            load_before: [0.1, 0.2, 0.3],
+            load_after: [1.0, 0.5, 0.3],
+        },
+        rows: vec![
+            row(Contender::Direct, 1, 40000.0, 0.20),
+            row(Contender::Weir, 1, 24000.0, 0.45),
+            row(Contender::Nginx, 1, 20000.0, 0.50),
+            row(Contender::Haproxy, 1, 22000.0, 0.48),
+        ],
+    }
+}
+
+#[test]
+fn ratios_and_added_latency() {
+    let r = sample_report();
+    let weir = &r.rows[1];
+    assert!((r.rps_ratio(weir, Contender::Direct).unwrap() - 0.6).abs() < 1e-9);
+    assert!((r.rps_ratio(weir, Contender::Nginx).unwrap() - 1.2).abs() < 1e-9);
+    assert!((r.added_p99_ms(weir).unwrap() - 0.25).abs() < 1e-9);
+    let mut other_threads = weir.clone();
+    other_threads.threads = 2;
+    assert_eq!(
+        r.rps_ratio(&other_threads, Contender::Nginx),
+        None,
+        "same threads only"
+    );
+}
+
+#[test]
+fn verdicts_against_design_targets() {
+    let mut r = sample_report();
+    let v = r.verdicts();
+    assert_eq!(v.len(), 4);
+    assert!(v.iter().all(|v| v.met == Some(true)), "{v:?}");
+
+    r.rows[1].saturation.rps = 19000.0; // below nginx
+    r.rows[1].fixed.p99_ms = 0.6; // +0.4 ms over direct
+    r.rows[1].peak_rss_kib = 30 * 1024;
+    r.rows[3].split = Some(Split { v1: 5000, v2: 5000 });
+    let v = r.verdicts();
+    assert!(v.iter().all(|v| v.met == Some(false)), "{v:?}");
+    assert!(v[3].measured.contains("haproxy (1 thr)"));
+}
+
+#[test]
+fn markdown_table_has_every_row_and_the_machine() {
+    let md = report::render_markdown(&sample_report());
+    for want in [
+        "2026-11-02",
+        "2 cores (AMD EPYC), Linux 6.1.0",
+        "Load average before: 0.10 0.20 0.30; after: 1.00 0.50 0.30",
+        "`cargo bench --bench compare -- --duration 10s`",
+        "| weir | 1 | 24000 | 0.60x | 1.20x | 0.150 | 0.450 | 0.900 | +0.250 | 1.500 | 99% | 12.0 | 0 | 90.00/10.00 | ok |",
+        "| direct | 1 | 40000 | 1.00x | 2.00x |",
+        "100/0 (v1 only)",
+        "| nginx | 1 | 20000 | 0.50x | 1.00x |",
+        "weir throughput >= nginx (goal 1.2x): 1.20x — met",
+        "nginx 1.22.1",
+    ] {
+        assert!(md.contains(want), "markdown lacks `{want}`:\n{md}");
+    }
+    let table_rows = md.lines().filter(|l| l.starts_with("| ")).count();
+    assert_eq!(table_rows, 1 + 4, "header + one row per contender");
+}
+
+#[test]
+fn a_broken_proxy_is_marked_broken_not_fast() {
+    let mut r = sample_report();
+    r.rows[2].split = Some(Split { v1: 9500, v2: 500 });
+    r.rows[2].header_rule_ok = Some(false);
+    r.rows[2].fixed.errors = 3;
+    let md = report::render_markdown(&r);
+    let line = md.lines().find(|l| l.starts_with("| nginx")).unwrap();
+    assert!(line.contains("**BROKEN**"), "{line}");
+    assert!(line.contains("3 errors") && line.contains("95.00/5.00 is off 90/10"));
+    assert!(line.contains("x-canary rule broken"));
+}
+
+#[test]
+fn json_mirrors_the_table() {
+    let j = report::render_json(&sample_report());
+    assert_eq!(j["date"], "2026-11-02");
+    assert_eq!(j["machine"]["cores"], 2);
+    assert_eq!(j["run"]["fixed_rate_rps"], 2000);
+    assert_eq!(j["run"]["load_average_before"][0], 0.1);
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows[0]["contender"], "direct");
+    assert!(rows[0]["split"].is_null() && rows[0]["p99_added_ms"].is_null());
+    assert_eq!(rows[1]["split"]["v2_percent"], 10.0);
+    assert_eq!(rows[1]["saturation"]["requests_per_second"], 24000.0);
+    assert!((rows[1]["rps_vs_nginx"].as_f64().unwrap() - 1.2).abs() < 1e-9);
+    assert_eq!(j["targets"].as_array().unwrap().len(), 4);
+}
