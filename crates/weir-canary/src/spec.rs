@@ -66,10 +66,10 @@ const DEFAULT_GUARD_WINDOW: Duration = Duration::from_secs(10);
 ///     stableVersion: v1                # destination_version of the stable's metrics; default: the subset name
 ///     canaryVersion: v2                # likewise for the canary
 ///     destinationService: payment-svc  # destination_service_name to count; default: every service
-///     minRequests: 20                  # requests a gate needs in its window; fewer is a failed check
+///     minRequests: 20                  # requests a gate needs in its window (default 10); fewer fails
 ///     fastGuard:
-///       period: 1s                     # between checks, evaluate the gates this often (0s: off)
-///       window: 10s                    # over this much recent traffic
+///       period: 1s                     # between checks, look this often (default 1s; 0s: off)
+///       window: 10s                    # over this much recent traffic (default 10s)
 /// ```
 ///
 /// Flagger's webhook types `pre-rollout`, `rollout`, `confirm-promotion`, `post-rollout` and

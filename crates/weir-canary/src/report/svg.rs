@@ -182,8 +182,9 @@ pub(super) fn render(r: &Report) -> String {
         let x = ax.x(rb.detected_at_ms as f64);
         let latency = match &rb.error {
             None => format!(
-                "rollback: 0% in force {:.1} ms after detection",
-                rb.detected_to_in_force_us as f64 / 1000.0
+                "rollback: 0% in force {:.1} ms after detection (sink {:.1} ms)",
+                rb.detected_to_in_force_us as f64 / 1000.0,
+                rb.sink_us.unwrap_or(0) as f64 / 1000.0
             ),
             Some(_) => "rollback FAILED".to_string(),
         };
