@@ -262,13 +262,14 @@ impl<'a> Compiler<'a> {
         let ns = namespace(&se.raw.metadata);
         let spec = &se.raw.spec;
         if let Some(res) = &spec.resolution
-            && !matches!(res.as_str(), "STATIC" | "DNS" | "NONE" | "DNS_ROUND_ROBIN") {
-                self.findings.push(Finding::error(
-                    Code::InvalidValue,
-                    se.doc.location("spec.resolution"),
-                    format!("resolution {res:?} is not STATIC, DNS, DNS_ROUND_ROBIN or NONE"),
-                ));
-            }
+            && !matches!(res.as_str(), "STATIC" | "DNS" | "NONE" | "DNS_ROUND_ROBIN")
+        {
+            self.findings.push(Finding::error(
+                Code::InvalidValue,
+                se.doc.location("spec.resolution"),
+                format!("resolution {res:?} is not STATIC, DNS, DNS_ROUND_ROBIN or NONE"),
+            ));
+        }
         let mut endpoints = Vec::new();
         for (i, ep) in spec.endpoints.iter().enumerate() {
             let port = endpoint_port(&spec.ports, ep);
@@ -1288,9 +1289,10 @@ fn host_keys(host: &str, ns: &str) -> Vec<String> {
 fn endpoint_port(ports: &[RawPort], ep: &RawWorkloadEntry) -> Option<u16> {
     for p in ports {
         if let Some(name) = &p.name
-            && let Some(n) = ep.ports.get(name) {
-                return u16::try_from(*n).ok();
-            }
+            && let Some(n) = ep.ports.get(name)
+        {
+            return u16::try_from(*n).ok();
+        }
     }
     if let Some(n) = ep.ports.values().next() {
         return u16::try_from(*n).ok();

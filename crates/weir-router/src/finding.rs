@@ -58,6 +58,8 @@ pub enum Code {
     NoVirtualService,
     /// A rollback is latched: the canary stays at 0% until the rollback is released.
     RollbackLatched,
+    /// A canary spec (`kind: Canary`) is malformed or describes an impossible plan.
+    InvalidCanarySpec,
 }
 
 impl Code {
@@ -82,6 +84,7 @@ impl Code {
             Code::UnknownKind => "WEIR012",
             Code::NoVirtualService => "WEIR013",
             Code::RollbackLatched => "WEIR014",
+            Code::InvalidCanarySpec => "WEIR015",
         }
     }
 
@@ -106,6 +109,7 @@ impl Code {
             Code::UnknownKind => "unknown kind",
             Code::NoVirtualService => "no VirtualService",
             Code::RollbackLatched => "rollback latched",
+            Code::InvalidCanarySpec => "invalid canary spec",
         }
     }
 }

@@ -161,17 +161,20 @@ impl RequestMatch {
             }
         }
         if let Some(m) = &self.method
-            && !m.matches(req.method.as_str()) {
-                return false;
-            }
+            && !m.matches(req.method.as_str())
+        {
+            return false;
+        }
         if let Some(m) = &self.scheme
-            && !m.matches(req.scheme()) {
-                return false;
-            }
+            && !m.matches(req.scheme())
+        {
+            return false;
+        }
         if let Some(m) = &self.authority
-            && !m.matches(req.authority().unwrap_or("")) {
-                return false;
-            }
+            && !m.matches(req.authority().unwrap_or(""))
+        {
+            return false;
+        }
         for h in &self.headers {
             let hit = header_value(req, &h.name).is_some_and(|v| h.matcher.matches(&v));
             if hit == h.inverted {

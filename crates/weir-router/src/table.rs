@@ -404,18 +404,23 @@ impl RouteTable {
     }
 }
 
-/// `host:port` -> `host`; `[::1]:80` -> `[::1]`.
+/// `host:port` -> `host`; `[::1]:80` -> `[::1]`. A hand-written scan from the end: the port
+/// is a handful of digits, and this runs on every request.
+#[inline]
 pub(crate) fn strip_port(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return match authority.find(']') {
-            Some(end) => &authority[..=end],
-            None => authority,
-        };
+    let bytes = authority.as_bytes();
+    let mut i = bytes.len();
+    while i > 0 && bytes[i - 1].is_ascii_digit() {
+        i -= 1;
     }
-    match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
+    // `host:` followed by digits only, and not the inside of a bare IPv6 literal.
+    if i > 0 && i < bytes.len() && bytes[i - 1] == b':' {
+        let host = &authority[..i - 1];
+        if !host.contains(':') || host.ends_with(']') {
+            return host;
+        }
     }
+    authority
 }
 
 // === impl VirtualService ===
@@ -487,5 +492,29 @@ impl Rule {
     /// (a dark launch on `x-canary: true`) routes by request, not by weight.
     pub fn is_weighted(&self) -> bool {
         self.destinations.len() > 1 || self.is_catch_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_port;
+
+    #[test]
+    fn strip_port_cases() {
+        let rows = [
+            ("svc", "svc"),
+            ("svc:80", "svc"),
+            ("svc:", "svc:"),
+            ("a.b.c:8080", "a.b.c"),
+            ("[::1]:80", "[::1]"),
+            ("[::1]", "[::1]"),
+            ("::1", "::1"),
+            ("127.0.0.1:15001", "127.0.0.1"),
+            ("", ""),
+            ("svc:8x", "svc:8x"),
+        ];
+        for (input, want) in rows {
+            assert_eq!(strip_port(input), want, "{input}");
+        }
     }
 }

@@ -227,7 +227,11 @@ fn readers_never_see_half_a_table() {
     }
     let mut swaps = 0u64;
     while observed.load(Ordering::Relaxed) < 300 && swaps < 5_000_000 {
-        let (a, b) = if swaps.is_multiple_of(2) { (0, 100) } else { (100, 0) };
+        let (a, b) = if swaps.is_multiple_of(2) {
+            (0, 100)
+        } else {
+            (100, 0)
+        };
         let mut c = change(a, b);
         c.force = true;
         live.set_weights(&c).unwrap();
