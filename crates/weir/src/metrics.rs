@@ -30,7 +30,6 @@ use weir_router::{ClusterLabels, LiveTable, RouteTable};
 use crate::proxy::ResponseFlags;
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text; Prometheus reads it).
-#[allow(dead_code)] // used by the admin API
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Envoy's default histogram buckets, in milliseconds.

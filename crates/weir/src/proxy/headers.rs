@@ -27,9 +27,13 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Whether a request asks for an HTTP/1.1 protocol upgrade (WebSocket): an `Upgrade` header
-/// and the `upgrade` token in `Connection`.
+/// and the `upgrade` token in `Connection`. `Upgrade: h2c` is not passed on (as in Envoy): it
+/// is about this hop, and the upstream protocol is the proxy's choice.
 pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE) && connection_has(headers, "upgrade")
+    headers
+        .get(header::UPGRADE)
+        .is_some_and(|u| !u.as_bytes().eq_ignore_ascii_case(b"h2c"))
+        && connection_has(headers, "upgrade")
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -166,6 +170,9 @@ mod tests {
         h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         assert!(is_upgrade(&h));
+        let mut h2c = h.clone();
+        h2c.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!is_upgrade(&h2c));
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
