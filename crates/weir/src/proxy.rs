@@ -252,3 +252,166 @@ fn connection_error(metrics: &Metrics, error: &(dyn std::error::Error + 'static)
         .unknown_series()
         .record(code, ResponseFlags::DPE, false, Duration::ZERO);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Request, Response};
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::net::TcpListener;
+    use weir_router::{ConfigSource, LiveTable, WeightChange};
+
+    use super::{Proxy, ProxyOptions};
+    use crate::metrics::Metrics;
+
+    /// An upstream answering its name after `delay`.
+    async fn upstream(name: &'static str, delay: Duration) -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |_req: Request<hyper::body::Incoming>| async move {
+                            tokio::time::sleep(delay).await;
+                            Ok::<_, std::convert::Infallible>(Response::new(Full::new(
+                                Bytes::from_static(name.as_bytes()),
+                            )))
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn config(v1: SocketAddr, v2: SocketAddr) -> LiveTable {
+        let text = include_str!("../../../config/payment-svc.yaml")
+            .replace("http: 18081", &format!("http: {}", v1.port()))
+            .replace("http: 18082", &format!("http: {}", v2.port()));
+        LiveTable::from_sources(&[ConfigSource::new("payment-svc.yaml", text)])
+            .expect("valid")
+            .0
+    }
+
+    async fn get(
+        client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+        proxy: SocketAddr,
+    ) -> (u16, Bytes) {
+        let req = Request::get(format!("http://{proxy}/pay"))
+            .header("host", "payment-svc")
+            .body(Empty::new())
+            .unwrap();
+        let resp = client.request(req).await.expect("the proxy answers");
+        let status = resp.status().as_u16();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn table_swaps_under_load_lose_no_request() {
+        let v1 = upstream("v1", Duration::ZERO).await;
+        let v2 = upstream("v2", Duration::ZERO).await;
+        let live = Arc::new(config(v1, v2));
+        let metrics = Arc::new(Metrics::new("test"));
+        let proxy = Proxy::new(live.clone(), metrics, ProxyOptions::default());
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(proxy.clone().serve(
+            listener,
+            async {
+                let _ = stop_rx.await;
+            },
+            Duration::from_secs(5),
+        ));
+        let writer = {
+            let live = live.clone();
+            tokio::spawn(async move {
+                for i in 0..1_000u32 {
+                    let canary = if i % 2 == 0 { 50 } else { 10 };
+                    let change = WeightChange {
+                        virtual_service: "payment-svc".into(),
+                        rule: Some("canary-split".into()),
+                        weights: [("v1".to_string(), 100 - canary), ("v2".to_string(), canary)]
+                            .into(),
+                        force: true,
+                        ..WeightChange::default()
+                    };
+                    live.set_weights(&change).expect("a valid change");
+                    tokio::time::sleep(Duration::from_micros(500)).await;
+                }
+            })
+        };
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let mut versions = std::collections::BTreeMap::new();
+        let mut n = 0;
+        while !writer.is_finished() || n < 500 {
+            let (status, body) = get(&client, addr).await;
+            assert_eq!(status, 200, "request {n} failed during table swaps");
+            *versions.entry(body).or_insert(0) += 1;
+            n += 1;
+        }
+        writer.await.unwrap();
+        assert!(live.generation() > 1_000);
+        assert_eq!(versions.len(), 2, "{versions:?}");
+        stop_tx.send(()).unwrap();
+        served.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_drains_requests_in_flight() {
+        let slow = upstream("v1", Duration::from_millis(400)).await;
+        let live = Arc::new(config(slow, slow));
+        let proxy = Proxy::new(
+            live,
+            Arc::new(Metrics::new("test")),
+            ProxyOptions::default(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let served = tokio::spawn(proxy.clone().serve(
+            listener,
+            async {
+                let _ = stop_rx.await;
+            },
+            Duration::from_secs(5),
+        ));
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let requests: Vec<_> = (0..5)
+            .map(|_| {
+                let client = client.clone();
+                tokio::spawn(async move { get(&client, addr).await })
+            })
+            .collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while proxy.in_flight() < 5 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "requests never arrived"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        stop_tx.send(()).unwrap();
+        for r in requests {
+            assert_eq!(r.await.unwrap(), (200, Bytes::from_static(b"v1")));
+        }
+        tokio::time::timeout(Duration::from_secs(3), served)
+            .await
+            .expect("serve returns once drained")
+            .unwrap()
+            .unwrap();
+        assert_eq!(proxy.in_flight(), 0);
+        // No longer accepting.
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+}
