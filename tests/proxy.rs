@@ -328,7 +328,7 @@ async fn hanging_upstream_is_504_ut_at_the_route_timeout() {
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(h["x-weir-flags"], "UT");
     assert!(
-        took >= Duration::from_millis(400) && took < Duration::from_millis(2000),
+        took >= Duration::from_millis(400) && took < Duration::from_millis(3000),
         "took {took:?}"
     );
 }
@@ -458,7 +458,7 @@ async fn mirror_gets_copies_and_never_slows_or_fails_the_primary() {
         assert_eq!(status, StatusCode::OK);
     }
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
+        started.elapsed() < Duration::from_millis(2500),
         "slow mirror slowed the primary: {:?}",
         started.elapsed()
     );
