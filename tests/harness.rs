@@ -32,3 +32,14 @@ fn metric_parsing_sums_matching_series() {
     assert_eq!(metric_sum(text, "x_total", &[("b", "q\"z")]), 3.0);
     assert_eq!(metric_sum(text, "x_total", &[]), 12.0);
 }
+
+#[test]
+fn render_sets_any_split() {
+    let text = std::fs::read_to_string(root().join("config/payment-svc.yaml")).unwrap();
+    for (a, b) in [(100, 0), (0, 100), (90, 10), (50, 50), (1, 99)] {
+        let out = render(&text, 1, 2, a, b);
+        assert!(out.contains(&format!("weight: {a} #")), "{a}/{b}");
+        assert!(out.contains(&format!("weight: {b} #")), "{a}/{b}");
+        assert!(out.contains("http: 1\n") && out.contains("http: 2\n"));
+    }
+}

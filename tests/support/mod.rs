@@ -185,7 +185,10 @@ async fn serve_upstream(
     }
     let status = if n <= behavior.fail_first {
         503
-    } else if behavior.fail_every.is_some_and(|k| k > 0 && n.is_multiple_of(k)) {
+    } else if behavior
+        .fail_every
+        .is_some_and(|k| k > 0 && n.is_multiple_of(k))
+    {
         500
     } else {
         behavior.status
@@ -218,12 +221,14 @@ pub fn lesson_config(v1: &Upstream, v2: &Upstream, v1_weight: u32, v2_weight: u3
     render(&text, v1.port(), v2.port(), v1_weight, v2_weight)
 }
 
-/// Replaces the lesson's ports (18081, 18082) and weights (90, 10) in a config text.
+/// Replaces the lesson's ports (18081, 18082) and weights (90, 10) in a config text. The
+/// weights are matched with the comment that follows them, so that a new weight (100) is never
+/// matched again by the next replacement.
 pub fn render(text: &str, v1_port: u16, v2_port: u16, v1_weight: u32, v2_weight: u32) -> String {
     text.replace("http: 18081", &format!("http: {v1_port}"))
         .replace("http: 18082", &format!("http: {v2_port}"))
-        .replace("weight: 90", &format!("weight: {v1_weight}"))
-        .replace("weight: 10", &format!("weight: {v2_weight}"))
+        .replace("weight: 90 #", &format!("weight: {v1_weight} #"))
+        .replace("weight: 10 #", &format!("weight: {v2_weight} #"))
 }
 
 /// Adds annotations to the lesson's VirtualService (after `weir.dev/max-step`).
