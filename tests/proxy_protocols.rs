@@ -360,3 +360,23 @@ async fn websocket_upgrade_passes_frames_both_ways() {
     })
     .await;
 }
+
+/// The ServiceEntry port's protocol picks the upstream codec, as in Envoy: an HTTP/1.1 client
+/// reaches an HTTP/2-only upstream when the port says `HTTP2`, and cannot when it says `HTTP`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_entry_port_protocol_picks_http2_upstream() {
+    let (port, _server) = grpc_upstream().await;
+    let h2 = on_v1(port).replacen("protocol: HTTP\n", "protocol: HTTP2\n", 1);
+    assert!(h2.contains("protocol: HTTP2"));
+    let weir = Weir::start(&h2);
+    let (status, _, body) = weir.send("payment-svc", "/pay", &[]).await;
+    assert_eq!(status, StatusCode::OK, "HTTP/1.1 in, HTTP/2 out");
+    assert_eq!(&body[..], b"");
+
+    let weir = Weir::start(&on_v1(port));
+    let (status, _, _) = weir.send("payment-svc", "/pay", &[]).await;
+    assert!(
+        status.is_server_error(),
+        "HTTP/1.1 to an h2-only upstream fails: {status}"
+    );
+}

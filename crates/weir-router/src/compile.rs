@@ -150,6 +150,7 @@ fn read_document(doc: Document, out: &mut Resources, findings: &mut Vec<Finding>
 
 struct ServiceEndpoints {
     endpoints: Vec<Endpoint>,
+    protocol: UpstreamProtocol,
 }
 
 struct SubsetDef {
@@ -297,12 +298,23 @@ impl<'a> Compiler<'a> {
                 labels: ep.labels.clone(),
             });
         }
+        let protocol = match spec
+            .ports
+            .iter()
+            .find_map(|p| p.protocol.as_deref())
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
+            Some("HTTP2" | "GRPC" | "GRPC-WEB") => UpstreamProtocol::Http2,
+            _ => UpstreamProtocol::Http1,
+        };
         for host in &spec.hosts {
             let entry = self
                 .services
                 .entry(fqdn(host, &ns))
                 .or_insert_with(|| ServiceEndpoints {
                     endpoints: Vec::new(),
+                    protocol,
                 });
             entry.endpoints.extend(endpoints.iter().cloned());
         }
@@ -528,6 +540,7 @@ impl<'a> Compiler<'a> {
             subset: subset.map(str::to_string),
             endpoints,
             load_balancer: lb,
+            protocol: service.protocol,
             labels: Arc::new(labels),
         });
         self.cluster_index.insert(key, i);

@@ -113,5 +113,5 @@ pub use source::ConfigSource;
 pub use table::{
     Cluster, ClusterLabels, Destination, Endpoint, Fault, HashKey, HeaderEdits, HeaderOps,
     LoadBalancer, Mirror, RetryOn, RetryPolicy, Rewrite, RouteTable, Rule, StickyKey,
-    VirtualService, WeightPolicy,
+    UpstreamProtocol, VirtualService, WeightPolicy,
 };

@@ -306,6 +306,17 @@ pub struct ClusterLabels {
     pub destination_version: Arc<str>,
 }
 
+/// The protocol a proxy speaks to a cluster's endpoints, from the ServiceEntry port's
+/// `protocol` (as Envoy picks its upstream codec from the port).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum UpstreamProtocol {
+    /// `HTTP` (or unset): HTTP/1.1.
+    #[default]
+    Http1,
+    /// `HTTP2`, `GRPC`, `GRPC-WEB`: HTTP/2 with prior knowledge (h2c).
+    Http2,
+}
+
 /// A host + subset: a set of endpoints behind one load balancer.
 #[derive(Clone, Debug)]
 pub struct Cluster {
@@ -317,6 +328,8 @@ pub struct Cluster {
     pub endpoints: Vec<Endpoint>,
     /// How an endpoint is picked.
     pub load_balancer: LoadBalancer,
+    /// The protocol spoken to the endpoints.
+    pub protocol: UpstreamProtocol,
     /// Metric labels for traffic to this cluster.
     pub labels: Arc<ClusterLabels>,
 }

@@ -12,7 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
-use weir_router::{RequestHead, RetryPolicy, Rule, StringMatcher, random_value};
+use weir_router::{RequestHead, RetryPolicy, Rule, StringMatcher, UpstreamProtocol, random_value};
 
 use super::body::{Recorder, ResponseBody, UpstreamBody};
 use super::clusters::hash_key;
@@ -116,8 +116,12 @@ pub(super) async fn handle(
     rule.headers.request.apply(headers);
     decision.destination.headers.request.apply(headers);
 
-    // gRPC needs HTTP/2 end to end (trailers); everything else goes upstream over HTTP/1.1.
-    let h2 = version == Version::HTTP_2 && rec.grpc;
+    // HTTP/2 upstream when the ServiceEntry port says so (HTTP2, GRPC), as Envoy picks its
+    // codec from the port; and for gRPC arriving over HTTP/2, which needs trailers end to end.
+    // Everything else goes upstream over HTTP/1.1. An upgrade is HTTP/1.1 only.
+    let h2 = !upgrade
+        && (decision.cluster.protocol == UpstreamProtocol::Http2
+            || (version == Version::HTTP_2 && rec.grpc));
     if h2 {
         // `:authority` is the endpoint's; a differing Host is not allowed beside it.
         headers.remove(header::HOST);
