@@ -105,7 +105,11 @@ fn bench(c: &mut Criterion) {
         std::thread::spawn(move || {
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let (a, b) = if i.is_multiple_of(2) { (95, 5) } else { (90, 10) };
+                let (a, b) = if i.is_multiple_of(2) {
+                    (95, 5)
+                } else {
+                    (90, 10)
+                };
                 let change = WeightChange {
                     virtual_service: "payment-svc".into(),
                     weights: [("v1".to_string(), a), ("v2".to_string(), b)].into(),

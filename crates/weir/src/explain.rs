@@ -82,41 +82,60 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     let compiled = weir_router::validate(&sources, None, GuardOptions::default());
     if compiled.findings.has_errors() {
         eprint!("{}", compiled.findings);
-        eprintln!("weir explain: the config is refused by the validator; the explanation shows how it would route anyway");
+        eprintln!(
+            "weir explain: the config is refused by the validator; the explanation shows how it would route anyway"
+        );
     }
     let table = compiled
         .table
         .ok_or_else(|| anyhow!("the config could not be compiled:\n{}", compiled.findings))?;
-    let uri: Uri = args.url.parse().with_context(|| format!("--url {:?} is not a URL", args.url))?;
+    let uri: Uri = args
+        .url
+        .parse()
+        .with_context(|| format!("--url {:?} is not a URL", args.url))?;
     if uri.authority().is_none() {
-        bail!("--url {:?} needs a host, e.g. http://payment-svc/pay", args.url);
+        bail!(
+            "--url {:?} needs a host, e.g. http://payment-svc/pay",
+            args.url
+        );
     }
-    let method: Method = args.method.parse().with_context(|| format!("--method {:?}", args.method))?;
+    let method: Method = args
+        .method
+        .parse()
+        .with_context(|| format!("--method {:?}", args.method))?;
     let mut headers = HeaderMap::new();
     for h in &args.headers {
         let (name, value) = h
             .split_once(':')
             .ok_or_else(|| anyhow!("-H {h:?} is not `name: value`"))?;
         headers.append(
-            HeaderName::from_bytes(name.trim().as_bytes()).with_context(|| format!("header name {name:?}"))?,
-            HeaderValue::from_str(value.trim()).with_context(|| format!("header value {value:?}"))?,
+            HeaderName::from_bytes(name.trim().as_bytes())
+                .with_context(|| format!("header name {name:?}"))?,
+            HeaderValue::from_str(value.trim())
+                .with_context(|| format!("header value {value:?}"))?,
         );
     }
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-    let vs = table
-        .virtual_service_for_host(authority)
-        .ok_or_else(|| anyhow!("no VirtualService serves host {authority:?} (the proxy answers 404 NR)"))?;
+    let vs = table.virtual_service_for_host(authority).ok_or_else(|| {
+        anyhow!("no VirtualService serves host {authority:?} (the proxy answers 404 NR)")
+    })?;
     if let (Some(key), Some(sticky)) = (&args.sticky_key, &vs.sticky) {
         match sticky {
             StickyKey::Header(name) => {
                 headers.insert(name.clone(), HeaderValue::from_str(key)?);
             }
             StickyKey::Cookie(name) => {
-                headers.append(http::header::COOKIE, HeaderValue::from_str(&format!("{name}={key}"))?);
+                headers.append(
+                    http::header::COOKIE,
+                    HeaderValue::from_str(&format!("{name}={key}"))?,
+                );
             }
         }
     } else if args.sticky_key.is_some() {
-        bail!("--sticky-key given, but VirtualService {} has no weir.dev/sticky annotation", vs.name);
+        bail!(
+            "--sticky-key given, but VirtualService {} has no weir.dev/sticky annotation",
+            vs.name
+        );
     }
     let head = RequestHead::new(&method, &uri, &headers);
 
@@ -127,7 +146,11 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
             matched = Some(rule);
             break;
         }
-        let reasons: Vec<String> = rule.matches.iter().filter_map(|m| m.first_failure(&head)).collect();
+        let reasons: Vec<String> = rule
+            .matches
+            .iter()
+            .filter_map(|m| m.first_failure(&head))
+            .collect();
         if reasons.len() < rule.matches.len() {
             matched = Some(rule);
             break;
@@ -139,7 +162,10 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         });
     }
     let Some(rule) = matched else {
-        bail!("no rule of VirtualService {} matches: the proxy answers 404 NR", vs.name);
+        bail!(
+            "no rule of VirtualService {} matches: the proxy answers 404 NR",
+            vs.name
+        );
     };
     let destinations = rule
         .destinations
@@ -149,7 +175,12 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
             subset: d.subset.clone(),
             weight: d.weight,
             share_percent: round2(rule.share_percent(d)),
-            endpoints: table.cluster(d.cluster).endpoints.iter().map(|e| e.authority.clone()).collect(),
+            endpoints: table
+                .cluster(d.cluster)
+                .endpoints
+                .iter()
+                .map(|e| e.authority.clone())
+                .collect(),
         })
         .collect();
     let label = |table: &RouteTable, value: u64| -> Option<String> {
@@ -208,10 +239,18 @@ fn print_text(e: &Explanation) {
     println!("{} {}", e.method, e.url);
     println!("VirtualService {}/{}", e.namespace, e.virtual_service);
     for s in &e.skipped {
-        let name = s.rule_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let name = s
+            .rule_name
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
         println!("  rule {}{name}: no match: {}", s.rule_index, s.reason);
     }
-    let name = e.rule_name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+    let name = e
+        .rule_name
+        .as_deref()
+        .map(|n| format!(" ({n})"))
+        .unwrap_or_default();
     println!("  rule {}{name}: MATCH", e.rule_index);
     println!("destinations:");
     for d in &e.destinations {
@@ -221,7 +260,11 @@ fn print_text(e: &Explanation) {
             d.subset.as_deref().unwrap_or("-"),
             d.weight,
             d.share_percent,
-            if d.endpoints.is_empty() { "(none)".to_string() } else { d.endpoints.join(", ") }
+            if d.endpoints.is_empty() {
+                "(none)".to_string()
+            } else {
+                d.endpoints.join(", ")
+            }
         );
     }
     if let Some(s) = &e.sticky {
@@ -234,7 +277,11 @@ fn print_text(e: &Explanation) {
         let total: u64 = samples.values().sum();
         println!("samples: {total}");
         for (k, v) in samples {
-            let pct = if total == 0 { 0.0 } else { *v as f64 * 100.0 / total as f64 };
+            let pct = if total == 0 {
+                0.0
+            } else {
+                *v as f64 * 100.0 / total as f64
+            };
             println!("  {k:<8} {v:>9}  {pct:>6.2}%");
         }
     }

@@ -69,7 +69,11 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
         }
     }
     debug_assert!(findings.0.iter().all(|f| f.severity <= Severity::Error));
-    Ok(if errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn plural(n: usize) -> &'static str {
