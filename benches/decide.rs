@@ -39,13 +39,20 @@ fn live(text: String) -> LiveTable {
 
 fn bench(c: &mut Criterion) {
     let lesson_live = live(lesson());
-    let plain = http::Request::get("http://payment-svc/pay")
-        .body(())
-        .unwrap();
-    let canary = http::Request::get("http://payment-svc/pay")
-        .header("x-canary", "true")
-        .body(())
-        .unwrap();
+    // Requests as a sidecar receives them: origin-form, Host and a few usual headers.
+    let request = |canary: bool| {
+        let mut b = http::Request::get("/pay")
+            .header("host", "payment-svc")
+            .header("user-agent", "curl/8.5.0")
+            .header("accept", "*/*")
+            .header("x-request-id", "0f1c2a3b-4d5e-6f70-8192-a3b4c5d6e7f8");
+        if canary {
+            b = b.header("x-canary", "true");
+        }
+        b.body(()).unwrap()
+    };
+    let plain = request(false);
+    let canary = request(true);
     let mut value = 0u64;
 
     c.bench_function("decide/lesson/no-header", |b| {
@@ -79,7 +86,8 @@ fn bench(c: &mut Criterion) {
     });
 
     let fifty = live(fifty_rules());
-    let last = http::Request::get("http://payment-svc/svc48/x")
+    let last = http::Request::get("/svc48/x")
+        .header("host", "payment-svc")
         .header("x-tenant", "other")
         .body(())
         .unwrap();

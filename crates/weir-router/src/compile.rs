@@ -252,7 +252,7 @@ impl<'a> Compiler<'a> {
         Some(RouteTable {
             generation: 0,
             virtual_services,
-            host_index,
+            host_index: HostIndex::new(host_index),
             wildcard_hosts,
             clusters: self.clusters,
             sources: self.sources.to_vec().into(),

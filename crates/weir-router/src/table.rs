@@ -19,11 +19,49 @@ pub struct RouteTable {
     pub(crate) generation: u64,
     pub(crate) virtual_services: Vec<VirtualService>,
     /// Lowercased host name (short, `name.namespace`, FQDN) -> index in `virtual_services`.
-    pub(crate) host_index: HashMap<String, usize, HostHasher>,
+    pub(crate) host_index: HostIndex,
     /// Wildcard hosts (`*.example.com` stored as `.example.com`, `*` as ``) -> index.
     pub(crate) wildcard_hosts: Vec<(String, usize)>,
     pub(crate) clusters: Vec<Cluster>,
     pub(crate) sources: Arc<[ConfigSource]>,
+}
+
+/// Host name -> VirtualService index. Most sidecars route a handful of hosts: then a scan that
+/// compares lengths first beats hashing the name (callgrind: 165 -> ~40 instructions a
+/// lookup for the lesson's config). Larger tables hash.
+#[derive(Clone, Debug)]
+pub(crate) enum HostIndex {
+    Small(Vec<(Box<str>, usize)>),
+    Large(HashMap<String, usize, HostHasher>),
+}
+
+impl HostIndex {
+    const SMALL: usize = 16;
+
+    pub(crate) fn new(map: HashMap<String, usize, HostHasher>) -> Self {
+        if map.len() <= Self::SMALL {
+            let mut keys: Vec<(Box<str>, usize)> = map
+                .into_iter()
+                .map(|(k, v)| (k.into_boxed_str(), v))
+                .collect();
+            // Short names first: requests through a sidecar mostly use them.
+            keys.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.cmp(&b.0)));
+            HostIndex::Small(keys)
+        } else {
+            HostIndex::Large(map)
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, host: &str) -> Option<usize> {
+        match self {
+            HostIndex::Small(keys) => keys
+                .iter()
+                .find(|(k, _)| k.len() == host.len() && k.as_bytes() == host.as_bytes())
+                .map(|(_, i)| *i),
+            HostIndex::Large(map) => map.get(host).copied(),
+        }
+    }
 }
 
 /// FNV-1a for the host index: host names are short, and SipHash's DoS resistance buys
@@ -391,13 +429,13 @@ impl RouteTable {
     pub(crate) fn host_lookup(&self, authority: &str) -> Option<usize> {
         let host = strip_port(authority);
         if let Some(i) = self.host_index.get(host) {
-            return Some(*i);
+            return Some(i);
         }
         let lowered;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
             lowered = host.to_ascii_lowercase();
             if let Some(i) = self.host_index.get(lowered.as_str()) {
-                return Some(*i);
+                return Some(i);
             }
             lowered.as_str()
         } else {
