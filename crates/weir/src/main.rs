@@ -6,13 +6,16 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod admin;
+mod canary;
 mod client;
+mod demo;
 mod explain;
 mod metrics;
 mod output;
 mod proxy;
 mod reload;
 mod serve;
+mod upstream;
 mod validate;
 
 /// weir: safe progressive delivery on the L7 data plane.
@@ -37,6 +40,15 @@ enum Command {
     SetWeights(client::SetWeightsArgs),
     /// Roll a running sidecar's canaries back to 0% (latched), or release the latch.
     Rollback(client::RollbackArgs),
+    /// Drive a canary from 0% to promotion behind metric gates (or back to 0% on a breach)
+    /// on running sidecars. Exit 0 promoted, 1 rolled back, 2 usage.
+    Canary(canary::CanaryArgs),
+    /// The lesson's story end to end on this machine: the 99/1 typo refused, a dark launch, a
+    /// promotion and an automatic rollback. Exit 0 when every act turned out as it should.
+    Demo(demo::DemoArgs),
+    /// A small demo upstream answering with its version's name (for demos and benchmarks).
+    #[command(hide = true)]
+    Upstream(upstream::UpstreamArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +59,9 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::SetWeights(args) => client::set_weights(args),
         Command::Rollback(args) => client::rollback(args),
+        Command::Canary(args) => canary::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Upstream(args) => upstream::run(args),
     };
     match result {
         Ok(code) => code,

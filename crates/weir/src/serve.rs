@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_router::{Findings, LiveTable};
 
+use crate::canary::ServeCanary;
 use crate::metrics::Metrics;
 use crate::proxy::{Proxy, ProxyOptions};
 use crate::reload::{Reloader, Snapshot, Trigger};
@@ -55,7 +56,17 @@ pub struct ServeArgs {
     /// POST /reload still reload).
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = duration)]
     reload_poll: Duration,
+    /// Run this canary (a Flagger-shaped `Canary` document) inside the sidecar: gates read
+    /// from its own metrics, weights set on its own route table. It keeps serving after.
+    #[arg(long, value_name = "SPEC")]
+    canary: Option<PathBuf>,
+    /// Where the --canary run writes report.json and report.svg.
+    #[arg(long, value_name = "DIR", requires = "canary")]
+    report: Option<PathBuf>,
 }
+
+/// How long a shutdown waits for an in-process canary run to roll back and write its report.
+const CANARY_STOP_WAIT: Duration = Duration::from_secs(3);
 
 fn duration(text: &str) -> Result<Duration, String> {
     weir_router::parse_duration(text)
@@ -216,7 +227,6 @@ impl RunningSidecar {
     }
 
     /// Begins the shutdown and waits for the drain to end.
-    #[allow(dead_code)] // for in-process sidecars (`weir demo`)
     pub async fn shutdown(self) -> Result<()> {
         self.shutdown.shutdown();
         self.wait().await
@@ -371,19 +381,23 @@ async fn supervise(s: Supervised) -> Result<()> {
 /// `weir serve`.
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
     init_tracing();
+    let canary = match &args.canary {
+        Some(spec) => Some(ServeCanary::load(spec, args.report.clone())?),
+        None => None,
+    };
     let options = SidecarOptions::from_args(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("weir")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(options));
+    let result = runtime.block_on(serve(options, canary));
     // Connections cut off by the drain timeout must not hold the exit.
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
 
-fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
@@ -393,7 +407,7 @@ fn init_tracing() {
         .try_init();
 }
 
-async fn serve(options: SidecarOptions) -> Result<ExitCode> {
+async fn serve(options: SidecarOptions, canary: Option<ServeCanary>) -> Result<ExitCode> {
     // Installed before the ready line: from then on SIGHUP must reload, never kill.
     let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
     let mut terminate =
@@ -414,6 +428,10 @@ async fn serve(options: SidecarOptions) -> Result<ExitCode> {
     };
     // In-process drivers of the sidecar (the canary's `--canary FILE`) start here, on
     // `running.sidecar()`: its live table, metrics and reloader.
+    let canary = match canary {
+        Some(c) => Some(c.start(Arc::clone(running.sidecar()))?),
+        None => None,
+    };
     {
         let mut out = std::io::stdout().lock();
         writeln!(
@@ -452,9 +470,16 @@ async fn serve(options: SidecarOptions) -> Result<ExitCode> {
         }
     }
     handle.shutdown();
+    // A canary run still going is rolled back (within a guard tick) and writes its report
+    // while the proxy drains.
+    let canary_stopped =
+        canary.map(|c| tokio::task::spawn_blocking(move || c.stop(CANARY_STOP_WAIT)));
     tokio::select! {
         result = &mut stopped => {
             result?;
+            if let Some(canary) = canary_stopped {
+                let _ = canary.await;
+            }
             Ok(ExitCode::SUCCESS)
         }
         _ = terminate.recv() => abort_drain(),
