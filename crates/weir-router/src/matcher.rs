@@ -145,20 +145,22 @@ impl RequestMatch {
             && self.query_params.is_empty()
     }
 
+    /// Whether the path satisfies the `uri` condition (true when there is none).
+    #[inline]
+    fn uri_matches(&self, path: &str) -> bool {
+        match &self.uri {
+            None => true,
+            Some(m) if self.ignore_uri_case => m.matches_ignore_case(path),
+            Some(m) => m.matches(path),
+        }
+    }
+
     /// Whether the request satisfies every condition. The hot path: no allocation unless a
     /// header has several values to join.
     #[inline]
     pub fn matches(&self, req: &RequestHead<'_>) -> bool {
-        if let Some(m) = &self.uri {
-            let path = req.path();
-            let ok = if self.ignore_uri_case {
-                m.matches_ignore_case(path)
-            } else {
-                m.matches(path)
-            };
-            if !ok {
-                return false;
-            }
+        if !self.uri_matches(req.path()) {
+            return false;
         }
         if let Some(m) = &self.method
             && !m.matches(req.method.as_str())
@@ -191,12 +193,7 @@ impl RequestMatch {
     pub fn first_failure(&self, req: &RequestHead<'_>) -> Option<String> {
         if let Some(m) = &self.uri {
             let path = req.path();
-            let ok = if self.ignore_uri_case {
-                m.matches_ignore_case(path)
-            } else {
-                m.matches(path)
-            };
-            if !ok {
+            if !self.uri_matches(path) {
                 return Some(format!("uri {path:?} is not {}", m.describe()));
             }
         }
