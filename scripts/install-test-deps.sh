@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs, when missing. Idempotent.
+#   procps      kill(1), for the signal tests
+#   prometheus  /usr/bin/prometheus, for tests/prometheus.rs (the Prometheus metric source
+#               against a real server); those tests fail, never skip, without it
 set -euo pipefail
 need=()
 command -v kill >/dev/null || need+=(procps)
+[ -x /usr/bin/prometheus ] || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
+  sudo=()
+  [ "$(id -u)" -eq 0 ] || sudo=(sudo)
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq "${need[@]}"
+  "${sudo[@]}" apt-get update -qq
+  # The server alone: the recommended exporters are not needed.
+  "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
+# Where an init system runs, the package also starts a system-wide Prometheus on :9090; the
+# tests start their own on free ports and never use it.
 echo "test dependencies present"

@@ -30,7 +30,7 @@ use hyper_util::rt::TokioExecutor;
 use weir_canary::{
     Abort, AdminSink, CanaryRun, CanarySpec, Decision, Event, EventKind, FileSink, LiveSink,
     MetricSource, Observation, PrometheusSource, Report, ScrapeSource, SeriesFilter, Snapshot,
-    SourceError, SpecError, WeightSink,
+    SourceError, SpecError, Trigger, WeightSink,
 };
 
 use crate::serve::Sidecar;
@@ -432,11 +432,23 @@ pub fn describe_rollback(report: &Report, rb: &weir_canary::RollbackLatency) -> 
         None => String::new(),
     };
     format!(
-        "rollback ({:?}): breach detected -> canary at 0% in force in {} (sink {}){stable}",
-        rb.trigger,
+        "rollback ({}): breach detected -> canary at 0% in force in {} (sink {}){stable}",
+        trigger_name(rb.trigger),
         micros(rb.detected_to_in_force_us),
         rb.sink_us.map_or_else(|| "n/a".to_string(), micros),
     )
+}
+
+/// What set a rollback off, for humans.
+pub fn trigger_name(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::FastGuard => "the fast guard",
+        Trigger::Threshold => "failed checks reaching the threshold",
+        Trigger::RollbackWebhook => "a rollback webhook",
+        Trigger::Aborted => "an abort",
+        Trigger::SinkError => "a weight sink error",
+        Trigger::Refused => "a refusal",
+    }
 }
 
 /// µs as `850 µs`, `12.3 ms` or `1.20 s`.

@@ -27,10 +27,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use weir_canary::{Abort, CanarySpec, Decision, Event, EventKind, Report, Trigger};
+use weir_canary::{Abort, CanarySpec, Decision, Event, EventKind, Report};
 use weir_router::{Code, ConfigSource, GuardOptions, LiveTable};
 
-use crate::canary::{micros, run_in_process};
+use crate::canary::{micros, run_in_process, trigger_name};
 use crate::serve::{RunningSidecar, Sidecar, SidecarOptions};
 use crate::upstream::{DemoUpstream, UpstreamSettings};
 
@@ -606,11 +606,7 @@ async fn act4(
         && after.sent > before.sent
         && in_force.get("v2").copied().unwrap_or(0) == 0
         && latched;
-    let by = match rollback.map(|rb| rb.trigger) {
-        Some(Trigger::FastGuard) => "the fast guard".to_string(),
-        Some(t) => format!("{t:?}"),
-        None => "nothing".into(),
-    };
+    let by = rollback.map_or("nothing", |rb| trigger_name(rb.trigger));
     let saved = save_report(&report, &dir.join("act4-rollback"));
     verdict(
         ok,
