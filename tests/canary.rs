@@ -17,7 +17,7 @@ const WAIT: Duration = Duration::from_secs(30);
 
 /// A short canary: checks every 2 s over 2 s windows, 20% then 50%, a fast guard looking every
 /// second at the last 3 s. `dark` adds one dark-launch check on `x-canary: true` traffic.
-fn spec(dark: bool) -> String {
+fn spec_text(dark: bool) -> String {
     let dark_launch = if dark {
         "    iterations: 1\n    match:\n    - headers:\n        x-canary:\n          exact: \"true\"\n"
     } else {
@@ -52,7 +52,7 @@ spec:
 
 fn write_spec(dir: &Path, dark: bool) -> String {
     let path = dir.join("canary.yaml");
-    std::fs::write(&path, spec(dark)).unwrap();
+    std::fs::write(&path, spec_text(dark)).unwrap();
     path.display().to_string()
 }
 
@@ -493,6 +493,48 @@ async fn weir_serve_runs_the_canary_in_process_and_keeps_serving() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_rolls_the_canary_back_and_writes_the_report() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let weir = Weir::start(&lesson_config(&v1, &v2, 100, 0));
+    let work = tempfile::tempdir().unwrap();
+    // A check every minute: only the signal can end this run soon.
+    let spec = work.path().join("canary.yaml");
+    std::fs::write(&spec, spec_text(false).replace("interval: 2s", "interval: 1m")).unwrap();
+    let report_dir = work.path().join("report");
+    let _traffic = SteadyTraffic::start(&[weir.proxy_url()], 2, 0, Duration::from_millis(10));
+    let mut run = WeirRun::spawn(&[
+        "canary",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--admin",
+        &weir.admin_url(),
+        "--report",
+        report_dir.to_str().unwrap(),
+    ]);
+    eventually(WAIT, "the canary at 20%", || async {
+        run.line_seen_at("weights v1=80 v2=20 in force").is_some()
+    })
+    .await;
+    run.signal("TERM");
+    assert_eq!(run.exit_code(WAIT).await, 1, "{}", run.stdout());
+    assert!(
+        run.stderr().contains("rolled back to 0%"),
+        "{}",
+        run.stderr()
+    );
+
+    let (weights, _) = routes(&weir.admin_url(), None).await;
+    assert_eq!(
+        weights,
+        vec![("v1".to_string(), 100), ("v2".to_string(), 0)]
+    );
+    let r = report(&report_dir);
+    assert_eq!(r["decision"], "rolled-back");
+    assert_eq!(r["rollback"]["trigger"], "aborted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn usage_errors_exit_2() {
     let work = tempfile::tempdir().unwrap();
     let good = write_spec(work.path(), false);
@@ -504,7 +546,7 @@ async fn usage_errors_exit_2() {
     let bad = work.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        spec(false).replace(
+        spec_text(false).replace(
             "stepWeights: [20, 50]",
             "stepWeights: []\n    maxWeight: 120",
         ),

@@ -894,6 +894,17 @@ impl WeirRun {
         }
     }
 
+    /// Sends a signal by name (`TERM`, `INT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().unwrap().id();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
     /// When the first line containing `text` was read.
     pub fn line_seen_at(&self, text: &str) -> Option<Instant> {
         self.lines

@@ -432,7 +432,7 @@ pub fn describe_rollback(report: &Report, rb: &weir_canary::RollbackLatency) -> 
         None => String::new(),
     };
     format!(
-        "rollback ({}): breach detected -> canary at 0% in force in {} (sink {}){stable}",
+        "rollback set off by {}: canary at 0% in force {} after detection (sink {}){stable}",
         trigger_name(rb.trigger),
         micros(rb.detected_to_in_force_us),
         rb.sink_us.map_or_else(|| "n/a".to_string(), micros),
