@@ -500,7 +500,11 @@ async fn sigterm_rolls_the_canary_back_and_writes_the_report() {
     let work = tempfile::tempdir().unwrap();
     // A check every minute: only the signal can end this run soon.
     let spec = work.path().join("canary.yaml");
-    std::fs::write(&spec, spec_text(false).replace("interval: 2s", "interval: 1m")).unwrap();
+    std::fs::write(
+        &spec,
+        spec_text(false).replace("interval: 2s", "interval: 1m"),
+    )
+    .unwrap();
     let report_dir = work.path().join("report");
     let _traffic = SteadyTraffic::start(&[weir.proxy_url()], 2, 0, Duration::from_millis(10));
     let mut run = WeirRun::spawn(&[
