@@ -586,16 +586,20 @@ impl Machine<'_> {
             None => {
                 self.emit(
                     EventKind::Guard,
-                    format!("fast guard: {} requests in {:?}", obs.requests, obs.window),
+                    format!(
+                        "fast guard: {} requests in {:.1}s",
+                        obs.requests,
+                        obs.window.as_secs_f64()
+                    ),
                 );
                 Ok(())
             }
             Some((g, v)) => {
                 let reason = format!(
-                    "fast guard: {} is {} over the last {:?} ({} requests), {}",
+                    "fast guard: {} is {} over the last {:.1}s ({} requests), {}",
                     g.name,
                     fmt_value(g, v),
-                    obs.window,
+                    obs.window.as_secs_f64(),
                     obs.requests,
                     describe_range(g)
                 );

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use weir_router::parse_duration;
-use weir_router::{Code, Finding, Findings, Location};
+use weir_router::{Code, Finding, Findings};
 
 use crate::plan::Plan;
 use crate::source::promql_duration;
@@ -431,17 +431,20 @@ struct RawFastGuard {
 
 // === validation ===
 
-/// Collects every problem with its field path, so that one run of `weir canary` lists them all.
+/// Collects every problem with its field path and line, so that one run of `weir canary`
+/// lists them all.
 struct Problems<'a> {
-    file: &'a str,
+    doc: &'a weir_router::yaml::Document,
     found: Vec<Finding>,
 }
 
 impl Problems<'_> {
     fn add(&mut self, path: &str, message: impl Into<String>) {
+        let mut location = self.doc.location(path);
+        location.path = format!("Canary: {path}");
         self.found.push(Finding::error(
-            Code::InvalidValue,
-            Location::origin(self.file, format!("Canary: {path}")),
+            Code::InvalidCanarySpec,
+            location,
             format!("`{path}`: {}", message.into()),
         ));
     }
@@ -471,9 +474,10 @@ impl CanarySpec {
 
     /// Parses and validates a spec; `file` names it in errors.
     pub fn from_yaml(file: &str, text: &str) -> Result<CanarySpec, SpecError> {
-        let raw: RawCanary = weir_router::yaml::from_str(file, text).map_err(SpecError::Yaml)?;
+        let doc = weir_router::yaml::single_document(file, text).map_err(SpecError::Yaml)?;
+        let raw: RawCanary = doc.deserialize(&mut |_| {}).map_err(SpecError::Yaml)?;
         let mut p = Problems {
-            file,
+            doc: &doc,
             found: Vec::new(),
         };
         let spec = build(raw, &mut p);

@@ -70,10 +70,16 @@ pub fn parse_stream(file: &Arc<str>, text: &str) -> Result<Vec<Document>, Findin
 /// Deserializes a whole single-document YAML text into `T`, for files that are not Istio
 /// resources (a canary spec, for one). Errors carry the file, line and column.
 pub fn from_str<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Finding> {
+    single_document(file, text)?.deserialize(&mut |_| {})
+}
+
+/// Parses a text that must hold exactly one YAML document, keeping its positions so that a
+/// caller's own checks can point at a line with [`Document::location`].
+pub fn single_document(file: &str, text: &str) -> Result<Document, Finding> {
     let file: Arc<str> = file.into();
-    let docs = parse_stream(&file, text)?;
+    let mut docs = parse_stream(&file, text)?;
     match docs.len() {
-        1 => docs[0].deserialize(&mut |_| {}),
+        1 => Ok(docs.remove(0)),
         0 => Err(Finding::error(
             Code::YamlSyntax,
             Location::origin(file, ""),

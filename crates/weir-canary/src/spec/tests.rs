@@ -203,6 +203,8 @@ fn impossible_plans_are_refused_naming_the_field_and_the_fix() {
             .find(|f| f.location.path == format!("Canary: {field}"))
             .unwrap_or_else(|| panic!("{analysis}: no finding at {field}:\n{err}"));
         assert!(hit.message.contains(fix), "{analysis}: {hit}");
+        assert_eq!(hit.code.as_str(), "WEIR015", "{hit}");
+        assert!(hit.location.line > 0, "the finding has a line: {hit}");
         assert!(
             err.to_string().contains(field),
             "the message names the field: {err}"
