@@ -490,6 +490,16 @@ async fn weir_serve_runs_the_canary_in_process_and_keeps_serving() {
         (StatusCode::OK, "v2")
     );
     assert!(weir.stderr().contains("canary payment-svc ended Succeeded"));
+    // The run's phase, status and weight are on the sidecar's /metrics, as Flagger's are.
+    let text = weir.metrics().await;
+    let phase = |p: &str| metric_sum(&text, "weir_canary_phase", &[("phase", p)]);
+    assert_eq!(
+        (phase("Succeeded"), phase("Progressing")),
+        (1.0, 0.0),
+        "{text}"
+    );
+    assert_eq!(metric_sum(&text, "weir_canary_status", &[]), 1.0);
+    assert_eq!(metric_sum(&text, "weir_canary_weight", &[]), 100.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

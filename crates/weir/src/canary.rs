@@ -216,12 +216,14 @@ pub fn run_in_process(
         ScrapeSource::from_text(move || metrics.encode(&live)).filter(spec.series_filter());
     let mut sink = LiveSink::new(Arc::clone(&sidecar.live)).origin(format!("canary {}", spec.name));
     let metrics = Arc::clone(&sidecar.metrics);
+    let name = spec.name.clone();
     CanaryRun::new(spec, &mut source, &mut sink)
         .abort_on(abort)
         .on_event(move |e| {
             if e.kind == EventKind::RolledBack {
                 metrics.record_rollback();
             }
+            metrics.record_canary(&name, e.phase, e.canary_weight);
             observer(e);
         })
         .run()

@@ -24,7 +24,9 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use weir_canary::Phase;
 use weir_router::{ClusterLabels, LiveTable, RouteTable};
 
 use crate::proxy::ResponseFlags;
@@ -75,6 +77,9 @@ pub struct Metrics {
     rollbacks: Counter,
     mirrors: Family<MirrorLabels, Counter>,
     unknown: Arc<ClusterSeries>,
+    canary_phase: Family<Vec<(String, String)>, Gauge>,
+    canary_status: Family<Vec<(String, String)>, Gauge>,
+    canary_weight: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -177,6 +182,24 @@ impl Metrics {
             "Rollbacks of canaries to 0%",
             rollbacks.clone(),
         );
+        let canary_phase = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "weir_canary_phase",
+            "Phase of each canary run in this process: 1 for the phase it is in, 0 for the others",
+            canary_phase.clone(),
+        );
+        let canary_status = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "weir_canary_status",
+            "Canary status as Flagger's flagger_canary_status: 0 running, 1 succeeded, 2 failed",
+            canary_status.clone(),
+        );
+        let canary_weight = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "weir_canary_weight",
+            "Weight of the canary subset set by the canary run (points)",
+            canary_weight.clone(),
+        );
         let mirrors = Family::<MirrorLabels, Counter>::default();
         registry.register(
             "weir_mirror_requests",
@@ -198,6 +221,9 @@ impl Metrics {
             rollbacks,
             mirrors,
             unknown,
+            canary_phase,
+            canary_status,
+            canary_weight,
         }
     }
 
@@ -219,6 +245,38 @@ impl Metrics {
     pub fn record_reload(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Records where an in-process canary run is: `weir_canary_phase{canary, phase}` (one-hot
+    /// over Flagger's phases), `weir_canary_status{canary}` and `weir_canary_weight{canary}`.
+    pub fn record_canary(&self, canary: &str, phase: Phase, weight: u32) {
+        const PHASES: [Phase; 6] = [
+            Phase::Initialized,
+            Phase::Progressing,
+            Phase::WaitingPromotion,
+            Phase::Promoting,
+            Phase::Succeeded,
+            Phase::Failed,
+        ];
+        for p in PHASES {
+            let labels = vec![
+                ("canary".to_string(), canary.to_string()),
+                ("phase".to_string(), p.to_string()),
+            ];
+            self.canary_phase
+                .get_or_create(&labels)
+                .set(i64::from(p == phase));
+        }
+        let status = match phase {
+            Phase::Succeeded => 1,
+            Phase::Failed => 2,
+            _ => 0,
+        };
+        let name = vec![("canary".to_string(), canary.to_string())];
+        self.canary_status.get_or_create(&name).set(status);
+        self.canary_weight
+            .get_or_create(&name)
+            .set(i64::from(weight));
     }
 
     /// Counts a rollback (`weir_rollbacks_total`).
@@ -645,5 +703,17 @@ mod tests {
         );
         assert!(text.contains("weir_config_reloads_total{result=\"failure\"} 2\n"));
         assert!(text.contains("weir_rollbacks_total 1\n"));
+        metrics.record_canary("payment-svc", Phase::Progressing, 10);
+        metrics.record_canary("payment-svc", Phase::Failed, 0);
+        let text = metrics.encode(&live);
+        assert!(
+            text.contains("weir_canary_phase{canary=\"payment-svc\",phase=\"Failed\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_canary_phase{canary=\"payment-svc\",phase=\"Progressing\"} 0\n")
+        );
+        assert!(text.contains("weir_canary_status{canary=\"payment-svc\"} 2\n"));
+        assert!(text.contains("weir_canary_weight{canary=\"payment-svc\"} 0\n"));
     }
 }
