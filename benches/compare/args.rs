@@ -86,7 +86,7 @@ impl Default for Options {
             duration: Duration::from_secs(10),
             warmup: Duration::from_secs(2),
             connections: 50,
-            rate: 2000,
+            rate: 5000,
             threads: vec![1, 2],
             contenders: Contender::ALL.to_vec(),
             pin: true,
@@ -110,7 +110,7 @@ usage: cargo bench --bench compare -- [OPTIONS]
   --duration D       each measured run, e.g. 10s, 500ms (default 10s)
   --warmup D         unmeasured warm-up before them (default 2s)
   --connections N    load tool connections (default 50)
-  --rate N           requests/s of the fixed-rate latency run (default 2000)
+  --rate N           requests/s of the fixed-rate latency run (default 5000)
   --threads LIST     worker threads to sweep, e.g. 1,2 (default 1,2)
   --only LIST        contenders, e.g. direct,weir (default direct,weir,nginx,haproxy)
   --no-pin           do not pin the proxy and the load to separate cores

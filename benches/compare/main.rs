@@ -26,7 +26,7 @@ use args::{Contender, Options};
 use configs::Routing;
 use oha::{LoadRun, LoadStats};
 use process::{Proxy, ProxyEnv, Upstreams};
-use report::{Report, Row, RunInfo, Split};
+use report::{Report, Resources, Row, RunInfo, Split};
 
 /// `x-canary: true` probes sent through each proxy before the load; all must reach v2.
 const HEADER_PROBES: u64 = 200;
@@ -251,6 +251,42 @@ fn oha(run: &LoadRun, cpus: Option<&str>) -> Result<LoadStats, String> {
     oha::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
+/// CPU counters taken around a load run, clock ticks.
+struct Snapshot {
+    machine_busy: u64,
+    machine_total: u64,
+    proxy: u64,
+    upstreams: u64,
+    /// The harness and the load tool runs it has waited for.
+    own: u64,
+}
+
+impl Snapshot {
+    fn take(proxy: Option<u32>, upstreams: u32) -> Snapshot {
+        let (machine_busy, machine_total) = procfs::machine_ticks();
+        Snapshot {
+            machine_busy,
+            machine_total,
+            proxy: proxy.map_or(0, |p| procfs::usage(p).cpu_ticks),
+            upstreams: procfs::usage(upstreams).cpu_ticks,
+            own: procfs::own_and_waited_ticks(),
+        }
+    }
+
+    /// The share of the machine's CPU that processes outside the run took between `a` and
+    /// `b`, percent.
+    fn others_percent(a: &Snapshot, b: &Snapshot) -> f64 {
+        let total = b.machine_total.saturating_sub(a.machine_total);
+        let ours = (b.proxy + b.upstreams + b.own).saturating_sub(a.proxy + a.upstreams + a.own);
+        let busy = b.machine_busy.saturating_sub(a.machine_busy);
+        if total == 0 {
+            0.0
+        } else {
+            busy.saturating_sub(ours) as f64 * 100.0 / total as f64
+        }
+    }
+}
+
 /// Measures one contender at one thread count, from fresh processes.
 fn measure(
     opts: &Options,
@@ -310,35 +346,44 @@ fn measure(
 
     oha(&load(Some(opts.warmup), 0, None, vec![]), cpus)?;
 
-    let pid = proxy.as_ref().map_or(upstreams.pid(), Proxy::pid);
+    let proxy_pid = proxy.as_ref().map(Proxy::pid);
+    let upstream_pid = upstreams.pid();
     let hz = procfs::ticks_per_second() as f64;
+    let snap = || Snapshot::take(proxy_pid, upstream_pid);
     let counts0 = upstreams.counts()?;
-    let cpu0 = procfs::usage(pid).cpu_ticks;
+    let s0 = snap();
     let saturation = oha(&load(Some(opts.duration), 0, None, vec![]), cpus)?;
-    let cpu1 = procfs::usage(pid).cpu_ticks;
+    let s1 = snap();
     let fixed = oha(&load(Some(opts.duration), 0, Some(opts.rate), vec![]), cpus)?;
-    let usage = procfs::usage(pid);
+    let s2 = snap();
     let counts1 = upstreams.counts()?;
 
-    let sat_cpu_s = (cpu1 - cpu0) as f64 / hz;
-    let fixed_cpu_s = (usage.cpu_ticks - cpu1) as f64 / hz;
+    let resources = proxy_pid.map(|pid| {
+        let usage = procfs::usage(pid);
+        let sat_cpu_s = (s1.proxy - s0.proxy) as f64 / hz;
+        let fixed_cpu_s = (s2.proxy - s1.proxy) as f64 / hz;
+        Resources {
+            cpu_s_per_10k: if fixed.requests > 0 {
+                fixed_cpu_s * 10_000.0 / fixed.requests as f64
+            } else {
+                0.0
+            },
+            saturation_cpu_percent: if saturation.duration_s > 0.0 {
+                sat_cpu_s * 100.0 / saturation.duration_s / threads as f64
+            } else {
+                0.0
+            },
+            peak_rss_kib: usage.peak_rss_kib,
+            processes: usage.processes,
+        }
+    });
     Ok(Row {
         contender,
         threads,
         saturation,
         fixed,
-        cpu_s_per_10k: if fixed.requests > 0 {
-            fixed_cpu_s * 10_000.0 / fixed.requests as f64
-        } else {
-            0.0
-        },
-        saturation_cpu_percent: if saturation.duration_s > 0.0 {
-            sat_cpu_s * 100.0 / saturation.duration_s / threads as f64
-        } else {
-            0.0
-        },
-        peak_rss_kib: usage.peak_rss_kib,
-        processes: usage.processes,
+        resources,
+        others_cpu_percent: [Snapshot::others_percent(&s0, &s1), Snapshot::others_percent(&s1, &s2)],
         split: contender.routes().then_some(Split {
             v1: counts1.0 - counts0.0,
             v2: counts1.1 - counts0.1,

@@ -13,6 +13,8 @@ pub struct ProcStat {
     pub ppid: u32,
     /// User + system CPU time of all its threads, in clock ticks (`USER_HZ`).
     pub cpu_ticks: u64,
+    /// User + system CPU time of its children that it has waited for, clock ticks.
+    pub waited_children_ticks: u64,
 }
 
 /// Parses the one line of `/proc/<pid>/stat`. The command name (field 2) is in parentheses
@@ -24,9 +26,12 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
     let ppid = fields.get(1)?.parse().ok()?;
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
+    let cutime: u64 = fields.get(13)?.parse().ok()?;
+    let cstime: u64 = fields.get(14)?.parse().ok()?;
     Some(ProcStat {
         ppid,
         cpu_ticks: utime + stime,
+        waited_children_ticks: cutime + cstime,
     })
 }
 
@@ -105,6 +110,37 @@ pub fn usage(root: u32) -> Usage {
         }
     }
     u
+}
+
+/// The machine's CPU time from the first line of `/proc/stat`, clock ticks summed over all
+/// CPUs: (busy, total). Busy is everything but idle and iowait.
+pub fn parse_machine_ticks(proc_stat: &str) -> Option<(u64, u64)> {
+    let line = proc_stat.lines().next()?.strip_prefix("cpu ")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .map(|x| x.parse().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    if v.len() < 4 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v[3] + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// The machine's (busy, total) CPU ticks now.
+pub fn machine_ticks() -> (u64, u64) {
+    fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|t| parse_machine_ticks(&t))
+        .unwrap_or((0, 0))
+}
+
+/// This process's own CPU ticks plus those of the children it has waited for (the load
+/// tool's runs, once they are over).
+pub fn own_and_waited_ticks() -> u64 {
+    read_stat(std::process::id()).map_or(0, |s| s.cpu_ticks + s.waited_children_ticks)
 }
 
 /// Clock ticks per second for `/proc/<pid>/stat` times. `USER_HZ` is 100 on every Linux

@@ -58,19 +58,29 @@ pub struct Row {
     pub saturation: LoadStats,
     /// The fixed-rate run, latency corrected.
     pub fixed: LoadStats,
-    /// CPU seconds the contender's processes spent per 10,000 requests of the fixed-rate run.
-    pub cpu_s_per_10k: f64,
-    /// The contender's CPU use during the saturation run, percent of its threads' cores
-    /// (100 = it was the bottleneck; much less = something else was).
-    pub saturation_cpu_percent: f64,
-    /// Peak resident memory of all its processes, KiB.
-    pub peak_rss_kib: u64,
-    /// Its processes (nginx: master + workers).
-    pub processes: u32,
+    /// What the proxy's processes used; `None` for direct (no proxy).
+    pub resources: Option<Resources>,
+    /// CPU used by processes outside the run (other users of the machine) during the
+    /// saturation and the fixed-rate run, percent of all the machine's CPU: the noise.
+    pub others_cpu_percent: [f64; 2],
     /// What the upstreams saw during the measured runs; `None` for direct.
     pub split: Option<Split>,
     /// Whether every `x-canary: true` probe reached v2; `None` for direct.
     pub header_rule_ok: Option<bool>,
+}
+
+/// What a proxy's processes used.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Resources {
+    /// CPU seconds its processes spent per 10,000 requests of the fixed-rate run.
+    pub cpu_s_per_10k: f64,
+    /// Its CPU use during the saturation run, percent of its threads' cores (100 = it was
+    /// the bottleneck; much less = something else was).
+    pub saturation_cpu_percent: f64,
+    /// Peak resident memory (VmHWM) summed over its processes, KiB.
+    pub peak_rss_kib: u64,
+    /// Its processes (nginx: master + workers).
+    pub processes: u32,
 }
 
 impl Row {
@@ -191,10 +201,11 @@ impl Report {
                 measured: added.map_or("no direct row".into(), |a| format!("{a:+.3} ms")),
                 met: added.map(|a| a <= 0.3),
             });
+            let rss = weir.resources.map(|r| mib(r.peak_rss_kib));
             out.push(Verdict {
                 target: format!("{t} thr: weir peak RSS <= 20 MB"),
-                measured: format!("{:.1} MB", mib(weir.peak_rss_kib)),
-                met: Some(mib(weir.peak_rss_kib) <= 20.0),
+                measured: rss.map_or("not measured".into(), |m| format!("{m:.1} MB")),
+                met: rss.map(|m| m <= 20.0),
             });
         }
         let routed: Vec<&Row> = self.rows.iter().filter(|r| r.split.is_some()).collect();
@@ -261,15 +272,15 @@ pub fn render_markdown(report: &Report) -> String {
     s.push_str(
         "| contender | threads | max req/s | vs direct | vs nginx | p50 ms | p99 ms | p99.9 ms \
          | p99 added ms | CPU s / 10k req | CPU at max | peak RSS MB | errors | split v1/v2 % \
-         | check |\n",
+         | others' CPU % | check |\n",
     );
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for row in &report.rows {
         let problems = row.problems();
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {:.3} | {:.0}% | {:.1} \
-             | {} | {} | {} |",
+            "| {} | {} | {:.0} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} \
+             | {:.0}/{:.0} | {} |",
             row.contender.name(),
             row.threads,
             row.saturation.rps,
@@ -282,11 +293,18 @@ pub fn render_markdown(report: &Report) -> String {
                 (Contender::Direct, _) | (_, None) => "–".to_string(),
                 (_, Some(a)) => format!("{a:+.3}"),
             },
-            row.cpu_s_per_10k,
-            row.saturation_cpu_percent,
-            mib(row.peak_rss_kib),
+            row.resources
+                .map_or("–".into(), |r| format!("{:.3}", r.cpu_s_per_10k)),
+            row.resources.map_or("–".into(), |r| format!(
+                "{:.0}%",
+                r.saturation_cpu_percent
+            )),
+            row.resources
+                .map_or("–".into(), |r| format!("{:.1}", mib(r.peak_rss_kib))),
             row.saturation.errors + row.fixed.errors,
             row.split.map_or("100/0 (v1 only)".into(), |sp| sp.render()),
+            row.others_cpu_percent[0],
+            row.others_cpu_percent[1],
             if problems.is_empty() {
                 "ok".to_string()
             } else {
@@ -312,8 +330,10 @@ pub fn render_markdown(report: &Report) -> String {
          contender's user+system CPU (all its processes) per 10,000 requests of the fixed-rate \
          run; CPU at max is its CPU use during the saturation run as a share of its threads \
          (near 100% = the proxy was the bottleneck); peak RSS is VmHWM summed over its \
-         processes; split is what the upstreams counted over both runs; check also sends \
-         `x-canary: true` probes that must all reach v2.\n",
+         processes; split is what the upstreams counted over both runs; others' CPU is what \
+         processes outside the run took of the machine during the saturation / fixed-rate run \
+         (the noise: rerun when it is high); check also sends `x-canary: true` probes that \
+         must all reach v2.\n",
     );
     s
 }
@@ -354,10 +374,14 @@ pub fn render_json(report: &Report) -> Value {
                 } else {
                     report.added_p99_ms(r)
                 },
-                "cpu_s_per_10k_requests": r.cpu_s_per_10k,
-                "saturation_cpu_percent": r.saturation_cpu_percent,
-                "peak_rss_kib": r.peak_rss_kib,
-                "processes": r.processes,
+                "cpu_s_per_10k_requests": r.resources.map(|x| x.cpu_s_per_10k),
+                "saturation_cpu_percent": r.resources.map(|x| x.saturation_cpu_percent),
+                "peak_rss_kib": r.resources.map(|x| x.peak_rss_kib),
+                "processes": r.resources.map(|x| x.processes),
+                "others_cpu_percent": {
+                    "saturation": r.others_cpu_percent[0],
+                    "fixed_rate": r.others_cpu_percent[1],
+                },
                 "split": r.split.map(|s| json!({
                     "v1": s.v1,
                     "v2": s.v2,

@@ -441,7 +441,6 @@ impl<'a> Compiler<'a> {
         host: &str,
         subset: Option<&str>,
         ns: &str,
-        carries_traffic: bool,
         loc: Location,
     ) -> Option<usize> {
         let key = (fqdn(host, ns), subset.map(str::to_string));
@@ -462,8 +461,8 @@ impl<'a> Compiler<'a> {
             Some((lb, s)) => (lb.clone(), Some(s)),
             None => (LoadBalancer::LeastRequest, None),
         };
-        let (endpoints, lb, version) = match subset {
-            None => (service.endpoints.clone(), host_lb, None),
+        let (endpoints, lb, version, selector) = match subset {
+            None => (service.endpoints.clone(), host_lb, None, BTreeMap::new()),
             Some(name) => {
                 let Some(def) = subsets.and_then(|s| s.get(name)) else {
                     let known: Vec<&str> = subsets
@@ -492,32 +491,14 @@ impl<'a> Compiler<'a> {
                     .get("version")
                     .cloned()
                     .unwrap_or(name.to_string());
-                (eps, def.load_balancer.clone(), Some(version))
+                (
+                    eps,
+                    def.load_balancer.clone(),
+                    Some(version),
+                    def.labels.clone(),
+                )
             }
         };
-        if endpoints.is_empty() {
-            let labels = match subset {
-                Some(name) => {
-                    let def = &subsets.expect("resolved above")[name];
-                    let l: Vec<String> =
-                        def.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    format!("subset {name:?} (labels {})", l.join(","))
-                }
-                None => "the host".to_string(),
-            };
-            let msg = format!(
-                "{labels} of host {host:?} selects no endpoint: label a ServiceEntry endpoint to match, or fix the subset's labels"
-            );
-            self.findings.push(if carries_traffic {
-                Finding::error(Code::SubsetWithoutEndpoints, loc, msg)
-            } else {
-                Finding::warning(
-                    Code::SubsetWithoutEndpoints,
-                    loc,
-                    msg + " (it gets no traffic now)",
-                )
-            });
-        }
         let short = host.split('.').next().unwrap_or(host).to_string();
         let version_label: Arc<str> = version.clone().unwrap_or_else(|| "unknown".into()).into();
         let app = common_label(&endpoints, "app");
@@ -539,6 +520,7 @@ impl<'a> Compiler<'a> {
             host: host.to_string(),
             subset: subset.map(str::to_string),
             endpoints,
+            selector,
             load_balancer: lb,
             protocol: service.protocol,
             labels: Arc::new(labels),
@@ -743,7 +725,6 @@ impl<'a> Compiler<'a> {
                 &rd.destination.host,
                 rd.destination.subset.as_deref(),
                 ns,
-                weight > 0,
                 doc.location(&format!(
                     "{path}.destination.{}",
                     if rd.destination.subset.is_some() {
@@ -794,7 +775,7 @@ impl<'a> Compiler<'a> {
                 (None, None) => 1_000_000,
             };
             let loc = doc.location(&format!("{base}.mirror"));
-            if let Some(c) = self.cluster(&m.host, m.subset.as_deref(), ns, false, loc) {
+            if let Some(c) = self.cluster(&m.host, m.subset.as_deref(), ns, loc) {
                 mirrors.push(Mirror {
                     cluster: c,
                     per_million,
@@ -815,7 +796,6 @@ impl<'a> Compiler<'a> {
                 &mp.destination.host,
                 mp.destination.subset.as_deref(),
                 ns,
-                false,
                 loc,
             ) {
                 mirrors.push(Mirror {

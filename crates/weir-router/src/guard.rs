@@ -48,6 +48,7 @@ pub fn check_weights(
                 .find(|v| v.name == vs.name && v.namespace == vs.namespace)
         });
         for rule in vs.rules.iter().filter(|r| !r.broken) {
+            empty_subsets(next, rule, &mut out);
             sums(vs, rule, &mut out);
             if options.force || rule.total_weight == 0 || !rule.is_weighted() {
                 continue;
@@ -73,6 +74,51 @@ fn weights_text(rule: &Rule) -> String {
         .map(|d| format!("{}: {}", d.subset.as_deref().unwrap_or(&d.host), d.weight))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// IST0173: a destination whose subset selects no endpoint. An error when it gets weight (its
+/// share would be answered 503 `UH`), a warning at weight 0 or as a mirror. Checked here, on
+/// every table, so that a weight change through the admin API cannot route to it either.
+fn empty_subsets(table: &RouteTable, rule: &Rule, out: &mut Vec<Finding>) {
+    let describe = |cluster: usize| {
+        let c = table.cluster(cluster);
+        let what = match &c.subset {
+            Some(name) => {
+                let labels: Vec<String> =
+                    c.selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("subset {name:?} (labels {})", labels.join(","))
+            }
+            None => "the host".to_string(),
+        };
+        format!(
+            "{what} of host {:?} selects no endpoint: label a ServiceEntry endpoint to match, or fix the subset's labels",
+            c.host
+        )
+    };
+    for d in &rule.destinations {
+        if !table.cluster(d.cluster).endpoints.is_empty() {
+            continue;
+        }
+        let msg = describe(d.cluster);
+        out.push(if d.weight > 0 {
+            Finding::error(Code::SubsetWithoutEndpoints, d.location.clone(), msg)
+        } else {
+            Finding::warning(
+                Code::SubsetWithoutEndpoints,
+                d.location.clone(),
+                msg + " (it gets no traffic now)",
+            )
+        });
+    }
+    for m in &rule.mirrors {
+        if table.cluster(m.cluster).endpoints.is_empty() {
+            out.push(Finding::warning(
+                Code::SubsetWithoutEndpoints,
+                rule.location.clone(),
+                describe(m.cluster) + " (a mirror: its copies are dropped)",
+            ));
+        }
+    }
 }
 
 fn sums(vs: &VirtualService, rule: &Rule, out: &mut Vec<Finding>) {

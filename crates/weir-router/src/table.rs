@@ -364,6 +364,8 @@ pub struct Cluster {
     pub subset: Option<String>,
     /// The endpoints the subset selects.
     pub endpoints: Vec<Endpoint>,
+    /// The subset's label selector (empty for a destination without subset).
+    pub selector: BTreeMap<String, String>,
     /// How an endpoint is picked.
     pub load_balancer: LoadBalancer,
     /// The protocol spoken to the endpoints.

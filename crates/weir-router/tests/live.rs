@@ -247,3 +247,20 @@ fn readers_never_see_half_a_table() {
     );
     assert_eq!(live.generation(), 1 + swaps);
 }
+
+/// IST0173 is checked on every table, so a weight change cannot route to a subset that
+/// selects no endpoint either (it would answer 503 `UH`).
+#[test]
+fn weight_change_to_an_empty_subset_is_refused() {
+    let text = vs("", &split(100, 0)).replace(
+        "{name: v2, labels: {version: v2}}",
+        "{name: v2, labels: {version: v2-not-deployed}}",
+    );
+    let live = live(&text);
+    let refused = live.set_weights(&change(90, 10)).unwrap_err();
+    assert!(
+        refused.findings.contains(Code::SubsetWithoutEndpoints),
+        "{refused}"
+    );
+    assert_eq!(weights(&live), vec![("v1".into(), 100), ("v2".into(), 0)]);
+}

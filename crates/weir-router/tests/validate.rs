@@ -434,3 +434,27 @@ fn findings_serialize_to_json_with_codes() {
     assert_eq!(json[0]["severity"], "error");
     assert_eq!(json[0]["location"]["file"], "test.yaml");
 }
+
+#[test]
+fn empty_subset_with_weight_in_any_rule_is_an_error() {
+    // Rule 0 names v2 at weight 0 (a warning), rule 1 gives it traffic (an error): the first
+    // use must not hide the second.
+    let http = format!(
+        "  - match: [{{uri: {{prefix: /a}}}}]\n    route:\n    - destination: {{host: svc, subset: v1}}\n      weight: 100\n    - destination: {{host: svc, subset: v2}}\n      weight: 0\n{}",
+        split(90, 10)
+    );
+    let text = vs("", &http).replace(
+        "{name: v2, labels: {version: v2}}",
+        "{name: v2, labels: {version: none}}",
+    );
+    let c = compile(&text);
+    let errors: Vec<_> = c.findings.errors().collect();
+    assert_eq!(errors.len(), 1, "{}", c.findings);
+    assert_eq!(errors[0].code, Code::SubsetWithoutEndpoints);
+    assert_eq!(errors[0].location.path, "spec.http[1].route[1].weight");
+    assert!(
+        c.findings
+            .warnings()
+            .any(|f| f.code == Code::SubsetWithoutEndpoints)
+    );
+}
