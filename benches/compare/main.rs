@@ -383,7 +383,10 @@ fn measure(
         saturation,
         fixed,
         resources,
-        others_cpu_percent: [Snapshot::others_percent(&s0, &s1), Snapshot::others_percent(&s1, &s2)],
+        others_cpu_percent: [
+            Snapshot::others_percent(&s0, &s1),
+            Snapshot::others_percent(&s1, &s2),
+        ],
         split: contender.routes().then_some(Split {
             v1: counts1.0 - counts0.0,
             v2: counts1.1 - counts0.1,

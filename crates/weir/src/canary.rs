@@ -14,23 +14,16 @@
 //! `--file` into the VirtualService file the sidecars watch. Exit 0 promoted, 1 rolled back
 //! or failed, 2 usage (a refused spec, no metric source, bad arguments).
 
-use std::collections::VecDeque;
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
-use http::{Request, StatusCode, header};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use weir_canary::{
     Abort, AdminSink, CanaryRun, CanarySpec, Decision, Event, EventKind, FileSink, LiveSink,
-    MetricSource, Observation, PrometheusSource, Report, ScrapeSource, SeriesFilter, Snapshot,
-    SourceError, SpecError, Trigger, WeightSink,
+    MetricSource, PrometheusSource, Report, ScrapeSource, SpecError, Trigger, WeightSink,
 };
 
 use crate::serve::Sidecar;
@@ -81,7 +74,9 @@ pub fn run(args: CanaryArgs) -> Result<ExitCode> {
             let urls: Vec<String> = admins.iter().map(|a| format!("{a}/metrics")).collect();
             match &args.token {
                 None => Box::new(ScrapeSource::new(urls).filter(spec.series_filter())),
-                Some(token) => Box::new(TokenScrape::new(urls, token, spec.series_filter())?),
+                Some(token) => {
+                    Box::new(ScrapeSource::with_token(urls, token).filter(spec.series_filter()))
+                }
             }
         }
     };
@@ -459,143 +454,6 @@ pub fn micros(us: u64) -> String {
         0..1_000 => format!("{us} µs"),
         1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
         _ => format!("{:.2} s", us as f64 / 1e6),
-    }
-}
-
-// === scraping sidecars that want a token ===
-
-/// The sidecars' `/metrics` behind an admin token. [`ScrapeSource::new`] sends no
-/// `Authorization` header, so the scrapes are made here; the windows are computed the same
-/// way: per sidecar, newest scrape minus the newest one at least a window old, summed.
-struct TokenScrape {
-    urls: Vec<String>,
-    authorization: String,
-    filter: SeriesFilter,
-    runtime: tokio::runtime::Runtime,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
-    history: VecDeque<(Instant, Vec<Snapshot>)>,
-    keep: Duration,
-}
-
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
-
-impl TokenScrape {
-    fn new(urls: Vec<String>, token: &str, filter: SeriesFilter) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        Ok(TokenScrape {
-            urls,
-            authorization: format!("Bearer {token}"),
-            filter,
-            runtime,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-            history: VecDeque::new(),
-            keep: Duration::ZERO,
-        })
-    }
-
-    fn fetch(&self, url: &str) -> Result<Snapshot, SourceError> {
-        let fail = |reason: String| SourceError::Http {
-            url: url.to_string(),
-            reason,
-        };
-        let req = Request::get(url)
-            .header(header::AUTHORIZATION, &self.authorization)
-            .body(Empty::new())
-            .map_err(|e| fail(e.to_string()))?;
-        let text = self.runtime.block_on(async {
-            let exchange = async {
-                let resp = self
-                    .client
-                    .request(req)
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
-                let status = resp.status();
-                let body = resp
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| fail(e.to_string()))?
-                    .to_bytes();
-                if status != StatusCode::OK {
-                    return Err(fail(format!("answered {status}")));
-                }
-                String::from_utf8(body.to_vec()).map_err(|e| fail(e.to_string()))
-            };
-            tokio::time::timeout(SCRAPE_TIMEOUT, exchange)
-                .await
-                .unwrap_or_else(|_| Err(fail(format!("no answer within {SCRAPE_TIMEOUT:?}"))))
-        })?;
-        Snapshot::parse(&text, &self.filter).map_err(|source| SourceError::Exposition {
-            origin: url.to_string(),
-            source,
-        })
-    }
-
-    fn scrape(&mut self, now: Instant) -> Result<(), SourceError> {
-        if self.history.back().is_some_and(|(at, _)| *at == now) {
-            return Ok(());
-        }
-        let targets = self
-            .urls
-            .iter()
-            .map(|u| self.fetch(u))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.history.push_back((now, targets));
-        if let Some(horizon) = now.checked_sub(self.keep) {
-            while self.history.len() > 2 && self.history[1].0 <= horizon {
-                self.history.pop_front();
-            }
-        }
-        Ok(())
-    }
-}
-
-impl MetricSource for TokenScrape {
-    fn observe(
-        &mut self,
-        version: &str,
-        window: Duration,
-        now: Instant,
-    ) -> Result<Observation, SourceError> {
-        self.keep = self.keep.max(window);
-        self.scrape(now)?;
-        let (_, newest) = self.history.back().expect("scraped");
-        let horizon = now.checked_sub(window);
-        let base = self
-            .history
-            .iter()
-            .rev()
-            .skip(1)
-            .find(|(at, _)| horizon.is_some_and(|h| *at <= h))
-            .or_else(|| self.history.front().filter(|(at, _)| *at != now));
-        let Some((base_at, base)) = base else {
-            return Ok(Observation::default());
-        };
-        let mut total = Snapshot::default();
-        for (now_t, then_t) in newest.iter().zip(base) {
-            total.add(&now_t.since(then_t));
-        }
-        let stats = total.version(version).cloned().unwrap_or_default();
-        Ok(Observation {
-            requests: stats.requests.round().max(0.0) as u64,
-            success_rate: stats.success_rate(),
-            p99_ms: stats.p99_ms(),
-            window: now.saturating_duration_since(*base_at),
-        })
-    }
-
-    fn request_count(&mut self, version: &str, now: Instant) -> Result<Option<u64>, SourceError> {
-        self.scrape(now)?;
-        let (_, newest) = self.history.back().expect("scraped");
-        let total: f64 = newest
-            .iter()
-            .filter_map(|t| t.version(version))
-            .map(|s| s.requests)
-            .sum();
-        Ok(Some(total.round() as u64))
     }
 }
 

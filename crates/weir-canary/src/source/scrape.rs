@@ -53,16 +53,34 @@ impl ScrapeSource {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
+        Self::with_options(urls, timeout, None)
+    }
+
+    /// As [`new`](Self::new), sending `Authorization: Bearer <token>` with every scrape: the
+    /// sidecars' admin API when it runs with `--admin-token`.
+    pub fn with_token<I, S>(urls: I, token: impl Into<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self::with_options(urls, Duration::from_secs(2), Some(token.into()))
+    }
+
+    fn with_options<I, S>(urls: I, timeout: Duration, token: Option<String>) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
         let urls: Vec<String> = urls.into_iter().map(Into::into).collect();
         let client = Client::new();
         Self::from_fetch(Box::new(move || {
             urls.iter()
                 .map(|url| {
-                    let reply = client.send(&Request::get(url, timeout)).map_err(|reason| {
-                        SourceError::Http {
-                            url: url.clone(),
-                            reason,
-                        }
+                    let mut request = Request::get(url, timeout);
+                    request.token = token.as_deref();
+                    let reply = client.send(&request).map_err(|reason| SourceError::Http {
+                        url: url.clone(),
+                        reason,
                     })?;
                     if reply.status != 200 {
                         return Err(SourceError::Http {
