@@ -35,7 +35,7 @@ use std::time::Duration;
 use args::Contender;
 use configs::Routing;
 use oha::LoadStats;
-use report::{Report, Row, RunInfo, Split};
+use report::{Report, Resources, Row, RunInfo, Split};
 
 fn routing(threads: u32) -> Routing {
     Routing {
@@ -347,7 +347,23 @@ fn proc_stat_fields_counted_from_the_last_paren() {
     let s = procfs::parse_stat(line).unwrap();
     assert_eq!(s.ppid, 4240);
     assert_eq!(s.cpu_ticks, 1750);
+    assert_eq!(s.waited_children_ticks, 0);
+    let waited = line.replace(" 1500 250 0 0 ", " 1500 250 70 30 ");
+    assert_eq!(
+        procfs::parse_stat(&waited).unwrap().waited_children_ticks,
+        100
+    );
     assert!(procfs::parse_stat("garbage").is_none());
+}
+
+#[test]
+fn machine_ticks_busy_and_total() {
+    // user nice system idle iowait irq softirq steal guest guest_nice
+    let stat = "cpu  100 5 50 800 20 3 2 10 7 0\ncpu0 50 2 25 400 10 1 1 5 0 0\n";
+    assert_eq!(procfs::parse_machine_ticks(stat), Some((170, 990)));
+    assert_eq!(procfs::parse_machine_ticks("intr 1 2 3\n"), None);
+    let (busy, total) = procfs::machine_ticks();
+    assert!(total > 0 && busy <= total);
 }
 
 #[test]
@@ -480,10 +496,13 @@ fn row(contender: Contender, threads: u32, rps: f64, p99_ms: f64) -> Row {
         threads,
         saturation: stats(rps, p99_ms * 5.0),
         fixed: stats(2000.0, p99_ms),
-        cpu_s_per_10k: 1.5,
-        saturation_cpu_percent: 99.0,
-        peak_rss_kib: 12 * 1024,
-        processes: 1,
+        resources: contender.routes().then_some(Resources {
+            cpu_s_per_10k: 1.5,
+            saturation_cpu_percent: 99.0,
+            peak_rss_kib: 12 * 1024,
+            processes: 1,
+        }),
+        others_cpu_percent: [3.0, 1.0],
         split: contender.routes().then_some(Split { v1: 9000, v2: 1000 }),
         header_rule_ok: contender.routes().then_some(true),
     }
@@ -502,7 +521,7 @@ fn sample_report() -> Report {
             command: "cargo bench --bench compare -- --duration 10s".into(),
             duration_s: 10.0,
             connections: 50,
-            rate: 2000,
+            rate: 5000,
             body_bytes: 1024,
             pinning: "Pinning (taskset): 1 thread(s): proxy on CPU 0.".into(),
             versions: vec![("nginx".into(), "1.22.1".into())],
@@ -543,7 +562,7 @@ fn verdicts_against_design_targets() {
 
     r.rows[1].saturation.rps = 19000.0; // below nginx
     r.rows[1].fixed.p99_ms = 0.6; // +0.4 ms over direct
-    r.rows[1].peak_rss_kib = 30 * 1024;
+    r.rows[1].resources.as_mut().unwrap().peak_rss_kib = 30 * 1024;
     r.rows[3].split = Some(Split { v1: 5000, v2: 5000 });
     let v = r.verdicts();
     assert!(v.iter().all(|v| v.met == Some(false)), "{v:?}");
@@ -558,8 +577,8 @@ fn markdown_table_has_every_row_and_the_machine() {
         "2 cores (AMD EPYC), Linux 6.1.0",
         "Load average before: 0.10 0.20 0.30; after: 1.00 0.50 0.30",
         "`cargo bench --bench compare -- --duration 10s`",
-        "| weir | 1 | 24000 | 0.60x | 1.20x | 0.150 | 0.450 | 0.900 | +0.250 | 1.500 | 99% | 12.0 | 0 | 90.00/10.00 | ok |",
-        "| direct | 1 | 40000 | 1.00x | 2.00x |",
+        "| weir | 1 | 24000 | 0.60x | 1.20x | 0.150 | 0.450 | 0.900 | +0.250 | 1.500 | 99% | 12.0 | 0 | 90.00/10.00 | 3/1 | ok |",
+        "| direct | 1 | 40000 | 1.00x | 2.00x | 0.067 | 0.200 | 0.400 | – | – | – | – | 0 | 100/0 (v1 only) | 3/1 | ok |",
         "100/0 (v1 only)",
         "| nginx | 1 | 20000 | 0.50x | 1.00x |",
         "weir throughput >= nginx (goal 1.2x): 1.20x — met",
@@ -589,12 +608,18 @@ fn json_mirrors_the_table() {
     let j = report::render_json(&sample_report());
     assert_eq!(j["date"], "2026-11-02");
     assert_eq!(j["machine"]["cores"], 2);
-    assert_eq!(j["run"]["fixed_rate_rps"], 2000);
+    assert_eq!(j["run"]["fixed_rate_rps"], 5000);
     assert_eq!(j["run"]["load_average_before"][0], 0.1);
     let rows = j["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
     assert_eq!(rows[0]["contender"], "direct");
     assert!(rows[0]["split"].is_null() && rows[0]["p99_added_ms"].is_null());
+    assert!(
+        rows[0]["peak_rss_kib"].is_null(),
+        "direct has no proxy to measure"
+    );
+    assert_eq!(rows[1]["peak_rss_kib"], 12 * 1024);
+    assert_eq!(rows[1]["others_cpu_percent"]["saturation"], 3.0);
     assert_eq!(rows[1]["split"]["v2_percent"], 10.0);
     assert_eq!(rows[1]["saturation"]["requests_per_second"], 24000.0);
     assert!((rows[1]["rps_vs_nginx"].as_f64().unwrap() - 1.2).abs() < 1e-9);
