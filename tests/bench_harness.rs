@@ -89,6 +89,7 @@ fn args_table() {
             o.duration == Duration::from_secs(7)
         }),
         (&["--threads", "1,2,4"], |o| o.threads == vec![1, 2, 4]),
+        (&["--rounds", "5"], |o| o.rounds == 5),
         (&["--only", "direct,weir"], |o| {
             o.contenders == vec![Contender::Direct, Contender::Weir]
         }),
@@ -505,6 +506,7 @@ fn row(contender: Contender, threads: u32, rps: f64, p99_ms: f64) -> Row {
         others_cpu_percent: [3.0, 1.0],
         split: contender.routes().then_some(Split { v1: 9000, v2: 1000 }),
         header_rule_ok: contender.routes().then_some(true),
+        rounds_rps: Vec::new(),
     }
 }
 
@@ -522,6 +524,7 @@ fn sample_report() -> Report {
             duration_s: 10.0,
             connections: 50,
             rate: 5000,
+            rounds: 1,
             body_bytes: 1024,
             pinning: "Pinning (taskset): 1 thread(s): proxy on CPU 0.".into(),
             versions: vec![("nginx".into(), "1.22.1".into())],
@@ -624,4 +627,47 @@ fn json_mirrors_the_table() {
     assert_eq!(rows[1]["saturation"]["requests_per_second"], 24000.0);
     assert!((rows[1]["rps_vs_nginx"].as_f64().unwrap() - 1.2).abs() < 1e-9);
     assert_eq!(j["targets"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn rounds_fold_into_medians() {
+    let mut a = row(Contender::Weir, 1, 60000.0, 0.20);
+    let mut b = row(Contender::Weir, 1, 30000.0, 0.90); // a noisy round
+    let c = row(Contender::Weir, 1, 62000.0, 0.25);
+    a.others_cpu_percent = [2.0, 1.0];
+    b.others_cpu_percent = [40.0, 9.0];
+    b.resources.as_mut().unwrap().peak_rss_kib = 14 * 1024;
+    b.split = Some(Split { v1: 900, v2: 100 });
+    b.saturation.errors = 2;
+    let m = report::median_row(&[a, b, c]).unwrap();
+    assert_eq!(m.saturation.rps, 60000.0, "the outlier round is ignored");
+    assert_eq!(m.fixed.p99_ms, 0.25);
+    assert_eq!(
+        m.resources.unwrap().peak_rss_kib,
+        14 * 1024,
+        "the largest peak"
+    );
+    assert_eq!(m.others_cpu_percent, [40.0, 9.0], "the worst noise");
+    assert_eq!(
+        m.split,
+        Some(Split {
+            v1: 18900,
+            v2: 2100
+        }),
+        "counts add up"
+    );
+    assert_eq!(m.saturation.errors, 2);
+    assert_eq!(m.header_rule_ok, Some(true));
+    assert_eq!(m.rounds_rps, vec![60000.0, 30000.0, 62000.0]);
+
+    let mut r = sample_report();
+    r.rows[1] = m;
+    let md = report::render_markdown(&r);
+    assert!(md.contains("| weir | 1 | 60000 ±27% |"), "{md}");
+
+    let mut broken = row(Contender::Nginx, 1, 1.0, 1.0);
+    broken.header_rule_ok = Some(false);
+    let m = report::median_row(&[row(Contender::Nginx, 1, 1.0, 1.0), broken]).unwrap();
+    assert_eq!(m.header_rule_ok, Some(false), "broken once is broken");
+    assert!(report::median_row(&[]).is_none());
 }

@@ -60,6 +60,8 @@ pub struct Options {
     pub connections: u32,
     /// Requests per second of the fixed-rate (latency) run.
     pub rate: u32,
+    /// Rounds over all contenders; the table shows each figure's median.
+    pub rounds: u32,
     /// Worker threads (processes for nginx) to sweep.
     pub threads: Vec<u32>,
     /// Which contenders to run, in order.
@@ -87,6 +89,7 @@ impl Default for Options {
             warmup: Duration::from_secs(2),
             connections: 50,
             rate: 5000,
+            rounds: 3,
             threads: vec![1, 2],
             contenders: Contender::ALL.to_vec(),
             pin: true,
@@ -111,6 +114,7 @@ usage: cargo bench --bench compare -- [OPTIONS]
   --warmup D         unmeasured warm-up before them (default 2s)
   --connections N    load tool connections (default 50)
   --rate N           requests/s of the fixed-rate latency run (default 5000)
+  --rounds N         rounds over all contenders, medians reported (default 3)
   --threads LIST     worker threads to sweep, e.g. 1,2 (default 1,2)
   --only LIST        contenders, e.g. direct,weir (default direct,weir,nginx,haproxy)
   --no-pin           do not pin the proxy and the load to separate cores
@@ -189,6 +193,7 @@ where
             "--warmup" => opts.warmup = parse_duration(&value()?)?,
             "--connections" | "-c" => opts.connections = parse_positive(&flag, &value()?)?,
             "--rate" | "-q" => opts.rate = parse_positive(&flag, &value()?)?,
+            "--rounds" => opts.rounds = parse_positive(&flag, &value()?)?,
             "--threads" => {
                 opts.threads = parse_list(&value()?, |t| parse_positive("--threads", t))?
             }

@@ -392,6 +392,7 @@ fn measure(
             v2: counts1.1 - counts0.1,
         }),
         header_rule_ok,
+        rounds_rps: Vec::new(),
     })
 }
 
@@ -439,6 +440,7 @@ fn run(opts: &Options, command: String) -> Result<(), String> {
             duration_s: opts.duration.as_secs_f64(),
             connections: opts.connections,
             rate: opts.rate,
+            rounds: opts.rounds,
             body_bytes: opts.body_bytes,
             pinning,
             versions: versions(opts),
@@ -450,25 +452,42 @@ fn run(opts: &Options, command: String) -> Result<(), String> {
     let mut failures = Vec::new();
     for &threads in &opts.threads {
         let place = placement(opts, threads, report.machine.cores);
-        for &contender in &opts.contenders {
-            eprintln!("compare: {} with {threads} thread(s)", contender.name());
-            match measure(opts, contender, threads, &place, &weir, &lesson_yaml) {
-                Ok(row) => {
-                    eprintln!(
-                        "compare:   {:.0} req/s max, p99 {:.3} ms at {} req/s, split {}",
-                        row.saturation.rps,
-                        row.fixed.p99_ms,
-                        opts.rate,
-                        row.split.map_or("v1 only".into(), |s| s.render())
-                    );
-                    report.rows.push(row);
-                }
-                Err(e) => {
-                    eprintln!("compare:   FAILED: {e}");
-                    failures.push(format!("{} ({threads} thr): {e}", contender.name()));
+        // Rounds interleave the contenders, so that a burst of noise from another process
+        // lands on one round of several contenders rather than on every round of one.
+        let mut rounds: Vec<Vec<Row>> = vec![Vec::new(); opts.contenders.len()];
+        for round in 1..=opts.rounds {
+            for (i, &contender) in opts.contenders.iter().enumerate() {
+                eprintln!(
+                    "compare: {} with {threads} thread(s), round {round}/{}",
+                    contender.name(),
+                    opts.rounds
+                );
+                match measure(opts, contender, threads, &place, &weir, &lesson_yaml) {
+                    Ok(row) => {
+                        eprintln!(
+                            "compare:   {:.0} req/s max, p99 {:.3} ms at {} req/s, split {}, \
+                             others' CPU {:.0}%",
+                            row.saturation.rps,
+                            row.fixed.p99_ms,
+                            opts.rate,
+                            row.split.map_or("v1 only".into(), |s| s.render()),
+                            row.others_cpu_percent[0].max(row.others_cpu_percent[1]),
+                        );
+                        rounds[i].push(row);
+                    }
+                    Err(e) => {
+                        eprintln!("compare:   FAILED: {e}");
+                        failures.push(format!(
+                            "{} ({threads} thr, round {round}): {e}",
+                            contender.name()
+                        ));
+                    }
                 }
             }
         }
+        report
+            .rows
+            .extend(rounds.iter().filter_map(|r| report::median_row(r)));
     }
     report.run.load_after = machine::loadavg();
     let mut md = report::render_markdown(&report);

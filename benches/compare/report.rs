@@ -67,6 +67,86 @@ pub struct Row {
     pub split: Option<Split>,
     /// Whether every `x-canary: true` probe reached v2; `None` for direct.
     pub header_rule_ok: Option<bool>,
+    /// Saturation requests/s of each round, when the row is the median of several.
+    pub rounds_rps: Vec<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.retain(|x| !x.is_nan());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+fn median_stats(runs: &[LoadStats]) -> LoadStats {
+    let m = |f: fn(&LoadStats) -> f64| median(runs.iter().map(f).collect());
+    LoadStats {
+        requests: runs.iter().map(|r| r.requests).sum(),
+        errors: runs.iter().map(|r| r.errors).sum(),
+        rps: m(|r| r.rps),
+        p50_ms: m(|r| r.p50_ms),
+        p99_ms: m(|r| r.p99_ms),
+        p999_ms: m(|r| r.p999_ms),
+        duration_s: runs.iter().map(|r| r.duration_s).sum(),
+    }
+}
+
+/// One row from the rounds of the same contender and threads: medians of the rates,
+/// latencies and CPU figures (a loopback benchmark on a shared machine has outliers: the
+/// median ignores one), the largest peak memory and noise, sums of requests, errors and
+/// split counts, and the header rule only if it held in every round.
+pub fn median_row(rounds: &[Row]) -> Option<Row> {
+    let first = rounds.first()?;
+    let sat: Vec<LoadStats> = rounds.iter().map(|r| r.saturation).collect();
+    let fixed: Vec<LoadStats> = rounds.iter().map(|r| r.fixed).collect();
+    let res: Vec<Resources> = rounds.iter().filter_map(|r| r.resources).collect();
+    let resources = (!res.is_empty()).then(|| Resources {
+        cpu_s_per_10k: median(res.iter().map(|r| r.cpu_s_per_10k).collect()),
+        saturation_cpu_percent: median(res.iter().map(|r| r.saturation_cpu_percent).collect()),
+        peak_rss_kib: res.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0),
+        processes: res.iter().map(|r| r.processes).max().unwrap_or(0),
+    });
+    let split = first.split.map(|_| Split {
+        v1: rounds.iter().filter_map(|r| r.split).map(|s| s.v1).sum(),
+        v2: rounds.iter().filter_map(|r| r.split).map(|s| s.v2).sum(),
+    });
+    let max_of = |i: usize| {
+        rounds
+            .iter()
+            .map(|r| r.others_cpu_percent[i])
+            .fold(0.0, f64::max)
+    };
+    Some(Row {
+        contender: first.contender,
+        threads: first.threads,
+        saturation: median_stats(&sat),
+        fixed: median_stats(&fixed),
+        resources,
+        others_cpu_percent: [max_of(0), max_of(1)],
+        split,
+        header_rule_ok: first
+            .header_rule_ok
+            .map(|_| rounds.iter().all(|r| r.header_rule_ok == Some(true))),
+        rounds_rps: rounds.iter().map(|r| r.saturation.rps).collect(),
+    })
+}
+
+/// `61353`, or `61353 ±4%` (half the range of the rounds, relative to the median).
+fn rps_cell(row: &Row) -> String {
+    let rps = row.saturation.rps;
+    if row.rounds_rps.len() < 2 || rps <= 0.0 {
+        return format!("{rps:.0}");
+    }
+    let lo = row.rounds_rps.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = row.rounds_rps.iter().copied().fold(0.0, f64::max);
+    format!("{rps:.0} ±{:.0}%", (hi - lo) / 2.0 * 100.0 / rps)
 }
 
 /// What a proxy's processes used.
@@ -121,6 +201,8 @@ pub struct RunInfo {
     pub pinning: String,
     /// `(tool, version)` of everything involved.
     pub versions: Vec<(String, String)>,
+    /// Rounds per contender; the table holds their medians.
+    pub rounds: u32,
     /// Load averages when the run started and ended.
     pub load_before: [f64; 3],
     /// See `load_before`.
@@ -256,9 +338,15 @@ pub fn render_markdown(report: &Report) -> String {
     let _ = writeln!(
         s,
         "Load: oha, {} connections, {:.0} s per run; saturation = no rate limit; latency = \
-         fixed {} req/s with latency correction. Upstreams: two Rust hyper servers, {} B bodies. \
-         Routing: `x-canary: true` -> v2, else 90/10. {}",
-        run.connections, run.duration_s, run.rate, run.body_bytes, run.pinning
+         fixed {} req/s with latency correction; {} round(s), contenders interleaved, medians \
+         shown. Upstreams: two Rust hyper servers, {} B bodies. Routing: `x-canary: true` -> \
+         v2, else 90/10. {}",
+        run.connections,
+        run.duration_s,
+        run.rate,
+        run.rounds.max(1),
+        run.body_bytes,
+        run.pinning
     );
     if !run.versions.is_empty() {
         let v: Vec<String> = run
@@ -279,11 +367,11 @@ pub fn render_markdown(report: &Report) -> String {
         let problems = row.problems();
         let _ = writeln!(
             s,
-            "| {} | {} | {:.0} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} \
+            "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} \
              | {:.0}/{:.0} | {} |",
             row.contender.name(),
             row.threads,
-            row.saturation.rps,
+            rps_cell(row),
             ratio_cell(report.rps_ratio(row, Contender::Direct)),
             ratio_cell(report.rps_ratio(row, Contender::Nginx)),
             row.fixed.p50_ms,
@@ -389,6 +477,7 @@ pub fn render_json(report: &Report) -> Value {
                     "within_tolerance": s.is_within_tolerance(),
                 })),
                 "header_rule_ok": r.header_rule_ok,
+                "saturation_rps_by_round": r.rounds_rps,
                 "problems": r.problems(),
             })
         })
@@ -412,6 +501,7 @@ pub fn render_json(report: &Report) -> Value {
             "duration_s": run.duration_s,
             "connections": run.connections,
             "fixed_rate_rps": run.rate,
+            "rounds": run.rounds,
             "body_bytes": run.body_bytes,
             "pinning": run.pinning,
             "versions": run.versions.iter().map(|(k, v)| json!({"tool": k, "version": v})).collect::<Vec<_>>(),
