@@ -1,4 +1,4 @@
-//! cargo +nightly fuzz run config_and_request
+//! bash fuzz/run.sh [seconds]   (stable toolchain; or `cargo +nightly fuzz run config_and_request`)
 //!
 //! Parse arbitrary config text; when it compiles, route arbitrary requests through it. Neither
 //! may panic.
