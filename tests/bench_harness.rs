@@ -90,6 +90,10 @@ fn args_table() {
         }),
         (&["--threads", "1,2,4"], |o| o.threads == vec![1, 2, 4]),
         (&["--rounds", "5"], |o| o.rounds == 5),
+        (&["--settle", "0"], |o| o.settle == Duration::ZERO),
+        (&["--settle", "5m"], |o| {
+            o.settle == Duration::from_secs(300)
+        }),
         (&["--only", "direct,weir"], |o| {
             o.contenders == vec![Contender::Direct, Contender::Weir]
         }),
@@ -590,6 +594,10 @@ fn markdown_table_has_every_row_and_the_machine() {
         assert!(md.contains(want), "markdown lacks `{want}`:\n{md}");
     }
     let table_rows = md.lines().filter(|l| l.starts_with("| ")).count();
+    assert!(
+        !md.lines()
+            .any(|l| l.starts_with("| ") && l.contains("(noisy)"))
+    );
     assert_eq!(table_rows, 1 + 4, "header + one row per contender");
 }
 
@@ -662,12 +670,77 @@ fn rounds_fold_into_medians() {
 
     let mut r = sample_report();
     r.rows[1] = m;
+    r.rows[1].saturation.errors = 0;
     let md = report::render_markdown(&r);
     assert!(md.contains("| weir | 1 | 60000 ±27% |"), "{md}");
+    let weir = md.lines().find(|l| l.starts_with("| weir")).unwrap();
+    assert!(weir.ends_with("| 40/9 | ok (noisy) |"), "{weir}");
 
     let mut broken = row(Contender::Nginx, 1, 1.0, 1.0);
     broken.header_rule_ok = Some(false);
     let m = report::median_row(&[row(Contender::Nginx, 1, 1.0, 1.0), broken]).unwrap();
     assert_eq!(m.header_rule_ok, Some(false), "broken once is broken");
     assert!(report::median_row(&[]).is_none());
+}
+
+// === callgrind ===
+
+#[allow(dead_code)]
+#[path = "../benches/compare/callgrind.rs"]
+mod callgrind;
+
+const ANNOTATE: &str = "\
+--------------------------------------------------------------------------------
+Ir
+--------------------------------------------------------------------------------
+563,087,394 (100.0%)  PROGRAM TOTALS
+
+--------------------------------------------------------------------------------
+Ir                   file:function
+--------------------------------------------------------------------------------
+45,391,572 ( 8.06%)  ./string/../sysdeps/x86_64/multiarch/memmove-vec-unaligned-erms.S:__memcpy_avx_unaligned_erms [/usr/lib/x86_64-linux-gnu/libc.so.6]
+16,769,047 ( 2.98%)  /rustc/5980/library/core/src/hash/sip.rs:<core::hash::sip::Hasher<S> as core::hash::Hasher>::write [/work/main/target/release/weir]
+ 1,000 ( 0.00%)  /a/headers.rs:weir::proxy::headers::set_forwarded [/work/main/target/release/weir]
+ 2,000 ( 0.00%)  /b/headers.rs:weir::proxy::headers::set_forwarded [/work/main/target/release/weir]
+   512 ( 0.00%)  ???:0x0000000000012345 [/usr/lib/ld.so]
+";
+
+#[test]
+fn callgrind_annotate_output_by_function() {
+    let a = callgrind::parse_annotate(ANNOTATE);
+    assert_eq!(a.len(), 4, "{a:?}");
+    assert_eq!(a["__memcpy_avx_unaligned_erms"], 45_391_572);
+    assert_eq!(
+        a["<core::hash::sip::Hasher<S> as core::hash::Hasher>::write"],
+        16_769_047
+    );
+    assert_eq!(
+        a["weir::proxy::headers::set_forwarded"], 3_000,
+        "the same function from two files adds up"
+    );
+    assert!(!a.keys().any(|k| k.contains("PROGRAM TOTALS")));
+    assert!(a.contains_key("0x0000000000012345"));
+}
+
+#[test]
+fn callgrind_totals_and_per_request_costs() {
+    let out = "events: Ir\nfn=main\n0 5\nsummary: 132319939\ntotals: 132320117\n";
+    assert_eq!(callgrind::parse_totals(out), Some(132_320_117));
+    assert_eq!(callgrind::parse_totals("summary: 7\n"), Some(7));
+    assert_eq!(callgrind::parse_totals("events: Ir\n"), None);
+
+    let short: BTreeMap<String, u64> = [("a".to_string(), 1_000), ("b".to_string(), 500)].into();
+    let long: BTreeMap<String, u64> = [
+        ("a".to_string(), 21_000),
+        ("b".to_string(), 500),
+        ("c".to_string(), 40_000),
+    ]
+    .into();
+    let top = callgrind::per_request_top(&short, &long, 10, 5);
+    assert_eq!(
+        top,
+        vec![(4_000.0, "c".to_string()), (2_000.0, "a".to_string())],
+        "start-up only costs (b) are not per request"
+    );
+    assert_eq!(callgrind::per_request_top(&short, &long, 10, 1).len(), 1);
 }

@@ -62,13 +62,15 @@ pub struct Options {
     pub rate: u32,
     /// Rounds over all contenders; the table shows each figure's median.
     pub rounds: u32,
+    /// How long to wait, before each contender, for the machine to be quiet.
+    pub settle: Duration,
     /// Worker threads (processes for nginx) to sweep.
     pub threads: Vec<u32>,
     /// Which contenders to run, in order.
     pub contenders: Vec<Contender>,
     /// Pin the proxy to its own cores and the load tool + upstreams to the rest (`taskset`).
     pub pin: bool,
-    /// Install missing nginx / haproxy with apt-get.
+    /// Install a missing oha with cargo, missing nginx / haproxy with apt-get.
     pub install: bool,
     /// A prebuilt weir binary instead of `cargo build --release -p weir`.
     pub weir_bin: Option<PathBuf>,
@@ -76,6 +78,8 @@ pub struct Options {
     pub out_dir: Option<PathBuf>,
     /// Size of each upstream response body, bytes.
     pub body_bytes: usize,
+    /// Count user-space instructions per request under callgrind instead of timing loads.
+    pub callgrind: bool,
     /// Set by `cargo bench`; without it (`cargo test --benches`) the harness does nothing.
     pub bench_mode: bool,
     /// `--help` was asked for.
@@ -90,6 +94,7 @@ impl Default for Options {
             connections: 50,
             rate: 5000,
             rounds: 3,
+            settle: Duration::from_secs(60),
             threads: vec![1, 2],
             contenders: Contender::ALL.to_vec(),
             pin: true,
@@ -97,6 +102,7 @@ impl Default for Options {
             weir_bin: None,
             out_dir: Some(PathBuf::from("benches/results")),
             body_bytes: 1024,
+            callgrind: false,
             bench_mode: false,
             help: false,
         }
@@ -115,13 +121,18 @@ usage: cargo bench --bench compare -- [OPTIONS]
   --connections N    load tool connections (default 50)
   --rate N           requests/s of the fixed-rate latency run (default 5000)
   --rounds N         rounds over all contenders, medians reported (default 3)
+  --settle D         before each contender, wait up to D for the machine to be quiet
+                     (under 10% busy), e.g. 0s, 5m (default 60s)
   --threads LIST     worker threads to sweep, e.g. 1,2 (default 1,2)
   --only LIST        contenders, e.g. direct,weir (default direct,weir,nginx,haproxy)
   --no-pin           do not pin the proxy and the load to separate cores
-  --no-install       never apt-get install nginx / haproxy
+  --no-install       never install oha (cargo) or nginx / haproxy (apt-get)
   --weir PATH        use this weir binary instead of building it in release
   --out DIR          results directory (default benches/results); --no-out to print only
   --body N           upstream response body in bytes (default 1024)
+  --callgrind        instead of timing: user-space instructions per request of weir and
+                     nginx under valgrind's callgrind, steady on a busy machine, and weir's
+                     costliest functions (results/callgrind-latest.md)
 ";
 
 /// Parses a duration such as `10s`, `500ms`, `2m` or a bare number of seconds.
@@ -193,6 +204,14 @@ where
             "--warmup" => opts.warmup = parse_duration(&value()?)?,
             "--connections" | "-c" => opts.connections = parse_positive(&flag, &value()?)?,
             "--rate" | "-q" => opts.rate = parse_positive(&flag, &value()?)?,
+            "--settle" => {
+                let v = value()?;
+                opts.settle = if v.trim() == "0" || v.trim() == "0s" {
+                    Duration::ZERO
+                } else {
+                    parse_duration(&v)?
+                }
+            }
             "--rounds" => opts.rounds = parse_positive(&flag, &value()?)?,
             "--threads" => {
                 opts.threads = parse_list(&value()?, |t| parse_positive("--threads", t))?
@@ -205,6 +224,7 @@ where
                 })?
             }
             "--no-pin" => opts.pin = false,
+            "--callgrind" => opts.callgrind = true,
             "--no-install" => opts.install = false,
             "--weir" => opts.weir_bin = Some(PathBuf::from(value()?)),
             "--out" => opts.out_dir = Some(PathBuf::from(value()?)),

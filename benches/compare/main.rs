@@ -10,6 +10,7 @@
 //! Without cargo's `--bench` flag (`cargo test --benches`, CI) it does nothing.
 
 mod args;
+mod callgrind;
 mod configs;
 mod machine;
 mod oha;
@@ -89,7 +90,22 @@ fn have(program: &str) -> bool {
 /// packages when allowed, or saying exactly what to install.
 fn check_tools(opts: &Options) -> Result<(), String> {
     if !have("oha") {
-        return Err("the load tool is missing: cargo install oha --locked".into());
+        if !opts.install {
+            return Err("the load tool is missing: cargo install oha --locked".into());
+        }
+        eprintln!("compare: installing the load tool (cargo install oha --locked)");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["install", "oha", "--locked"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok || !have("oha") {
+            return Err(
+                "could not install oha: run `cargo install oha --locked` and put \
+                 ~/.cargo/bin on PATH"
+                    .into(),
+            );
+        }
     }
     if opts.pin && !have("taskset") {
         return Err("taskset is missing: apt-get install -y util-linux (or pass --no-pin)".into());
@@ -251,6 +267,38 @@ fn oha(run: &LoadRun, cpus: Option<&str>) -> Result<LoadStats, String> {
     oha::parse(&String::from_utf8_lossy(&out.stdout))
 }
 
+/// The share of the machine's CPU in use over `window`, percent.
+fn machine_busy_percent(window: Duration) -> f64 {
+    let (b0, t0) = procfs::machine_ticks();
+    std::thread::sleep(window);
+    let (b1, t1) = procfs::machine_ticks();
+    if t1 <= t0 {
+        0.0
+    } else {
+        (b1 - b0) as f64 * 100.0 / (t1 - t0) as f64
+    }
+}
+
+/// Waits, up to `limit`, until the machine is quiet (under 10% busy over a second) before a
+/// contender starts: on a shared machine this keeps another user's build out of most runs.
+fn wait_for_quiet(limit: Duration) {
+    let start = std::time::Instant::now();
+    let mut busy = machine_busy_percent(Duration::from_secs(1));
+    if busy < QUIET_PERCENT {
+        return;
+    }
+    eprintln!("compare:   machine {busy:.0}% busy: waiting up to {limit:?} for it to quieten");
+    while busy >= QUIET_PERCENT && start.elapsed() < limit {
+        busy = machine_busy_percent(Duration::from_secs(1));
+    }
+    if busy >= QUIET_PERCENT {
+        eprintln!("compare:   still {busy:.0}% busy: measuring anyway (see others' CPU)");
+    }
+}
+
+/// Busy share of the machine under which it counts as quiet, percent.
+const QUIET_PERCENT: f64 = 10.0;
+
 /// CPU counters taken around a load run, clock ticks.
 struct Snapshot {
     machine_busy: u64,
@@ -314,6 +362,7 @@ fn measure(
                 weir,
                 lesson_yaml,
                 cpus: place.proxy.as_deref(),
+                callgrind_out: None,
             },
         )?),
     };
@@ -407,6 +456,9 @@ fn run(opts: &Options, command: String) -> Result<(), String> {
     let lesson_yaml = std::fs::read_to_string(&lesson_path)
         .map_err(|e| format!("{}: {e}", lesson_path.display()))?;
 
+    if opts.callgrind {
+        return run_callgrind(opts, &weir, &lesson_yaml);
+    }
     let machine = machine::Machine::current();
     let load_before = machine::loadavg();
     if load_before[0] > 0.5 {
@@ -462,6 +514,7 @@ fn run(opts: &Options, command: String) -> Result<(), String> {
                     contender.name(),
                     opts.rounds
                 );
+                wait_for_quiet(opts.settle);
                 match measure(opts, contender, threads, &place, &weir, &lesson_yaml) {
                     Ok(row) => {
                         eprintln!(
@@ -526,4 +579,160 @@ fn run(opts: &Options, command: String) -> Result<(), String> {
     } else {
         Err(format!("{} contender run(s) failed", failures.len()))
     }
+}
+
+/// One proxy under callgrind for `requests` requests after a warm-up: the instructions of
+/// the whole process and per function.
+fn callgrind_once(
+    opts: &Options,
+    contender: Contender,
+    requests: u64,
+    weir: &Path,
+    lesson_yaml: &str,
+    dir: &Path,
+) -> Result<(u64, std::collections::BTreeMap<String, u64>), String> {
+    let mut upstreams = Upstreams::start(None, 1, opts.body_bytes)?;
+    let routing = Routing {
+        listen: process::free_addr()?,
+        v1: upstreams.v1,
+        v2: upstreams.v2,
+        v1_weight: 90,
+        threads: 1,
+    };
+    let out = dir.join(format!("callgrind.{}.{requests}.out", contender.name()));
+    let proxy = Proxy::start(
+        contender,
+        &routing,
+        &ProxyEnv {
+            weir,
+            lesson_yaml,
+            cpus: None,
+            callgrind_out: Some(&out),
+        },
+    )?;
+    let run = |n: u64| LoadRun {
+        url: format!("http://{}/pay", proxy.addr),
+        connections: 10,
+        duration: None,
+        requests: n,
+        rate: None,
+        headers: vec![],
+        threads: 1,
+    };
+    oha(&run(1_000), None)?;
+    let before = upstreams.counts()?;
+    let stats = oha(&run(requests), None)?;
+    let after = upstreams.counts()?;
+    drop(proxy);
+    let served = (after.0 + after.1) - (before.0 + before.1);
+    if stats.errors > 0 || served != requests {
+        return Err(format!(
+            "{} under callgrind: {} errors, {served} of {requests} requests reached the upstreams",
+            contender.name(),
+            stats.errors
+        ));
+    }
+    let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let total = callgrind::parse_totals(&text)
+        .ok_or_else(|| format!("{}: no totals line", out.display()))?;
+    let annotated = Command::new("callgrind_annotate")
+        .args(["--auto=no", "--threshold=100"])
+        .arg(&out)
+        .output()
+        .map_err(|e| format!("callgrind_annotate: {e}"))?;
+    Ok((
+        total,
+        callgrind::parse_annotate(&String::from_utf8_lossy(&annotated.stdout)),
+    ))
+}
+
+/// `--callgrind`: instructions per request of weir and nginx, and weir's costliest functions.
+fn run_callgrind(opts: &Options, weir: &Path, lesson_yaml: &str) -> Result<(), String> {
+    if !have("valgrind") || !have("callgrind_annotate") {
+        return Err("valgrind is missing: apt-get install -y valgrind".into());
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("weir-callgrind-")
+        .tempdir()
+        .map_err(|e| format!("temp dir: {e}"))?;
+    let machine = machine::Machine::current();
+    let (short, long) = callgrind::REQUESTS;
+    let mut per_request: Vec<(Contender, f64)> = Vec::new();
+    let mut top = Vec::new();
+    let mut notes = Vec::new();
+    for &contender in &opts.contenders {
+        match contender {
+            Contender::Direct => continue,
+            Contender::Haproxy => {
+                notes.push("haproxy: not measured (HAProxy 2.6 stalls under valgrind 3.19)");
+                continue;
+            }
+            Contender::Weir | Contender::Nginx => {}
+        }
+        eprintln!("compare: {} under callgrind", contender.name());
+        let (t1, a1) = callgrind_once(opts, contender, short, weir, lesson_yaml, dir.path())?;
+        let (t2, a2) = callgrind_once(opts, contender, long, weir, lesson_yaml, dir.path())?;
+        let per = t2.saturating_sub(t1) as f64 / (long - short) as f64;
+        eprintln!("compare:   {per:.0} instructions per request");
+        per_request.push((contender, per));
+        if contender == Contender::Weir {
+            top = callgrind::per_request_top(&a1, &a2, long - short, 25);
+        }
+    }
+    let nginx = per_request
+        .iter()
+        .find(|(c, _)| *c == Contender::Nginx)
+        .map(|(_, p)| *p);
+    let mut md = format!(
+        "# User-space instructions per proxied request (callgrind), {} {} UTC\n\n\
+         Machine: {} cores ({}), Linux {}. Command: `cargo bench --bench compare -- \
+         --callgrind`. Each proxy with one worker, run twice under valgrind --tool=callgrind \
+         ({short} and {long} requests after 1000 warm-up, oha -c 10, {} B bodies); the \
+         difference per request. Kernel time (most of a proxy's cost on loopback) is not \
+         counted: this is the figure for before/after a hot-path change, not a ranking.\n\n\
+         | proxy | instructions / request | vs nginx |\n|---|---:|---:|\n",
+        machine.date,
+        machine.time,
+        machine.cores,
+        machine.cpu_model,
+        machine.kernel,
+        opts.body_bytes
+    );
+    for (c, per) in &per_request {
+        let ratio = nginx.map_or("–".to_string(), |n| format!("{:.2}x", per / n));
+        md.push_str(&format!("| {} | {per:.0} | {ratio} |\n", c.name()));
+    }
+    for n in notes {
+        md.push_str(&format!("\n{n}\n"));
+    }
+    if !top.is_empty() {
+        let weir_total = per_request
+            .iter()
+            .find(|(c, _)| *c == Contender::Weir)
+            .map_or(1.0, |(_, p)| *p);
+        md.push_str(
+            "\nweir's costliest functions, self instructions per request:\n\n\
+             | instructions / request | share | function |\n|---:|---:|---|\n",
+        );
+        for (n, f) in &top {
+            let f = f.replace('|', "\\|");
+            md.push_str(&format!(
+                "| {n:.0} | {:.1}% | `{f}` |\n",
+                n * 100.0 / weir_total
+            ));
+        }
+    }
+    println!("{md}");
+    if let Some(dir) = &opts.out_dir {
+        let dir = if dir.is_absolute() {
+            dir.clone()
+        } else {
+            workspace_root().join(dir)
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let path = dir.join("callgrind-latest.md");
+        std::fs::write(&path, &md).map_err(|e| format!("{}: {e}", path.display()))?;
+        eprintln!("compare: wrote {}", path.display());
+    }
+    Ok(())
 }

@@ -42,15 +42,15 @@ fn signal(pid: u32, signal: &str) {
         .status();
 }
 
-/// Stops a process tree: SIGTERM to the root, up to 5 s to exit (nginx's master stops its
-/// workers), then SIGKILL to whatever of the tree is left.
+/// Stops a process tree: SIGTERM to the root, up to 20 s to exit (nginx's master stops its
+/// workers; callgrind writes its counts), then SIGKILL to whatever of the tree is left.
 fn stop_tree(child: &mut Child) {
     if let Ok(Some(_)) = child.try_wait() {
         return;
     }
     let pids = procfs::tree(child.id());
     signal(child.id(), "TERM");
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             break;
@@ -146,6 +146,25 @@ pub struct ProxyEnv<'a> {
     pub lesson_yaml: &'a str,
     /// Cores for the proxy, `taskset -c` syntax.
     pub cpus: Option<&'a str>,
+    /// Run the proxy under `valgrind --tool=callgrind`, writing its counts here (nginx then
+    /// runs as one process, without a master).
+    pub callgrind_out: Option<&'a Path>,
+}
+
+impl ProxyEnv<'_> {
+    /// The command that starts `program`: pinned, and under callgrind when asked.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match self.callgrind_out {
+            Some(out) => {
+                let mut c = pinned(self.cpus, "valgrind");
+                c.arg("--tool=callgrind")
+                    .arg(format!("--callgrind-out-file={}", out.display()))
+                    .arg(program);
+                c
+            }
+            None => pinned(self.cpus, program),
+        }
+    }
 }
 
 impl Proxy {
@@ -178,7 +197,8 @@ impl Proxy {
                     "payment-svc.yaml",
                     &configs::weir_config(env.lesson_yaml, routing)?,
                 )?;
-                let mut child = pinned(env.cpus, env.weir)
+                let mut child = env
+                    .command(env.weir)
                     .arg("serve")
                     .arg("--config")
                     .arg(&config)
@@ -193,8 +213,13 @@ impl Proxy {
                 (child, addr)
             }
             Contender::Nginx => {
-                let conf = write("nginx.conf", &configs::nginx_config(routing, dir.path()))?;
-                let child = pinned(env.cpus, "nginx")
+                let mut text = configs::nginx_config(routing, dir.path());
+                if env.callgrind_out.is_some() {
+                    text = text.replace("master_process on;", "master_process off;");
+                }
+                let conf = write("nginx.conf", &text)?;
+                let child = env
+                    .command("nginx")
                     .arg("-p")
                     .arg(dir.path())
                     .arg("-c")
@@ -210,7 +235,8 @@ impl Proxy {
             }
             Contender::Haproxy => {
                 let conf = write("haproxy.cfg", &configs::haproxy_config(routing))?;
-                let child = pinned(env.cpus, "haproxy")
+                let child = env
+                    .command("haproxy")
                     .arg("-db")
                     .arg("-f")
                     .arg(&conf)
@@ -232,7 +258,7 @@ impl Proxy {
     }
 
     fn wait_listening(&mut self, log: &Path) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exited with {status}: {}", tail(log)));
@@ -277,7 +303,7 @@ pub fn parse_weir_ready(line: &str) -> Option<SocketAddr> {
         .ok()
 }
 
-/// Waits up to 15 s for weir's ready line; afterwards its stdout is drained by a thread so that
+/// Waits up to 30 s for weir's ready line; afterwards its stdout is drained by a thread so that
 /// a chatty weir never blocks on a full pipe.
 fn weir_ready(child: &mut Child, log: &Path) -> Result<SocketAddr, String> {
     let stdout = child.stdout.take().ok_or("weir stdout")?;
@@ -293,12 +319,12 @@ fn weir_ready(child: &mut Child, log: &Path) -> Result<SocketAddr, String> {
             }
         }
     });
-    match rx.recv_timeout(Duration::from_secs(15)) {
+    match rx.recv_timeout(Duration::from_secs(30)) {
         Ok(addr) => Ok(addr),
         Err(_) => {
             let _ = child.kill();
             let _ = child.wait();
-            Err(format!("no ready line within 15 s: {}", tail(log)))
+            Err(format!("no ready line within 30 s: {}", tail(log)))
         }
     }
 }

@@ -14,6 +14,9 @@ pub const EXPECTED_V2_PERCENT: f64 = 10.0;
 /// How far a proxy's delivered split may be from it, percentage points.
 pub const SPLIT_TOLERANCE_POINTS: f64 = 1.0;
 
+/// Others' CPU above which a row is marked noisy, percent of the machine.
+pub const NOISY_PERCENT: f64 = 10.0;
+
 /// Requests each upstream served during the measured runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Split {
@@ -393,7 +396,9 @@ pub fn render_markdown(report: &Report) -> String {
             row.split.map_or("100/0 (v1 only)".into(), |sp| sp.render()),
             row.others_cpu_percent[0],
             row.others_cpu_percent[1],
-            if problems.is_empty() {
+            if problems.is_empty() && row.others_cpu_percent.iter().any(|&o| o > NOISY_PERCENT) {
+                "ok (noisy)".to_string()
+            } else if problems.is_empty() {
                 "ok".to_string()
             } else {
                 format!("**BROKEN**: {}", problems.join("; "))
@@ -420,7 +425,7 @@ pub fn render_markdown(report: &Report) -> String {
          (near 100% = the proxy was the bottleneck); peak RSS is VmHWM summed over its \
          processes; split is what the upstreams counted over both runs; others' CPU is what \
          processes outside the run took of the machine during the saturation / fixed-rate run \
-         (the noise: rerun when it is high); check also sends `x-canary: true` probes that \
+         (the noise: rows above 10% say `ok (noisy)`; rerun when the machine is quiet); check also sends `x-canary: true` probes that \
          must all reach v2.\n",
     );
     s
