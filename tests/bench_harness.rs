@@ -352,6 +352,7 @@ fn proc_stat_fields_counted_from_the_last_paren() {
     let s = procfs::parse_stat(line).unwrap();
     assert_eq!(s.ppid, 4240);
     assert_eq!(s.cpu_ticks, 1750);
+    assert_eq!(s.user_ticks, 1500);
     assert_eq!(s.waited_children_ticks, 0);
     let waited = line.replace(" 1500 250 0 0 ", " 1500 250 70 30 ");
     assert_eq!(
@@ -504,6 +505,7 @@ fn row(contender: Contender, threads: u32, rps: f64, p99_ms: f64) -> Row {
         resources: contender.routes().then_some(Resources {
             cpu_s_per_10k: 1.5,
             saturation_cpu_percent: 99.0,
+            user_us_per_request: 5.25,
             peak_rss_kib: 12 * 1024,
             processes: 1,
         }),
@@ -584,8 +586,8 @@ fn markdown_table_has_every_row_and_the_machine() {
         "2 cores (AMD EPYC), Linux 6.1.0",
         "Load average before: 0.10 0.20 0.30; after: 1.00 0.50 0.30",
         "`cargo bench --bench compare -- --duration 10s`",
-        "| weir | 1 | 24000 | 0.60x | 1.20x | 0.150 | 0.450 | 0.900 | +0.250 | 1.500 | 99% | 12.0 | 0 | 90.00/10.00 | 3/1 | ok |",
-        "| direct | 1 | 40000 | 1.00x | 2.00x | 0.067 | 0.200 | 0.400 | – | – | – | – | 0 | 100/0 (v1 only) | 3/1 | ok |",
+        "| weir | 1 | 24000 | 0.60x | 1.20x | 0.150 | 0.450 | 0.900 | +0.250 | 1.500 | 99% | 5.25 | 12.0 | 0 | 90.00/10.00 | 3/1 | ok |",
+        "| direct | 1 | 40000 | 1.00x | 2.00x | 0.067 | 0.200 | 0.400 | – | – | – | – | – | 0 | 100/0 (v1 only) | 3/1 | ok |",
         "100/0 (v1 only)",
         "| nginx | 1 | 20000 | 0.50x | 1.00x |",
         "weir throughput >= nginx (goal 1.2x): 1.20x — met",
@@ -630,6 +632,7 @@ fn json_mirrors_the_table() {
         "direct has no proxy to measure"
     );
     assert_eq!(rows[1]["peak_rss_kib"], 12 * 1024);
+    assert_eq!(rows[1]["user_us_per_request_at_saturation"], 5.25);
     assert_eq!(rows[1]["others_cpu_percent"]["saturation"], 3.0);
     assert_eq!(rows[1]["split"]["v2_percent"], 10.0);
     assert_eq!(rows[1]["saturation"]["requests_per_second"], 24000.0);

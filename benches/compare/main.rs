@@ -304,6 +304,7 @@ struct Snapshot {
     machine_busy: u64,
     machine_total: u64,
     proxy: u64,
+    proxy_user: u64,
     upstreams: u64,
     /// The harness and the load tool runs it has waited for.
     own: u64,
@@ -312,10 +313,12 @@ struct Snapshot {
 impl Snapshot {
     fn take(proxy: Option<u32>, upstreams: u32) -> Snapshot {
         let (machine_busy, machine_total) = procfs::machine_ticks();
+        let proxy_usage = proxy.map(procfs::usage).unwrap_or_default();
         Snapshot {
             machine_busy,
             machine_total,
-            proxy: proxy.map_or(0, |p| procfs::usage(p).cpu_ticks),
+            proxy: proxy_usage.cpu_ticks,
+            proxy_user: proxy_usage.user_ticks,
             upstreams: procfs::usage(upstreams).cpu_ticks,
             own: procfs::own_and_waited_ticks(),
         }
@@ -419,6 +422,11 @@ fn measure(
             },
             saturation_cpu_percent: if saturation.duration_s > 0.0 {
                 sat_cpu_s * 100.0 / saturation.duration_s / threads as f64
+            } else {
+                0.0
+            },
+            user_us_per_request: if saturation.requests > 0 {
+                (s1.proxy_user - s0.proxy_user) as f64 * 1e6 / hz / saturation.requests as f64
             } else {
                 0.0
             },

@@ -13,6 +13,8 @@ pub struct ProcStat {
     pub ppid: u32,
     /// User + system CPU time of all its threads, in clock ticks (`USER_HZ`).
     pub cpu_ticks: u64,
+    /// The user part of `cpu_ticks`.
+    pub user_ticks: u64,
     /// User + system CPU time of its children that it has waited for, clock ticks.
     pub waited_children_ticks: u64,
 }
@@ -31,6 +33,7 @@ pub fn parse_stat(line: &str) -> Option<ProcStat> {
     Some(ProcStat {
         ppid,
         cpu_ticks: utime + stime,
+        user_ticks: utime,
         waited_children_ticks: cutime + cstime,
     })
 }
@@ -90,6 +93,8 @@ pub fn tree(root: u32) -> Vec<u32> {
 pub struct Usage {
     /// CPU time of the whole tree, clock ticks.
     pub cpu_ticks: u64,
+    /// The user part of `cpu_ticks`.
+    pub user_ticks: u64,
     /// Sum of every process's peak resident set (`VmHWM`), KiB. Pages shared between an nginx
     /// master and its workers are counted once per process: an upper bound.
     pub peak_rss_kib: u64,
@@ -103,6 +108,7 @@ pub fn usage(root: u32) -> Usage {
     for pid in tree(root) {
         if let Some(stat) = read_stat(pid) {
             u.cpu_ticks += stat.cpu_ticks;
+            u.user_ticks += stat.user_ticks;
             u.processes += 1;
         }
         if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {

@@ -113,6 +113,7 @@ pub fn median_row(rounds: &[Row]) -> Option<Row> {
     let resources = (!res.is_empty()).then(|| Resources {
         cpu_s_per_10k: median(res.iter().map(|r| r.cpu_s_per_10k).collect()),
         saturation_cpu_percent: median(res.iter().map(|r| r.saturation_cpu_percent).collect()),
+        user_us_per_request: median(res.iter().map(|r| r.user_us_per_request).collect()),
         peak_rss_kib: res.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0),
         processes: res.iter().map(|r| r.processes).max().unwrap_or(0),
     });
@@ -160,6 +161,10 @@ pub struct Resources {
     /// Its CPU use during the saturation run, percent of its threads' cores (100 = it was
     /// the bottleneck; much less = something else was).
     pub saturation_cpu_percent: f64,
+    /// User-space CPU microseconds per request during the saturation run: the proxy's own
+    /// code, without the kernel's TCP work, whose cost per request changes from run to run
+    /// on a VM (see the README).
+    pub user_us_per_request: f64,
     /// Peak resident memory (VmHWM) summed over its processes, KiB.
     pub peak_rss_kib: u64,
     /// Its processes (nginx: master + workers).
@@ -362,7 +367,7 @@ pub fn render_markdown(report: &Report) -> String {
     s.push('\n');
     s.push_str(
         "| contender | threads | max req/s | vs direct | vs nginx | p50 ms | p99 ms | p99.9 ms \
-         | p99 added ms | CPU s / 10k req | CPU at max | peak RSS MB | errors | split v1/v2 % \
+         | p99 added ms | CPU s / 10k req | CPU at max | user µs / req at max | peak RSS MB | errors | split v1/v2 % \
          | others' CPU % | check |\n",
     );
     s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
@@ -370,7 +375,7 @@ pub fn render_markdown(report: &Report) -> String {
         let problems = row.problems();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} \
+            "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {} \
              | {:.0}/{:.0} | {} |",
             row.contender.name(),
             row.threads,
@@ -390,6 +395,8 @@ pub fn render_markdown(report: &Report) -> String {
                 "{:.0}%",
                 r.saturation_cpu_percent
             )),
+            row.resources
+                .map_or("–".into(), |r| format!("{:.2}", r.user_us_per_request)),
             row.resources
                 .map_or("–".into(), |r| format!("{:.1}", mib(r.peak_rss_kib))),
             row.saturation.errors + row.fixed.errors,
@@ -422,7 +429,8 @@ pub fn render_markdown(report: &Report) -> String {
          the same thread count; latencies from the fixed-rate run; CPU s / 10k req is the \
          contender's user+system CPU (all its processes) per 10,000 requests of the fixed-rate \
          run; CPU at max is its CPU use during the saturation run as a share of its threads \
-         (near 100% = the proxy was the bottleneck); peak RSS is VmHWM summed over its \
+         (near 100% = the proxy was the bottleneck); user µs / req is its user-space CPU per \
+         request in that run, the cost of its own code, steadier than req/s; peak RSS is VmHWM summed over its \
          processes; split is what the upstreams counted over both runs; others' CPU is what \
          processes outside the run took of the machine during the saturation / fixed-rate run \
          (the noise: rows above 10% say `ok (noisy)`; rerun when the machine is quiet); check also sends `x-canary: true` probes that \
@@ -469,6 +477,7 @@ pub fn render_json(report: &Report) -> Value {
                 },
                 "cpu_s_per_10k_requests": r.resources.map(|x| x.cpu_s_per_10k),
                 "saturation_cpu_percent": r.resources.map(|x| x.saturation_cpu_percent),
+                "user_us_per_request_at_saturation": r.resources.map(|x| x.user_us_per_request),
                 "peak_rss_kib": r.resources.map(|x| x.peak_rss_kib),
                 "processes": r.resources.map(|x| x.processes),
                 "others_cpu_percent": {
