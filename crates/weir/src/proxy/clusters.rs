@@ -15,6 +15,7 @@ use http::HeaderValue;
 use http::uri::Authority;
 use weir_router::{HashKey, LoadBalancer, RouteTable, random_value, sticky_hash};
 
+use super::pool::IdleConns;
 use crate::metrics::{ClusterSeries, Metrics};
 
 /// The proxy's side of one [`RouteTable`]: [`ClusterRuntime`] by cluster index.
@@ -46,9 +47,18 @@ pub(crate) struct EndpointRuntime {
     hash: u64,
 }
 
+impl EndpointRuntime {
+    /// The endpoint's idle HTTP/1.1 connections (they outlive table swaps).
+    pub fn idle(&self) -> &Arc<IdleConns> {
+        &self.state.idle
+    }
+}
+
 #[derive(Debug, Default)]
 struct EndpointState {
     in_flight: AtomicUsize,
+    /// Idle HTTP/1.1 connections to the endpoint.
+    idle: Arc<IdleConns>,
 }
 
 /// A request outstanding on an endpoint: counted in its in-flight gauge until dropped.

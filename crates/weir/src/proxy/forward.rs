@@ -18,7 +18,7 @@ use super::body::{Recorder, ResponseBody, UpstreamBody};
 use super::clusters::hash_key;
 use super::flags::ResponseFlags;
 use super::headers::{X_WEIR_FLAGS, is_grpc, is_upgrade, set_forwarded, strip_hop_by_hop};
-use super::{Downstream, Proxy, mirror};
+use super::{Downstream, Proxy, mirror, pool};
 
 /// The request body as the proxy holds it before forwarding.
 pub(super) enum Payload {
@@ -178,6 +178,9 @@ pub(super) async fn handle(
         Payload::Stream(s) => (None, Some(s)),
     };
     let client = if h2 { &proxy.h2 } else { &proxy.h1 };
+    // Plain HTTP/1.1 requests go through weir's own per-endpoint pool; HTTP/2 and upgrades
+    // through hyper-util's client.
+    let pooled = !h2 && !upgrade;
     let mut headers = Some(parts.headers);
     let mut tries = 0;
     let outcome = loop {
@@ -192,7 +195,13 @@ pub(super) async fn handle(
         };
         let mut upstream = Request::new(body);
         *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = endpoint_uri(&endpoint.authority, &path);
+        // weir's own pool sends origin-form on a connection to the endpoint; hyper-util's
+        // client (HTTP/2, upgrades) needs the endpoint in an absolute URI.
+        *upstream.uri_mut() = if pooled {
+            Uri::from(path.clone())
+        } else {
+            endpoint_uri(&endpoint.authority, &path)
+        };
         *upstream.version_mut() = if h2 {
             Version::HTTP_2
         } else {
@@ -209,11 +218,24 @@ pub(super) async fn handle(
             (None, Some(t)) => Some((Instant::now() + t, false)),
             (None, None) => None,
         };
-        let sent = client.request(upstream);
+        let sent = async {
+            if pooled {
+                pool::send(
+                    endpoint.idle(),
+                    endpoint.authority.as_str(),
+                    upstream,
+                    proxy.pool,
+                )
+                .await
+                .map_err(Failure::from)
+            } else {
+                client.request(upstream).await.map_err(classify)
+            }
+        };
         let result = match try_deadline {
-            None => sent.await.map_err(classify),
+            None => sent.await,
             Some((at, is_route)) => match tokio::time::timeout_at(at, sent).await {
-                Ok(r) => r.map_err(classify),
+                Ok(r) => r,
                 Err(_) if is_route => Err(Failure::RouteTimeout),
                 Err(_) => Err(Failure::TryTimeout),
             },
@@ -430,6 +452,16 @@ pub(super) fn endpoint_uri(authority: &http::uri::Authority, path: &PathAndQuery
     parts.authority = Some(authority.clone());
     parts.path_and_query = Some(path.clone());
     Uri::from_parts(parts).expect("scheme, authority and path make a URI")
+}
+
+impl From<pool::SendError> for Failure {
+    fn from(e: pool::SendError) -> Self {
+        match e {
+            pool::SendError::Connect => Failure::Connect,
+            pool::SendError::Reset => Failure::Reset,
+            pool::SendError::Protocol => Failure::Protocol,
+        }
+    }
 }
 
 fn classify(e: hyper_util::client::legacy::Error) -> Failure {
