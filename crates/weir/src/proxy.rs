@@ -35,6 +35,7 @@ mod flags;
 mod forward;
 mod headers;
 mod mirror;
+mod pool;
 
 use body::{Recorder, UpstreamBody};
 use clusters::Clusters;
@@ -84,6 +85,8 @@ pub struct Proxy {
     /// HTTP/2 with prior knowledge, for gRPC arriving over h2c.
     h2: Client<HttpConnector, UpstreamBody>,
     clusters: Clusters,
+    /// How weir's own HTTP/1.1 pool connects and keeps connections.
+    pool: pool::PoolOptions,
     mirrors: Arc<Semaphore>,
     in_flight: Arc<AtomicUsize>,
 }
@@ -128,6 +131,11 @@ impl Proxy {
             live,
             metrics,
             mirrors: Arc::new(Semaphore::new(options.max_mirrors_in_flight)),
+            pool: pool::PoolOptions {
+                connect_timeout: options.connect_timeout,
+                idle_timeout: options.pool_idle_timeout,
+                max_idle: 256,
+            },
             options,
             h1,
             h2,
