@@ -180,6 +180,8 @@ async fn demo(args: &DemoArgs) -> Result<bool> {
         drain_timeout: Duration::from_secs(2),
         // The demo reloads on purpose only (POST /reload before act 4).
         reload_poll: None,
+        // The proxy as `weir serve` runs it: its own worker thread.
+        workers: 1,
     })
     .await?;
     let sidecar = Arc::clone(running.sidecar());

@@ -59,6 +59,10 @@ pub struct ProxyOptions {
     pub max_mirrors_in_flight: usize,
     /// Timeout of a mirrored copy when its rule has none.
     pub mirror_timeout: Duration,
+    /// Worker threads, each with its own single-threaded runtime accepting on the listener
+    /// and its own idle upstream connections (as nginx's worker processes): a request never
+    /// changes threads. 0 serves on the caller's runtime instead.
+    pub workers: usize,
 }
 
 impl Default for ProxyOptions {
@@ -71,6 +75,7 @@ impl Default for ProxyOptions {
             pool_idle_timeout: Duration::from_secs(60),
             max_mirrors_in_flight: 256,
             mirror_timeout: Duration::from_secs(10),
+            workers: 0,
         }
     }
 }
@@ -151,10 +156,70 @@ impl Proxy {
 
     /// Accepts on `listener` until `shutdown` resolves, then stops accepting and waits for
     /// in-flight requests/connections to finish (up to `drain`), then returns.
+    ///
+    /// With [`ProxyOptions::workers`] > 0 the listener is shared by that many worker threads,
+    /// each running a single-threaded runtime: the kernel spreads the connections over them,
+    /// and everything a connection does (its requests, their upstream connections, timers)
+    /// stays on one thread. With a multi-threaded runtime instead, tasks and memory move
+    /// between threads: on 2 cores that doubled weir's user CPU per request (8.8 vs 4.3 us).
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
+        drain: Duration,
+    ) -> std::io::Result<()> {
+        let workers = self.options.workers;
+        if workers == 0 {
+            return self.serve_here(listener, shutdown, drain).await;
+        }
+        let shared = listener.into_std()?;
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut threads = Vec::with_capacity(workers);
+        for worker in 0..workers {
+            let listener = shared.try_clone()?;
+            let proxy = Arc::clone(&self);
+            let mut stop = stop_rx.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("weir-worker-{worker}"))
+                .spawn(move || -> std::io::Result<()> {
+                    pool::set_worker(worker);
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?;
+                    let result = runtime.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        let stopped = async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        };
+                        proxy.serve_here(listener, stopped, drain).await
+                    });
+                    // Connections cut off by the drain timeout must not hold the thread.
+                    runtime.shutdown_timeout(Duration::from_millis(100));
+                    result
+                })?;
+            threads.push(thread);
+        }
+        drop(shared);
+        shutdown.await;
+        let _ = stop_tx.send(true);
+        tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                match thread.join() {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "proxy worker failed"),
+                    Err(_) => tracing::error!("proxy worker panicked"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        })
+        .await
+        .map_err(std::io::Error::other)
+    }
+
+    /// The accept loop on the current runtime.
+    async fn serve_here(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
         drain: Duration,
     ) -> std::io::Result<()> {
         let mut builder = auto::Builder::new(TokioExecutor::new());

@@ -63,6 +63,20 @@ pub struct ServeArgs {
     /// Where the --canary run writes report.json and report.svg.
     #[arg(long, value_name = "DIR", requires = "canary")]
     report: Option<PathBuf>,
+    /// Proxy worker threads, each with its own single-threaded runtime and upstream
+    /// connections (nginx's `worker_processes`). Default: `TOKIO_WORKER_THREADS` when set,
+    /// else one per CPU.
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+}
+
+/// `TOKIO_WORKER_THREADS` when set (the benchmark harness sets it for every contender's
+/// thread count), else one worker per CPU.
+fn default_workers() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 /// How long a shutdown waits for an in-process canary run to roll back and write its report.
@@ -89,6 +103,8 @@ pub struct SidecarOptions {
     pub drain_timeout: Duration,
     /// Config poll interval; `None` turns polling off.
     pub reload_poll: Option<Duration>,
+    /// Proxy worker threads (see [`ProxyOptions::workers`]); 0 serves on the caller's runtime.
+    pub workers: usize,
 }
 
 impl Default for SidecarOptions {
@@ -101,6 +117,7 @@ impl Default for SidecarOptions {
             admin_token: None,
             drain_timeout: Duration::from_secs(30),
             reload_poll: Some(Duration::from_secs(1)),
+            workers: 0,
         }
     }
 }
@@ -125,6 +142,7 @@ impl SidecarOptions {
             admin_token,
             drain_timeout: args.drain_timeout,
             reload_poll: (!args.reload_poll.is_zero()).then_some(args.reload_poll),
+            workers: args.workers.unwrap_or_else(default_workers).max(1),
         })
     }
 
@@ -279,6 +297,7 @@ pub async fn start(options: SidecarOptions) -> Result<RunningSidecar> {
         Arc::clone(&metrics),
         ProxyOptions {
             workload: options.workload.clone(),
+            workers: options.workers,
             ..ProxyOptions::default()
         },
     );

@@ -20,10 +20,23 @@ use tokio::net::TcpStream;
 use super::body::UpstreamBody;
 
 /// Idle connections to one endpoint, the most recently used on top (it is the likeliest to
-/// be alive and warm).
+/// be alive and warm): one stack per proxy worker thread, so that a connection is used by the
+/// thread whose runtime drives it.
 #[derive(Debug, Default)]
 pub(crate) struct IdleConns {
-    stack: Mutex<Vec<Idle>>,
+    stacks: [Mutex<Vec<Idle>>; SLOTS],
+}
+
+/// Stacks per endpoint; workers beyond this share (correct, a little slower).
+const SLOTS: usize = 16;
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as proxy worker `worker` (its idle-connection stack).
+pub(crate) fn set_worker(worker: usize) {
+    WORKER.with(|w| w.set(worker % SLOTS));
 }
 
 #[derive(Debug)]
@@ -53,8 +66,12 @@ pub(crate) enum SendError {
 }
 
 impl IdleConns {
+    fn slot(&self) -> &Mutex<Vec<Idle>> {
+        &self.stacks[WORKER.with(std::cell::Cell::get)]
+    }
+
     fn pop(&self, idle_timeout: Duration) -> Option<http1::SendRequest<UpstreamBody>> {
-        let mut stack = self.stack.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stack = self.slot().lock().unwrap_or_else(|p| p.into_inner());
         while let Some(idle) = stack.pop() {
             if idle.since.elapsed() < idle_timeout && idle.sender.is_ready() {
                 return Some(idle.sender);
@@ -64,7 +81,7 @@ impl IdleConns {
     }
 
     fn push(&self, sender: http1::SendRequest<UpstreamBody>, max_idle: usize) {
-        let mut stack = self.stack.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stack = self.slot().lock().unwrap_or_else(|p| p.into_inner());
         if stack.len() < max_idle {
             stack.push(Idle {
                 sender,
