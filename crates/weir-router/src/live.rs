@@ -9,7 +9,7 @@ use arc_swap::{ArcSwap, Guard};
 use crate::finding::{Code, Finding, Findings, Location};
 use crate::guard::{GuardOptions, check_weights, validate};
 use crate::source::ConfigSource;
-use crate::table::{RouteTable, Rule, VirtualService};
+use crate::table::{RouteTable, Rule, VirtualService, find_cluster};
 
 /// A change of one rule's weights (admin `PUT /weights`, the canary controller).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -341,10 +341,7 @@ impl LiveTable {
                 rule.destinations = vec![d];
             } else if let Some(d) = rule.destinations.first_mut() {
                 let host = d.host.clone();
-                if let Some(c) = clusters
-                    .iter()
-                    .position(|c| c.host == host && c.subset.as_deref() == Some(subset))
-                {
+                if let Some(c) = find_cluster(clusters, &host, Some(subset)) {
                     d.subset = Some(subset.to_string());
                     d.cluster = c;
                     d.weight = 100;
@@ -435,10 +432,7 @@ fn apply_latches(mut table: RouteTable, latched: &BTreeSet<String>) -> RouteTabl
                 s.weight += canary_weight;
             } else if let Some(d) = rule.destinations.first_mut() {
                 let host = d.host.clone();
-                match clusters
-                    .iter()
-                    .position(|c| c.host == host && c.subset.as_deref() == Some(stable.as_str()))
-                {
+                match find_cluster(clusters, &host, Some(stable.as_str())) {
                     Some(c) => {
                         // Retarget the first canary destination at the stable cluster.
                         d.subset = Some(stable.clone());

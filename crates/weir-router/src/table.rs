@@ -451,10 +451,20 @@ impl RouteTable {
 
     /// The cluster for a host and subset, if the table has one.
     pub fn find_cluster(&self, host: &str, subset: Option<&str>) -> Option<usize> {
-        self.clusters
-            .iter()
-            .position(|c| c.host == host && c.subset.as_deref() == subset)
+        find_cluster(&self.clusters, host, subset)
     }
+}
+
+/// The index of the cluster for a host and subset. A free function so that writers holding
+/// a virtual service mutably can still search the table's clusters.
+pub(crate) fn find_cluster(
+    clusters: &[Cluster],
+    host: &str,
+    subset: Option<&str>,
+) -> Option<usize> {
+    clusters
+        .iter()
+        .position(|c| c.host == host && c.subset.as_deref() == subset)
 }
 
 /// `host:port` -> `host`; `[::1]:80` -> `[::1]`. A hand-written scan from the end: the port
