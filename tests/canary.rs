@@ -126,14 +126,7 @@ async fn a_healthy_canary_steps_through_the_weights_and_is_promoted() {
         "--report",
         report_dir.to_str().unwrap(),
     ]);
-    let code = run.exit_code(RUN_TIMEOUT).await;
-    assert_eq!(
-        code,
-        0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout(),
-        run.stderr()
-    );
+    run.assert_exit(0, RUN_TIMEOUT).await;
 
     // The weights an SRE would have seen on /metrics, step by step.
     eventually(WAIT, "weir_route_weight shows v2 at 100", || async {
@@ -199,14 +192,7 @@ async fn a_canary_failing_20_percent_is_rolled_back_within_a_guard_period() {
         "--report",
         report_dir.to_str().unwrap(),
     ]);
-    let code = run.exit_code(RUN_TIMEOUT).await;
-    assert_eq!(
-        code,
-        1,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout(),
-        run.stderr()
-    );
+    run.assert_exit(1, RUN_TIMEOUT).await;
 
     // Read after the sidecar confirmed the rollback: every request sent from then on was
     // routed by the rolled-back table.
@@ -311,14 +297,7 @@ async fn the_admin_fan_out_moves_two_sidecars_together() {
         "--report",
         report_dir.to_str().unwrap(),
     ]);
-    let code = run.exit_code(RUN_TIMEOUT).await;
-    assert_eq!(
-        code,
-        0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout(),
-        run.stderr()
-    );
+    run.assert_exit(0, RUN_TIMEOUT).await;
 
     let end_a = routes(&a.admin_url(), Some(TOKEN)).await;
     let end_b = routes(&b.admin_url(), Some(TOKEN)).await;
@@ -382,14 +361,7 @@ async fn the_file_sink_rewrites_the_config_and_the_sidecar_reloads_it() {
         "--report",
         report_dir.to_str().unwrap(),
     ]);
-    let code = run.exit_code(RUN_TIMEOUT).await;
-    assert_eq!(
-        code,
-        0,
-        "stdout:\n{}\nstderr:\n{}",
-        run.stdout(),
-        run.stderr()
-    );
+    run.assert_exit(0, RUN_TIMEOUT).await;
 
     // The file: weights and the stable subset rewritten in place, the rest byte for byte.
     let text = read(&weir.config_path);
@@ -531,7 +503,7 @@ async fn sigterm_rolls_the_canary_back_and_writes_the_report() {
     })
     .await;
     run.signal("TERM");
-    assert_eq!(run.exit_code(WAIT).await, 1, "{}", run.stdout());
+    run.assert_exit(1, WAIT).await;
     assert!(
         run.stderr().contains("rolled back to 0%"),
         "{}",

@@ -282,17 +282,8 @@ pub struct Weir {
     pub admin: SocketAddr,
     pub dir: tempfile::TempDir,
     pub config_path: PathBuf,
-    child: Option<Child>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Drop for Weir {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    /// The process, its output kept; killed when dropped.
+    pub run: WeirRun,
 }
 
 impl Weir {
@@ -332,41 +323,28 @@ impl Weir {
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn weir");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let err_pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
-                let mut s = sink.lock().unwrap();
-                s.push_str(&line);
-                s.push('\n');
+            );
+        let mut run = WeirRun::spawn_command(cmd);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let ready = loop {
+            if let Some(line) = run.line_starting("weir: ready ") {
+                break line;
             }
-        });
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut tx = Some(tx);
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if let (Some(rest), Some(tx)) = (line.strip_prefix("weir: ready "), tx.take()) {
-                    let _ = tx.send(rest.to_string());
-                }
-            }
-        });
-        let ready = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
+            if let Some(status) = run.try_exit() {
+                // Let the reader threads take the last lines.
                 std::thread::sleep(Duration::from_millis(50));
                 return Err(format!(
-                    "weir serve did not become ready (exit {status:?}); stderr:\n{}",
-                    stderr.lock().unwrap()
+                    "weir serve exited before it was ready ({status}); stderr:\n{}",
+                    run.stderr()
                 ));
             }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "weir serve did not become ready in 60 s; stderr:\n{}",
+                    run.stderr()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
         };
         let mut proxy = None;
         let mut admin = None;
@@ -382,44 +360,27 @@ impl Weir {
             admin: admin.expect("ready line has admin="),
             dir,
             config_path,
-            child: Some(child),
-            stderr,
+            run,
         })
     }
 
     /// Everything the process wrote on stderr so far.
     pub fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.run.stderr()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.run.pid()
     }
 
     /// Sends a signal by name (`TERM`, `HUP`, `INT`) with kill(1).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        self.run.signal(name);
     }
 
     /// Waits for the process to exit, up to `timeout`; returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut()?;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.run.wait_exit(timeout)
     }
 
     /// Rewrites the config file atomically (temp file + rename), as an editor or a deploy
@@ -842,8 +803,14 @@ impl Drop for WeirRun {
 impl WeirRun {
     /// Starts `weir <args>`.
     pub fn spawn(args: &[&str]) -> WeirRun {
-        let mut child = weir_command()
-            .args(args)
+        let mut cmd = weir_command();
+        cmd.args(args);
+        WeirRun::spawn_command(cmd)
+    }
+
+    /// Starts a prepared `weir` command with its output piped and kept.
+    pub fn spawn_command(mut cmd: Command) -> WeirRun {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -894,15 +861,59 @@ impl WeirRun {
         }
     }
 
-    /// Sends a signal by name (`TERM`, `INT`) with kill(1).
+    /// Waits for the exit and asserts its code, showing the output when it differs.
+    pub async fn assert_exit(&mut self, want: i32, timeout: Duration) {
+        let code = self.exit_code(timeout).await;
+        assert_eq!(
+            code,
+            want,
+            "stdout:\n{}\nstderr:\n{}",
+            self.stdout(),
+            self.stderr()
+        );
+    }
+
+    /// The exit status, if the process has exited (without waiting).
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Waits for the exit, up to `timeout`, blocking the thread; returns the exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_exit() {
+                self.child = None;
+                return status.code();
+            }
+            if self.child.is_none() || Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("the process is running").id()
+    }
+
+    /// Sends a signal by name (`TERM`, `INT`, `HUP`) with kill(1).
     pub fn signal(&self, name: &str) {
-        let pid = self.child.as_ref().unwrap().id();
         let status = Command::new("kill")
             .arg(format!("-{name}"))
-            .arg(pid.to_string())
+            .arg(self.pid().to_string())
             .status()
             .expect("run kill");
         assert!(status.success());
+    }
+
+    /// The rest of the first stdout line that starts with `prefix`.
+    pub fn line_starting(&self, prefix: &str) -> Option<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|(_, l)| l.strip_prefix(prefix).map(str::to_string))
     }
 
     /// When the first line containing `text` was read.
