@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod capture;
 mod metrics;
 mod proxy;
 mod reload;
