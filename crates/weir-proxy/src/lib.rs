@@ -12,6 +12,7 @@ pub mod admin;
 mod metrics;
 mod proxy;
 mod reload;
+mod server;
 mod sidecar;
 
 pub use metrics::{CONTENT_TYPE, DURATION_BUCKETS_MS, Metrics};
