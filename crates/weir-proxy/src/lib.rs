@@ -13,6 +13,7 @@ pub mod capture;
 mod metrics;
 mod proxy;
 mod reload;
+mod server;
 mod sidecar;
 
 pub use metrics::{CONTENT_TYPE, DURATION_BUCKETS_MS, Metrics};
