@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::{MetricSource, Observation, SourceError};
-use crate::http::{Client, Request};
-use crate::metrics::{REQUEST_DURATION, REQUESTS_TOTAL, SeriesFilter};
+use crate::exposition::{REQUEST_DURATION, REQUESTS_TOTAL, SeriesFilter};
+use crate::transport::{Client, Request};
+use crate::units::promql_duration;
 
 /// A [`MetricSource`] that asks a Prometheus server, e.g. `http://127.0.0.1:9090`.
 ///
@@ -62,9 +63,9 @@ impl PrometheusSource {
         let reply = self
             .client
             .send(&request)
-            .map_err(|reason| SourceError::Http {
+            .map_err(|source| SourceError::Http {
                 url: url.clone(),
-                reason,
+                source,
             })?;
         parse_answer(&reply.body).map_err(|reason| SourceError::Query {
             query: promql.to_string(),
@@ -153,16 +154,6 @@ impl BuiltinQueries {
             "histogram_quantile(0.99, sum(rate({REQUEST_DURATION}_bucket{{{}}}[{}])) by (le))",
             self.selector, self.range
         )
-    }
-}
-
-/// A window as a PromQL range: whole seconds as `30s`, anything finer in `ms`.
-pub(crate) fn promql_duration(d: Duration) -> String {
-    let ms = d.as_millis().max(1);
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
     }
 }
 

@@ -5,8 +5,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::{MetricSource, Observation, SourceError};
-use crate::http::{Client, Request};
-use crate::metrics::{SeriesFilter, Snapshot};
+use crate::exposition::{SeriesFilter, Snapshot};
+use crate::transport::{Client, Request};
 
 type Fetch = Box<dyn FnMut() -> Result<Vec<(String, String)>, SourceError> + Send>;
 
@@ -78,14 +78,14 @@ impl ScrapeSource {
                 .map(|url| {
                     let mut request = Request::get(url, timeout);
                     request.token = token.as_deref();
-                    let reply = client.send(&request).map_err(|reason| SourceError::Http {
+                    let reply = client.send(&request).map_err(|source| SourceError::Http {
                         url: url.clone(),
-                        reason,
+                        source,
                     })?;
                     if reply.status != 200 {
-                        return Err(SourceError::Http {
+                        return Err(SourceError::Status {
                             url: url.clone(),
-                            reason: format!("answered {}", reply.status),
+                            status: reply.status,
                         });
                     }
                     Ok((url.clone(), reply.body))
