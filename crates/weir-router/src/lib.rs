@@ -90,6 +90,7 @@ mod decide;
 mod duration;
 mod finding;
 mod guard;
+pub mod hash;
 mod live;
 mod matcher;
 #[allow(missing_docs)]
@@ -97,6 +98,7 @@ mod raw;
 mod request;
 mod source;
 mod table;
+pub mod telemetry;
 pub mod yaml;
 
 pub use compile::{

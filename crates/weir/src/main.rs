@@ -1,19 +1,15 @@
-//! `weir`: the sidecar binary. A thin layer that wires weir-router and weir-canary to sockets,
-//! files and a terminal.
+//! `weir`: the command line. A thin layer that wires weir-router, weir-proxy and weir-canary
+//! to arguments, files and a terminal.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod admin;
 mod canary;
 mod client;
 mod demo;
 mod explain;
-mod metrics;
 mod output;
-mod proxy;
-mod reload;
 mod serve;
 mod upstream;
 mod validate;

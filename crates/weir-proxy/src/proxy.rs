@@ -31,7 +31,6 @@ use crate::metrics::Metrics;
 
 mod body;
 mod clusters;
-mod flags;
 mod forward;
 mod headers;
 mod mirror;
@@ -39,7 +38,7 @@ mod pool;
 
 use body::{Recorder, UpstreamBody};
 use clusters::Clusters;
-pub use flags::ResponseFlags;
+pub use weir_router::telemetry::ResponseFlags;
 
 /// Settings of the data path. `workload` is required; everything else has a default.
 #[derive(Clone, Debug)]

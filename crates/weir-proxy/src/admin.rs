@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use weir_router::{Findings, LiveTable, RouteTable, WeightChange};
 
 use crate::reload::{ReloadError, Trigger};
-use crate::serve::Sidecar;
+use crate::sidecar::Sidecar;
 
 /// Largest request body the admin API reads, in bytes.
 const MAX_BODY: usize = 1 << 20;
