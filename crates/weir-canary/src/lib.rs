@@ -64,8 +64,8 @@ pub use clock::{Clock, FakeClock, SystemClock};
 pub use controller::{Abort, CanaryRun};
 pub use event::{Event, EventKind, Phase};
 pub use exposition::{
-    ExpositionError, REQUEST_DURATION, REQUESTS_TOTAL, SeriesFilter, Snapshot, VersionStats,
-    histogram_quantile,
+    ExpositionError, REQUEST_DURATION, REQUESTS_TOTAL, SampleError, SeriesFilter, Snapshot,
+    SnapshotBuilder, VersionStats, histogram_quantile,
 };
 pub use plan::{Plan, Stage};
 pub use report::{

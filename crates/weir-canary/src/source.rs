@@ -2,8 +2,10 @@
 //!
 //! - [`ScrapeSource::new`]: one or many sidecars' `/metrics`, scraped and summed; rates come
 //!   from the difference between the newest scrape and an older one kept in a short history.
-//! - [`ScrapeSource::from_text`]: the same over a function returning exposition text, which is
-//!   how a controller inside `weir serve --canary` reads the sidecar's own registry.
+//! - [`ScrapeSource::from_snapshots`]: the same over a function returning the counters of a
+//!   registry in the same process as a [`Snapshot`](crate::Snapshot), which is how a controller
+//!   inside `weir serve --canary` reads the sidecar it runs in;
+//!   [`ScrapeSource::from_text`] takes exposition text instead.
 //! - [`PrometheusSource`]: instant queries against Prometheus' HTTP API, the built-in gates
 //!   written as PromQL over the same `istio_*` series.
 
