@@ -1,7 +1,8 @@
 //! The `Canary` document: Flagger's shape plus weir's own settings, validated up front.
 //!
-//! The public, validated types live here; [`raw`] mirrors the YAML for serde and [`build`]
-//! turns it into a [`CanarySpec`], collecting every problem instead of stopping at the first.
+//! The public, validated types live here; `spec/raw.rs` mirrors the YAML for serde and
+//! `spec/build.rs` turns it into a [`CanarySpec`], collecting every problem instead of
+//! stopping at the first.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -16,12 +16,12 @@ use crate::plan::Plan;
 use crate::units::promql_duration;
 
 /// Flagger's default analysis and metric interval.
-pub(super) const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// Flagger's default webhook timeout.
 pub(super) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const DEFAULT_MIN_REQUESTS: u64 = 10;
-pub(super) const DEFAULT_GUARD_PERIOD: Duration = Duration::from_secs(1);
-pub(super) const DEFAULT_GUARD_WINDOW: Duration = Duration::from_secs(10);
+const DEFAULT_GUARD_PERIOD: Duration = Duration::from_secs(1);
+const DEFAULT_GUARD_WINDOW: Duration = Duration::from_secs(10);
 
 /// Validates a parsed document: the spec, or every problem found.
 pub(super) fn build(raw: RawCanary, doc: &Document) -> Result<CanarySpec, Findings> {
