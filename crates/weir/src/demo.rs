@@ -21,22 +21,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use weir_canary::{Abort, CanarySpec, Decision, Event, EventKind, Report};
+use weir_proxy::admin::api::WeightChange;
+use weir_proxy::{RunningSidecar, Sidecar, SidecarOptions};
 use weir_router::{Code, ConfigSource, GuardOptions, LiveTable};
 
-use crate::canary::{micros, run_in_process, trigger_name};
-use crate::upstream::{DemoUpstream, UpstreamSettings};
-use weir_proxy::{RunningSidecar, Sidecar, SidecarOptions};
+use crate::cli::admin_client::{AdminClient, Reply};
+use crate::cli::canary::{micros, trigger_name};
+use crate::cli::serve_canary::run_in_process;
 
 mod traffic;
+pub mod upstream;
 
 use traffic::{ClientPlan, Traffic, WeightWatch};
+use upstream::{DemoUpstream, Served, UpstreamSettings};
 
 /// The lesson's payment-svc: ServiceEntry (v1 on 18081, v2 on 18082), DestinationRule, and the
 /// VirtualService with the dark-launch rule and the 90/10 split.
@@ -103,42 +103,19 @@ impl Pace {
 /// header: the canary sees 50 requests a second in the dark launch, 20 times `minRequests`
 /// (20) over a 2 s check, room enough for a loaded machine.
 const CLIENTS: [ClientPlan; 6] = [
-    ClientPlan {
-        rate: 50,
-        tagged: false,
-    },
-    ClientPlan {
-        rate: 50,
-        tagged: false,
-    },
-    ClientPlan {
-        rate: 50,
-        tagged: false,
-    },
-    ClientPlan {
-        rate: 50,
-        tagged: false,
-    },
-    ClientPlan {
-        rate: 25,
-        tagged: true,
-    },
-    ClientPlan {
-        rate: 25,
-        tagged: true,
-    },
+    ClientPlan::new(50, false),
+    ClientPlan::new(50, false),
+    ClientPlan::new(50, false),
+    ClientPlan::new(50, false),
+    ClientPlan::new(25, true),
+    ClientPlan::new(25, true),
 ];
 
 /// `weir demo`.
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
     // The demo prints for humans; the sidecar's own logs would repeat it (RUST_LOG turns
     // them back on).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::cli::init_tracing_at("error", false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -170,9 +147,16 @@ async fn demo(args: &DemoArgs) -> Result<bool> {
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let v1 = Arc::new(DemoUpstream::start(any, UpstreamSettings::named("v1")).await?);
     let v2 = Arc::new(DemoUpstream::start(any, UpstreamSettings::named("v2")).await?);
-    let config_dir = ConfigDir::new(&render_config(v1.addr.port(), v2.addr.port())?)?;
+    // A private directory holding the demo's config file, removed at the end.
+    let config_dir = tempfile::Builder::new()
+        .prefix("weir-demo-")
+        .tempdir()
+        .context("cannot create the demo's config directory")?;
+    let config = config_dir.path().join("payment-svc.yaml");
+    std::fs::write(&config, render_config(v1.addr.port(), v2.addr.port())?)
+        .with_context(|| format!("cannot write {}", config.display()))?;
     let running = weir_proxy::start(SidecarOptions {
-        config: vec![config_dir.path.clone()],
+        config: vec![config],
         listen: any,
         admin: any,
         workload: "demo-client".into(),
@@ -185,7 +169,7 @@ async fn demo(args: &DemoArgs) -> Result<bool> {
     })
     .await?;
     let sidecar = Arc::clone(running.sidecar());
-    let admin = Admin::new(running.admin_addr);
+    let admin = AdminClient::new(&running.admin_addr.to_string(), None)?;
 
     println!(
         "weir demo: the lesson's payment-svc, end to end ({})",
@@ -253,13 +237,24 @@ async fn shut_down(running: RunningSidecar) {
 
 // === act 1 ===
 
-async fn act1(admin: &Admin, sidecar: &Sidecar, v2: &DemoUpstream, dir: &Path) -> Outcome {
+async fn act1(admin: &AdminClient, sidecar: &Sidecar, v2: &DemoUpstream, dir: &Path) -> Outcome {
     let title = "the 99/1 typo refused by the guard";
     println!("\nAct 1: the 99/1 typo");
     println!("  In the incident, `v1: 1, v2: 99` was applied where `v1: 90, v2: 10` was meant.");
-    let body = json!({"virtual_service": VIRTUAL_SERVICE, "weights": {"v1": 1, "v2": 99}});
-    println!("  $ curl -X PUT {}/weights -d '{body}'", admin.base);
-    let (status, answer) = admin.call(Method::PUT, "/weights", Some(body)).await;
+    let body = WeightChange {
+        virtual_service: VIRTUAL_SERVICE.into(),
+        weights: [("v1".into(), 1), ("v2".into(), 99)].into(),
+        ..WeightChange::default()
+    };
+    println!(
+        "  $ curl -X PUT {}/weights -d '{}'",
+        admin.base(),
+        json!(body)
+    );
+    let Reply {
+        status,
+        body: answer,
+    } = admin.answer(Method::PUT, "/weights", Some(&body)).await;
     let codes: Vec<String> = answer["findings"]
         .as_array()
         .map(|all| {
@@ -336,14 +331,14 @@ async fn act1(admin: &Admin, sidecar: &Sidecar, v2: &DemoUpstream, dir: &Path) -
 #[derive(Default)]
 struct PromotionSeen {
     /// (v1, v2) served at the last dark-launch check, while the canary had no weight.
-    dark_launch: Option<(crate::upstream::Served, crate::upstream::Served)>,
+    dark_launch: Option<(Served, Served)>,
     act3_started: bool,
 }
 
 async fn act2_and_3(
     spec: &CanarySpec,
     sidecar: &Arc<Sidecar>,
-    admin: &Admin,
+    admin: &AdminClient,
     v1: &Arc<DemoUpstream>,
     v2: &Arc<DemoUpstream>,
     dir: &Path,
@@ -356,7 +351,7 @@ async fn act2_and_3(
             .as_ref()
             .map_or(0, |d| d.iterations)
     );
-    let watch = WeightWatch::start(admin.addr, SPLIT_RULE, "v2", Duration::from_millis(50));
+    let watch = WeightWatch::start(admin.base(), SPLIT_RULE, "v2", Duration::from_millis(50));
     let _ = sidecar.live.release(Some(VIRTUAL_SERVICE));
     let seen = Arc::new(Mutex::new(PromotionSeen::default()));
     let report = {
@@ -470,11 +465,11 @@ async fn act2_and_3(
     (act2, act3)
 }
 
-fn dark_launch_ok(v1: crate::upstream::Served, v2: crate::upstream::Served) -> bool {
+fn dark_launch_ok(v1: Served, v2: Served) -> bool {
     v2.tagged > 0 && v2.untagged() == 0 && v1.tagged == 0
 }
 
-fn print_dark_launch(seen: Option<(crate::upstream::Served, crate::upstream::Served)>) {
+fn print_dark_launch(seen: Option<(Served, Served)>) {
     let Some((v1, v2)) = seen else {
         println!("  No dark-launch check ran.");
         verdict(false, "", "the dark launch was not checked");
@@ -502,7 +497,7 @@ fn print_dark_launch(seen: Option<(crate::upstream::Served, crate::upstream::Ser
 async fn act4(
     spec: &CanarySpec,
     sidecar: &Arc<Sidecar>,
-    admin: &Admin,
+    admin: &AdminClient,
     v2: &Arc<DemoUpstream>,
     traffic: &Traffic,
     pace: Pace,
@@ -511,18 +506,21 @@ async fn act4(
     let title = "faulty v2 rolled back by the fast guard";
     println!("\nAct 4: a faulty v2, rolled back automatically");
     // Back to the lesson's starting point: v1 stable, v2 at 0%, then a new v2 build.
-    let (status, _) = admin.call(Method::POST, "/reload", None).await;
+    let status = admin
+        .answer(Method::POST, "/reload", None::<&()>)
+        .await
+        .status;
     let _ = sidecar.live.release(Some(VIRTUAL_SERVICE));
     println!(
         "  $ curl -X POST {}/reload   -> {status}: v1 stable again, {}",
-        admin.base,
+        admin.base(),
         describe_split(&split(&sidecar.live))
     );
     println!(
         "  A new v2 build: it answers {:.0}% of its requests with 500 as soon as it takes production traffic.",
         FAULT_RATE * 100.0
     );
-    let watch = WeightWatch::start(admin.addr, SPLIT_RULE, "v2", Duration::from_millis(50));
+    let watch = WeightWatch::start(admin.base(), SPLIT_RULE, "v2", Duration::from_millis(50));
     let marker = traffic.marker();
     let report = {
         let (spec, sidecar, v2) = (spec.clone(), Arc::clone(sidecar), Arc::clone(v2));
@@ -778,82 +776,6 @@ fn render_config(v1_port: u16, v2_port: u16) -> Result<String> {
         text = text.replacen(from, &to, 1);
     }
     Ok(text)
-}
-
-/// A private directory holding the demo's config file, removed at the end.
-struct ConfigDir {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl ConfigDir {
-    fn new(text: &str) -> Result<ConfigDir> {
-        let dir = std::env::temp_dir().join(format!("weir-demo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join("payment-svc.yaml");
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(ConfigDir { dir, path })
-    }
-}
-
-impl Drop for ConfigDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The sidecar's admin API, called over HTTP as a human or a pipeline would.
-struct Admin {
-    addr: SocketAddr,
-    base: String,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-}
-
-impl Admin {
-    fn new(addr: SocketAddr) -> Admin {
-        Admin {
-            addr,
-            base: format!("http://{addr}"),
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
-    }
-
-    /// One call; a transport failure is a 503 with the reason as `error`.
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
-        let bytes = match body {
-            Some(b) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Bytes::from(b.to_string())
-            }
-            None => Bytes::new(),
-        };
-        let Ok(req) = req.body(Full::new(bytes)) else {
-            return (StatusCode::BAD_REQUEST, Value::Null);
-        };
-        let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok::<_, String>((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
-        };
-        match tokio::time::timeout(Duration::from_secs(10), exchange).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
-            Err(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": "no answer in 10 s"}),
-            ),
-        }
-    }
 }
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.

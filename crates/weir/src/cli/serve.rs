@@ -1,7 +1,7 @@
 //! `weir serve`: the command line around [`weir_proxy::start`]: options, the ready line, and
 //! signals for reload (SIGHUP) and graceful shutdown (SIGTERM, SIGINT).
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +12,8 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 use weir_proxy::{SidecarOptions, StartError, Trigger};
 
-use crate::canary::ServeCanary;
+use super::init_tracing;
+use super::serve_canary::ServeCanary;
 
 #[derive(clap::Args, Debug)]
 // A later `--admin` or `--reload-poll` wins, so that wrappers (and tests) can override defaults.
@@ -117,16 +118,6 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     result
 }
 
-pub(crate) fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
 async fn serve(options: SidecarOptions, canary: Option<ServeCanary>) -> Result<ExitCode> {
     // Installed before the ready line: from then on SIGHUP must reload, never kill.
     let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
@@ -137,9 +128,7 @@ async fn serve(options: SidecarOptions, canary: Option<ServeCanary>) -> Result<E
 
     let running = match weir_proxy::start(options).await {
         Ok(running) => running,
-        Err(e @ StartError::Refused { .. }) | Err(e @ StartError::Read(_))
-            if e.findings().is_some() =>
-        {
+        Err(e @ StartError::Refused { .. }) => {
             if let Some(findings) = e.findings() {
                 eprint!("{findings}");
             }
