@@ -48,6 +48,7 @@ const TYPO_NAME: &str = "config/examples/typo-99-1.yaml";
 const SPEC: &str = include_str!("demo/canary.yaml");
 
 const VIRTUAL_SERVICE: &str = "payment-svc";
+const DARK_LAUNCH: &str = "dark launch: only x-canary: true reached v2";
 const SPLIT_RULE: &str = "canary-split";
 /// Share of v2's answers that fail in act 4.
 const FAULT_RATE: f64 = 0.25;
@@ -138,6 +139,13 @@ struct Outcome {
     detail: String,
 }
 
+impl Outcome {
+    fn new(title: &'static str, ok: bool, detail: impl Into<String>) -> Outcome {
+        let detail = detail.into();
+        Outcome { title, ok, detail }
+    }
+}
+
 async fn demo(args: &DemoArgs) -> Result<bool> {
     let pace = Pace::new(args.fast);
     let spec = pace.spec()?;
@@ -209,11 +217,7 @@ async fn demo(args: &DemoArgs) -> Result<bool> {
         act1(&admin, &sidecar, &v2, &args.report).await
     } else {
         println!("\nno traffic got through the sidecar within {PATIENCE:?}");
-        Outcome {
-            title: "the 99/1 typo refused by the guard",
-            ok: false,
-            detail: "no traffic".into(),
-        }
+        Outcome::new("the 99/1 typo refused by the guard", false, "no traffic")
     });
     let (act2, act3) = act2_and_3(&spec, &sidecar, &admin, &v1, &v2, &args.report).await;
     outcomes.push(act2);
@@ -318,11 +322,8 @@ async fn act1(admin: &AdminClient, sidecar: &Sidecar, v2: &DemoUpstream, dir: &P
         "ok": ok,
     });
     write_json(&dir.join("act1-typo-refused.json"), &record);
-    Outcome {
-        title,
-        ok,
-        detail: format!("PUT /weights -> {}, {}", status.as_u16(), codes.join(" + ")),
-    }
+    let detail = format!("PUT /weights -> {}, {}", status.as_u16(), codes.join(" + "));
+    Outcome::new(title, ok, detail)
 }
 
 // === acts 2 and 3: one canary run, dark launch first ===
@@ -381,11 +382,8 @@ async fn act2_and_3(
     let report = match report {
         Ok(r) => r,
         Err(e) => {
-            let failed = |title| Outcome {
-                title,
-                ok: false,
-                detail: format!("the canary run panicked: {e}"),
-            };
+            let failed =
+                |title| Outcome::new(title, false, format!("the canary run panicked: {e}"));
             return (failed("dark launch"), failed("promotion"));
         }
     };
@@ -397,19 +395,15 @@ async fn act2_and_3(
         print_dark_launch(dark_launch);
     }
     let act2 = match dark_launch {
-        Some((s1, s2)) => Outcome {
-            title: "dark launch: only x-canary: true reached v2",
-            ok: dark_launch_ok(s1, s2),
-            detail: format!(
+        Some((s1, s2)) => Outcome::new(
+            DARK_LAUNCH,
+            dark_launch_ok(s1, s2),
+            format!(
                 "v2 served {} requests, {} with the header",
                 s2.requests, s2.tagged
             ),
-        },
-        None => Outcome {
-            title: "dark launch: only x-canary: true reached v2",
-            ok: false,
-            detail: "no dark-launch check ran".into(),
-        },
+        ),
+        None => Outcome::new(DARK_LAUNCH, false, "no dark-launch check ran"),
     };
     if let Some((s1, s2)) = dark_launch {
         write_json(
@@ -457,11 +451,8 @@ async fn act2_and_3(
         &format!("not promoted: {}", report.reason),
     );
     println!("  report: {saved}");
-    let act3 = Outcome {
-        title: "healthy v2 stepped up and promoted",
-        ok,
-        detail: format!("weights seen {}", arrows(&weights)),
-    };
+    let detail = format!("weights seen {}", arrows(&weights));
+    let act3 = Outcome::new("healthy v2 stepped up and promoted", ok, detail);
     (act2, act3)
 }
 
@@ -546,11 +537,7 @@ async fn act4(
     let report = match report {
         Ok(r) => r,
         Err(e) => {
-            return Outcome {
-                title,
-                ok: false,
-                detail: format!("the canary run panicked: {e}"),
-            };
+            return Outcome::new(title, false, format!("the canary run panicked: {e}"));
         }
     };
     v2.set_error_rate(0.0);
@@ -614,18 +601,15 @@ async fn act4(
         "the faulty canary was not contained",
     );
     println!("  report: {saved}");
-    Outcome {
-        title,
-        ok,
-        detail: match rollback {
-            Some(rb) => format!(
-                "by {by}, {} to 0%, {} requests on v2 after",
-                micros(rb.detected_to_in_force_us),
-                after.after_mark_v2
-            ),
-            None => format!("not rolled back: {}", report.reason),
-        },
-    }
+    let detail = match rollback {
+        Some(rb) => format!(
+            "by {by}, {} to 0%, {} requests on v2 after",
+            micros(rb.detected_to_in_force_us),
+            after.after_mark_v2
+        ),
+        None => format!("not rolled back: {}", report.reason),
+    };
+    Outcome::new(title, ok, detail)
 }
 
 // === output ===

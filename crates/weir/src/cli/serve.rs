@@ -40,11 +40,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
     /// On SIGTERM, how long in-flight requests get to finish before the process exits.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = weir_router::parse_duration)]
     drain_timeout: Duration,
     /// How often the config files are checked for changes; 0 turns polling off (SIGHUP and
     /// POST /reload still reload).
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = duration)]
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = weir_router::parse_duration)]
     reload_poll: Duration,
     /// Run this canary (a Flagger-shaped `Canary` document) inside the sidecar: gates read
     /// from its own metrics, weights set on its own route table. It keeps serving after.
@@ -71,10 +71,6 @@ fn default_workers() -> usize {
 
 /// How long a shutdown waits for an in-process canary run to roll back and write its report.
 const CANARY_STOP_WAIT: Duration = Duration::from_secs(3);
-
-fn duration(text: &str) -> Result<Duration, String> {
-    weir_router::parse_duration(text)
-}
 
 /// The sidecar's options from the command line; reads `--admin-token-file`.
 fn options(args: ServeArgs) -> Result<SidecarOptions> {
