@@ -160,6 +160,19 @@ impl Weir {
         format!("http://{}", self.admin)
     }
 
+    /// One request to the admin API, answered whatever the status.
+    pub async fn admin_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let url = format!("{}{path}", self.admin_url());
+        let body = Bytes::from(body.to_string());
+        http_request(method, &url, None, headers, body).await
+    }
+
     /// `GET /metrics` text.
     pub async fn metrics(&self) -> String {
         let (status, _, body) = http_request(

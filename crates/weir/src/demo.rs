@@ -356,35 +356,28 @@ async fn act2_and_3(
     let _ = sidecar.live.release(Some(VIRTUAL_SERVICE));
     let seen = Arc::new(Mutex::new(PromotionSeen::default()));
     let report = {
-        let (spec, sidecar, v1, v2, seen) = (
-            spec.clone(),
-            Arc::clone(sidecar),
-            Arc::clone(v1),
-            Arc::clone(v2),
-            Arc::clone(&seen),
-        );
-        tokio::task::spawn_blocking(move || {
-            run_in_process(&spec, &sidecar, Abort::default(), |e| {
-                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                if e.kind == EventKind::Check && e.canary_weight == 0 {
-                    seen.dark_launch = Some((v1.served(), v2.served()));
-                }
-                if e.kind == EventKind::Weights && e.canary_weight > 0 && !seen.act3_started {
-                    seen.act3_started = true;
-                    print_dark_launch(seen.dark_launch);
-                    println!("\nAct 3: a healthy v2, stepped up behind the gates and promoted");
-                }
-                print_event(e);
-            })
+        let (v1, v2, seen) = (Arc::clone(v1), Arc::clone(v2), Arc::clone(&seen));
+        run_canary(spec, sidecar, move |e| {
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if e.kind == EventKind::Check && e.canary_weight == 0 {
+                seen.dark_launch = Some((v1.served(), v2.served()));
+            }
+            if e.kind == EventKind::Weights && e.canary_weight > 0 && !seen.act3_started {
+                seen.act3_started = true;
+                print_dark_launch(seen.dark_launch);
+                println!("\nAct 3: a healthy v2, stepped up behind the gates and promoted");
+            }
+            print_event(e);
         })
         .await
     };
     let report = match report {
         Ok(r) => r,
         Err(e) => {
-            let failed =
-                |title| Outcome::new(title, false, format!("the canary run panicked: {e}"));
-            return (failed("dark launch"), failed("promotion"));
+            return (
+                Outcome::new("dark launch", false, e.clone()),
+                Outcome::new("promotion", false, e),
+            );
         }
     };
     let (dark_launch, act3_started) = {
@@ -514,31 +507,27 @@ async fn act4(
     let watch = WeightWatch::start(admin.base(), SPLIT_RULE, "v2", Duration::from_millis(50));
     let marker = traffic.marker();
     let report = {
-        let (spec, sidecar, v2) = (spec.clone(), Arc::clone(sidecar), Arc::clone(v2));
+        let v2 = Arc::clone(v2);
         let mut faulty = false;
-        tokio::task::spawn_blocking(move || {
-            run_in_process(&spec, &sidecar, Abort::default(), |e| {
-                print_event(e);
-                if e.kind == EventKind::Weights && e.canary_weight > 0 && !faulty {
-                    faulty = true;
-                    v2.set_error_rate(FAULT_RATE);
-                    println!(
-                        "  !! v2 now fails {:.0}% of its requests",
-                        FAULT_RATE * 100.0
-                    );
-                }
-                if e.kind == EventKind::RolledBack {
-                    marker.mark();
-                }
-            })
+        run_canary(spec, sidecar, move |e| {
+            print_event(e);
+            if e.kind == EventKind::Weights && e.canary_weight > 0 && !faulty {
+                faulty = true;
+                v2.set_error_rate(FAULT_RATE);
+                println!(
+                    "  !! v2 now fails {:.0}% of its requests",
+                    FAULT_RATE * 100.0
+                );
+            }
+            if e.kind == EventKind::RolledBack {
+                marker.mark();
+            }
         })
         .await
     };
     let report = match report {
         Ok(r) => r,
-        Err(e) => {
-            return Outcome::new(title, false, format!("the canary run panicked: {e}"));
-        }
+        Err(e) => return Outcome::new(title, false, e),
     };
     v2.set_error_rate(0.0);
 
@@ -610,6 +599,19 @@ async fn act4(
         None => format!("not rolled back: {}", report.reason),
     };
     Outcome::new(title, ok, detail)
+}
+
+/// Runs the demo's canary inside the sidecar on a blocking thread (the controller sleeps
+/// between ticks); `Err` says why it did not finish.
+async fn run_canary(
+    spec: &CanarySpec,
+    sidecar: &Arc<Sidecar>,
+    observer: impl FnMut(&Event) + Send + 'static,
+) -> Result<Report, String> {
+    let (spec, sidecar) = (spec.clone(), Arc::clone(sidecar));
+    tokio::task::spawn_blocking(move || run_in_process(&spec, &sidecar, Abort::default(), observer))
+        .await
+        .map_err(|e| format!("the canary run panicked: {e}"))
 }
 
 // === output ===
