@@ -67,6 +67,11 @@ mod raw;
 ///     fastGuard:
 ///       period: 1s                     # between checks, look this often (default 1s; 0s: off)
 ///       window: 10s                    # over this much recent traffic (default 10s)
+///     expectedRps: 50                  # requests/s the route receives (stable + canary), optional:
+///                                      # with it, `weir canary --check` warns when a step's share
+///                                      # cannot reach minRequests in a gate's window
+///     allowOddThresholds: false        # true accepts a success-rate min below 1 (%) and a
+///                                      # request-duration max below 1 (ms), refused otherwise
 /// ```
 ///
 /// Flagger's webhook types `pre-rollout`, `rollout`, `confirm-promotion`, `post-rollout` and
@@ -85,6 +90,9 @@ pub struct CanarySpec {
     pub analysis: Analysis,
     /// The stages, computed from the analysis.
     pub plan: Plan,
+    /// What the lint found that does not refuse the spec (e.g. a `minRequests` the expected
+    /// traffic cannot reach); printed by `weir canary --check` and at the start of a run.
+    pub warnings: Findings,
 }
 
 /// The weighted route a canary moves, and the subsets on it.
@@ -125,6 +133,9 @@ pub struct Analysis {
     pub min_requests: u64,
     /// The fast guard between checks; `None` when turned off.
     pub fast_guard: Option<FastGuard>,
+    /// `spec.weir.expectedRps`: the requests per second the route receives in total, if the
+    /// spec says; only the lint reads it.
+    pub expected_rps: Option<f64>,
 }
 
 /// The header-only first stage.
@@ -294,6 +305,23 @@ impl CanarySpec {
         let doc = weir_router::yaml::single_document(file, text).map_err(SpecError::Yaml)?;
         let raw: raw::RawCanary = doc.deserialize(&mut |_| {}).map_err(SpecError::Yaml)?;
         build::build(raw, &doc).map_err(SpecError::Invalid)
+    }
+
+    /// The least time a healthy run takes: one analysis interval per dark-launch iteration
+    /// and per weight step (each needs one passing check after a full interval), before
+    /// promotion. Webhooks and failed checks only add to it.
+    pub fn min_healthy_duration(&self) -> Duration {
+        let checks: u32 = self
+            .plan
+            .stages()
+            .iter()
+            .map(|s| match s {
+                crate::plan::Stage::DarkLaunch { iterations } => *iterations,
+                crate::plan::Stage::Weight { .. } => 1,
+                crate::plan::Stage::Promote => 0,
+            })
+            .sum();
+        self.analysis.interval * checks
     }
 
     /// The series filter matching this spec's `destinationService`, for building a source.

@@ -28,11 +28,15 @@ pub(super) fn build(raw: RawCanary, doc: &Document) -> Result<CanarySpec, Findin
     let mut p = Problems {
         doc,
         found: Vec::new(),
+        warnings: Vec::new(),
     };
-    let spec = spec(raw, &mut p);
+    let mut spec = spec(raw, &mut p);
     if p.found.is_empty() {
+        spec.warnings = Findings(p.warnings);
         Ok(spec)
     } else {
+        // Errors first, then the warnings, as `weir validate` lists them.
+        p.found.append(&mut p.warnings);
         Err(Findings(p.found))
     }
 }
@@ -42,6 +46,7 @@ pub(super) fn build(raw: RawCanary, doc: &Document) -> Result<CanarySpec, Findin
 struct Problems<'a> {
     doc: &'a Document,
     found: Vec<Finding>,
+    warnings: Vec<Finding>,
 }
 
 impl Problems<'_> {
@@ -49,6 +54,17 @@ impl Problems<'_> {
         let mut location = self.doc.location(path);
         location.path = format!("Canary: {path}");
         self.found.push(Finding::error(
+            Code::InvalidCanarySpec,
+            location,
+            format!("`{path}`: {}", message.into()),
+        ));
+    }
+
+    /// A finding that does not refuse the spec.
+    fn warn(&mut self, path: &str, message: impl Into<String>) {
+        let mut location = self.doc.location(path);
+        location.path = format!("Canary: {path}");
+        self.warnings.push(Finding::warning(
             Code::InvalidCanarySpec,
             location,
             format!("`{path}`: {}", message.into()),
@@ -119,6 +135,7 @@ fn spec(raw: RawCanary, p: &mut Problems<'_>) -> CanarySpec {
             target,
             analysis: empty_analysis(),
             plan: Plan::listed(0, &[]),
+            warnings: Findings::default(),
         };
     };
 
@@ -154,11 +171,18 @@ fn spec(raw: RawCanary, p: &mut Problems<'_>) -> CanarySpec {
     refuse_unsupported(&a, p);
     let dark_launch = dark_launch(&a, p);
     let plan = plan(&a, dark_launch.as_ref(), p);
+    let allow_odd = weir.allow_odd_thresholds.unwrap_or(false);
     let gates = a
         .metrics
         .into_iter()
         .enumerate()
-        .filter_map(|(i, m)| gate(i, m, &name, &namespace, &target.virtual_service, p))
+        .filter_map(|(i, m)| {
+            let g = gate(i, m, &name, &namespace, &target.virtual_service, p)?;
+            if !allow_odd {
+                odd_threshold(i, &g, p);
+            }
+            Some(g)
+        })
         .collect::<Vec<_>>();
     for (i, g) in gates.iter().enumerate() {
         if gates[..i].iter().any(|other| other.name == g.name) {
@@ -218,6 +242,19 @@ fn spec(raw: RawCanary, p: &mut Problems<'_>) -> CanarySpec {
         }
         Some(FastGuard { period, window })
     };
+    let expected_rps = match weir.expected_rps {
+        Some(r) if !(r.is_finite() && r > 0.0) => {
+            p.add(
+                "spec.weir.expectedRps",
+                format!("is {r}: write the requests per second the route receives, e.g. 50"),
+            );
+            None
+        }
+        other => other,
+    };
+    if let Some(rps) = expected_rps {
+        reachable_min_requests(rps, min_requests, &plan, &gates, fast_guard, p);
+    }
 
     CanarySpec {
         name,
@@ -231,8 +268,10 @@ fn spec(raw: RawCanary, p: &mut Problems<'_>) -> CanarySpec {
             webhooks,
             min_requests,
             fast_guard,
+            expected_rps,
         },
         plan,
+        warnings: Findings::default(),
     }
 }
 
@@ -245,6 +284,99 @@ fn empty_analysis() -> Analysis {
         webhooks: Vec::new(),
         min_requests: DEFAULT_MIN_REQUESTS,
         fast_guard: None,
+        expected_rps: None,
+    }
+}
+
+/// Thresholds that are almost certainly a unit mistake: a success-rate `min` below 1 (a
+/// fraction, as Argo Rollouts writes it, where weir and Flagger mean a percentage) and a
+/// request-duration `max` below 1 (seconds where milliseconds are meant). Either would let a
+/// broken canary through (min 0.99 passes a 25% error rate), so both are errors unless
+/// `spec.weir.allowOddThresholds: true` says they are meant.
+fn odd_threshold(i: usize, g: &Gate, p: &mut Problems<'_>) {
+    const OVERRIDE: &str = "if it is really meant, set `spec.weir.allowOddThresholds: true`";
+    let path = format!("spec.analysis.metrics[{i}].thresholdRange");
+    match g.metric {
+        Metric::RequestSuccessRate => {
+            if let Some(min) = g.min.filter(|m| (0.0..1.0).contains(m)) {
+                let what = if min > 0.0 {
+                    format!(
+                        "{min} looks like a fraction: request-success-rate is a percentage, write {}",
+                        trim_number(min * 100.0)
+                    )
+                } else {
+                    "0 passes every success rate, a canary failing every request too: write the percentage that must succeed, e.g. 99".to_string()
+                };
+                p.add(&format!("{path}.min"), format!("{what} ({OVERRIDE})"));
+            }
+        }
+        Metric::RequestDuration => {
+            if let Some(max) = g.max.filter(|m| (0.0..1.0).contains(m)) {
+                let what = if max > 0.0 {
+                    format!(
+                        "{max} looks like seconds: request-duration is the p99 in milliseconds, write {}",
+                        trim_number(max * 1000.0)
+                    )
+                } else {
+                    "0 ms fails every request: write the p99 limit in milliseconds, e.g. 500"
+                        .to_string()
+                };
+                p.add(&format!("{path}.max"), format!("{what} ({OVERRIDE})"));
+            }
+        }
+        Metric::Query(_) => {}
+    }
+}
+
+/// `99.00000000000001` as `99`, `99.5` as `99.5`.
+fn trim_number(v: f64) -> String {
+    let rounded = (v * 1000.0).round() / 1000.0;
+    format!("{rounded}")
+}
+
+/// Warns when the expected traffic cannot give a gate (or the fast guard) `minRequests` canary
+/// requests in its window at some weight step: those checks would fail for lack of data, and
+/// the run would roll back a healthy canary. The dark launch is not checked (its header
+/// traffic is not part of `expectedRps`).
+fn reachable_min_requests(
+    rps: f64,
+    min_requests: u64,
+    plan: &Plan,
+    gates: &[Gate],
+    guard: Option<FastGuard>,
+    p: &mut Problems<'_>,
+) {
+    let Some(first) = plan.weights().first().copied() else {
+        return;
+    };
+    let share = f64::from(first) / 100.0;
+    let expected = |window: Duration| rps * share * window.as_secs_f64();
+    for (i, g) in gates.iter().enumerate().filter(|(_, g)| g.is_builtin()) {
+        let n = expected(g.interval);
+        if n < min_requests as f64 {
+            p.warn(
+                "spec.weir.minRequests",
+                format!(
+                    "({min_requests}) cannot be reached by `{}` (spec.analysis.metrics[{i}]) at the first step: {rps} req/s expected x {first}% x {} window = {} canary requests per check; those checks fail for lack of data. Lower minRequests, raise the first step or lengthen the metric's interval",
+                    g.name,
+                    promql_duration(g.interval),
+                    trim_number(n)
+                ),
+            );
+        }
+    }
+    if let Some(guard) = guard {
+        let n = expected(guard.window);
+        if n < min_requests as f64 {
+            p.warn(
+                "spec.weir.minRequests",
+                format!(
+                    "({min_requests}) cannot be reached by the fast guard at the first step: {rps} req/s expected x {first}% x {} window = {} canary requests; the guard cannot decide there and only the interval checks protect that step. Lengthen spec.weir.fastGuard.window or lower minRequests",
+                    promql_duration(guard.window),
+                    trim_number(n)
+                ),
+            );
+        }
     }
 }
 

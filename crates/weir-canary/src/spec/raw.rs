@@ -138,6 +138,8 @@ pub(super) struct RawWeir {
     pub(super) destination_service: Option<String>,
     pub(super) min_requests: Option<u64>,
     pub(super) fast_guard: Option<RawFastGuard>,
+    pub(super) allow_odd_thresholds: Option<bool>,
+    pub(super) expected_rps: Option<f64>,
 }
 
 #[derive(Default, Deserialize)]

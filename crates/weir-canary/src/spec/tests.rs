@@ -290,3 +290,188 @@ fn gates_pass_within_their_range() {
     assert!(p99.passes(500.0) && !p99.passes(500.1));
     assert!(rate.is_builtin());
 }
+
+/// The lint's table: each spec (analysis lines, weir lines) with the findings it must give,
+/// as (severity is error, field path, words of the message), and nothing else.
+#[test]
+fn lint_findings_table() {
+    type Row = (
+        &'static str,
+        &'static str,
+        Vec<(bool, &'static str, &'static str)>,
+    );
+    let metrics = |sr: &str, dur: &str| {
+        format!(
+            "metrics:\n- name: request-success-rate\n  thresholdRange: {{min: {sr}}}\n- name: request-duration\n  thresholdRange: {{max: {dur}}}\n"
+        )
+    };
+    let base = "interval: 1m\nthreshold: 5\nstepWeights: [1, 10, 50]\n";
+    let rows: Vec<(String, Row)> = vec![
+        // Clean: percentages and milliseconds, no expected rate.
+        (metrics("99", "500"), ("", "clean", vec![])),
+        (
+            metrics("0.99", "500"),
+            (
+                "",
+                "a fraction for a percentage",
+                vec![(
+                    true,
+                    "spec.analysis.metrics[0].thresholdRange.min",
+                    "0.99 looks like a fraction: request-success-rate is a percentage, write 99",
+                )],
+            ),
+        ),
+        (
+            metrics("0.995", "0.5"),
+            (
+                "",
+                "both unit typos",
+                vec![
+                    (
+                        true,
+                        "spec.analysis.metrics[0].thresholdRange.min",
+                        "write 99.5",
+                    ),
+                    (
+                        true,
+                        "spec.analysis.metrics[1].thresholdRange.max",
+                        "0.5 looks like seconds: request-duration is the p99 in milliseconds, write 500",
+                    ),
+                ],
+            ),
+        ),
+        (
+            metrics("0", "500"),
+            (
+                "",
+                "min 0 passes everything",
+                vec![(
+                    true,
+                    "spec.analysis.metrics[0].thresholdRange.min",
+                    "0 passes every success rate",
+                )],
+            ),
+        ),
+        (
+            metrics("0.99", "0.5"),
+            ("allowOddThresholds: true\n", "the override", vec![]),
+        ),
+        (
+            metrics("0.99", "500"),
+            (
+                "allowOddThresholds: false\n",
+                "an explicit false",
+                vec![(
+                    true,
+                    "spec.analysis.metrics[0].thresholdRange.min",
+                    "allowOddThresholds: true",
+                )],
+            ),
+        ),
+        // 1 is an odd but legal success-rate minimum; 1 ms an odd but legal p99 maximum.
+        (metrics("1", "1"), ("", "1 is not below 1", vec![])),
+        // 50 req/s x 1% x 60 s = 30 >= 20, and x 10 s = 5 < 20 for the guard.
+        (
+            metrics("99", "500"),
+            (
+                "expectedRps: 50\nminRequests: 20\n",
+                "the guard cannot decide at 1%",
+                vec![(
+                    false,
+                    "spec.weir.minRequests",
+                    "cannot be reached by the fast guard at the first step: 50 req/s expected x 1% x 10s window = 5 canary requests",
+                )],
+            ),
+        ),
+        (
+            metrics("99", "500"),
+            (
+                "expectedRps: 5\nminRequests: 20\nfastGuard: {period: 0s}\n",
+                "5 req/s x 1% x 60s = 3 < 20",
+                vec![
+                    (
+                        false,
+                        "spec.weir.minRequests",
+                        "cannot be reached by `request-success-rate` (spec.analysis.metrics[0]) at the first step: 5 req/s expected x 1% x 60s window = 3 canary requests per check",
+                    ),
+                    (
+                        false,
+                        "spec.weir.minRequests",
+                        "`request-duration` (spec.analysis.metrics[1]) at the first step: 5 req/s expected x 1% x 60s window = 3 canary requests",
+                    ),
+                ],
+            ),
+        ),
+        (
+            metrics("99", "500"),
+            (
+                "expectedRps: 1000\nminRequests: 20\n",
+                "plenty of traffic",
+                vec![],
+            ),
+        ),
+        (
+            metrics("99", "500"),
+            (
+                "expectedRps: 0\n",
+                "a zero rate",
+                vec![(true, "spec.weir.expectedRps", "requests per second")],
+            ),
+        ),
+    ];
+    for (analysis_metrics, (weir, what, want)) in rows {
+        let mut text = with_analysis(&format!("{base}{analysis_metrics}"));
+        if !weir.is_empty() {
+            text.push_str("  weir:\n");
+            for l in weir.lines() {
+                text.push_str(&format!("    {l}\n"));
+            }
+        }
+        let found: Vec<Finding> = match CanarySpec::from_yaml("canary.yaml", &text) {
+            Ok(spec) => spec.warnings.0,
+            Err(SpecError::Invalid(all)) => all.0,
+            Err(e) => panic!("{what}: {e}"),
+        };
+        assert_eq!(
+            found.len(),
+            want.len(),
+            "{what}: findings {found:#?}\nin\n{text}"
+        );
+        for (f, (error, field, words)) in found.iter().zip(&want) {
+            assert_eq!(f.is_error(), *error, "{what}: {f}");
+            assert_eq!(f.location.path, format!("Canary: {field}"), "{what}: {f}");
+            assert!(f.message.contains(words), "{what}: {f}\nwants {words:?}");
+            assert_eq!(f.code.as_str(), "WEIR015", "{what}: {f}");
+            assert!(f.location.line > 0 && f.location.column > 0, "{what}: {f}");
+        }
+    }
+}
+
+#[test]
+fn unknown_weir_fields_are_refused_with_the_known_ones_listed() {
+    let text = format!(
+        "{}  weir:\n    allowOddThreshold: true\n",
+        with_analysis(
+            "interval: 1m\nthreshold: 5\nstepWeight: 10\nmetrics: [{name: request-success-rate, thresholdRange: {min: 99}}]"
+        )
+    );
+    let err = CanarySpec::from_yaml("canary.yaml", &text).unwrap_err();
+    let SpecError::Yaml(f) = &err else {
+        panic!("expected a YAML refusal, got {err}");
+    };
+    assert!(
+        f.message.contains("unknown field `allowOddThreshold`"),
+        "{f}"
+    );
+    assert!(f.message.contains("`allowOddThresholds`"), "{f}");
+    assert_eq!((f.location.line, f.location.column), (11, 5), "{f}");
+}
+
+#[test]
+fn a_healthy_run_takes_one_interval_per_check() {
+    let text = with_analysis(
+        "interval: 10s\nthreshold: 5\niterations: 2\nmatch: [{headers: {x-canary: {exact: \"true\"}}}]\nstepWeights: [1, 10, 50]\nmetrics: [{name: request-success-rate, thresholdRange: {min: 99}}]",
+    );
+    let spec = CanarySpec::from_yaml("canary.yaml", &text).unwrap();
+    assert_eq!(spec.min_healthy_duration(), Duration::from_secs(50));
+}

@@ -6,7 +6,13 @@
 //! weir canary --spec canary.yaml --admin http://10.0.0.7:15000 --admin http://10.0.0.8:15000 --token "$T"
 //! weir canary --spec canary.yaml --admin http://127.0.0.1:15000 --prometheus http://127.0.0.1:9090
 //! weir canary --spec canary.yaml --admin http://127.0.0.1:15000 --file vs.yaml   # ConfigMap-driven
+//! weir canary --check canary.yaml            # lint only: exit 0 clean or warnings, 1 errors
+//! weir canary --spec canary.yaml --dry-run   # print the plan, touch nothing
 //! ```
+//!
+//! The spec is linted before anything else (unit typos such as a success-rate `min: 0.99`,
+//! unknown fields, a `minRequests` the expected traffic cannot reach); an error stops the run
+//! with exit 2 before any sidecar is touched, warnings are printed and the run goes on.
 //!
 //! Metrics come from Prometheus with `--prometheus`, else from every sidecar's `/metrics`,
 //! scraped and summed. Weights go to every sidecar's admin API (all must confirm), or with
@@ -28,8 +34,15 @@ use super::admin_client::base_url;
 #[derive(clap::Args, Debug)]
 pub struct CanaryArgs {
     /// The Canary document (Flagger's `flagger.app/v1beta1` shape plus `spec.weir`).
-    #[arg(long, value_name = "FILE")]
-    spec: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "check")]
+    spec: Option<PathBuf>,
+    /// Lint this Canary document and exit, touching no sidecar: 0 clean or only warnings,
+    /// 1 errors, 2 unreadable.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["spec", "dry_run"])]
+    check: Option<PathBuf>,
+    /// Print the plan (stages, weights, gates, timings) and exit 0, touching nothing.
+    #[arg(long)]
+    dry_run: bool,
     /// A sidecar's admin API, e.g. http://127.0.0.1:15000; repeat for every replica. Weights
     /// go to all of them (unless --file) and their /metrics are summed (unless --prometheus).
     #[arg(long, value_name = "URL")]
@@ -52,10 +65,24 @@ pub struct CanaryArgs {
 
 /// `weir canary`.
 pub fn run(args: CanaryArgs) -> Result<ExitCode> {
-    let spec = match load_spec(&args.spec) {
+    if let Some(path) = &args.check {
+        return Ok(check(path));
+    }
+    let Some(spec_path) = &args.spec else {
+        eprintln!("weir canary: pass --spec FILE (or --check FILE to lint one)");
+        return Ok(ExitCode::from(2));
+    };
+    let spec = match load_spec(spec_path) {
         Ok(spec) => spec,
         Err(code) => return Ok(code),
     };
+    for w in &spec.warnings.0 {
+        eprintln!("{w}");
+    }
+    if args.dry_run {
+        print!("{}", describe_plan(&spec));
+        return Ok(ExitCode::SUCCESS);
+    }
     let admins: Vec<String> = args.admin.iter().map(|a| base_url(a)).collect();
     let mut source: Box<dyn MetricSource> = match (&args.prometheus, admins.is_empty()) {
         (Some(url), _) => {
@@ -128,6 +155,190 @@ fn load_spec(path: &Path) -> Result<CanarySpec, ExitCode> {
         }
         ExitCode::from(2)
     })
+}
+
+/// `--check`: every finding, then a one-line verdict. 0 clean or only warnings, 1 errors,
+/// 2 the file cannot be read.
+fn check(path: &Path) -> ExitCode {
+    let name = path.display();
+    match CanarySpec::load(path) {
+        Ok(spec) => {
+            for w in &spec.warnings.0 {
+                println!("{w}");
+            }
+            let n = spec.warnings.0.len();
+            if n == 0 {
+                println!("{name}: ok, no findings");
+            } else {
+                println!(
+                    "{name}: ok, {n} warning{} (the canary would run)",
+                    if n == 1 { "" } else { "s" }
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e @ SpecError::Io { .. }) => {
+            eprintln!("weir: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            let findings = e.findings();
+            for f in &findings {
+                println!("{f}");
+            }
+            let errors = findings.iter().filter(|f| f.is_error()).count();
+            let warnings = findings.len() - errors;
+            println!(
+                "{name}: refused, {errors} error{}, {warnings} warning{} (nothing was changed)",
+                if errors == 1 { "" } else { "s" },
+                if warnings == 1 { "" } else { "s" }
+            );
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// The plan of `--dry-run`: what the run would do, in order, and the least time it takes.
+pub fn describe_plan(spec: &CanarySpec) -> String {
+    use std::fmt::Write as _;
+    use weir_canary::{Metric, Stage};
+    let a = &spec.analysis;
+    let t = &spec.target;
+    let interval = human(a.interval);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "canary {}/{}: VirtualService {}, rule {}, stable {} -> canary {}",
+        spec.namespace,
+        spec.name,
+        t.virtual_service,
+        t.rule
+            .as_deref()
+            .unwrap_or("(first rule with both subsets)"),
+        t.stable_subset,
+        t.canary_subset
+    );
+    let _ = writeln!(
+        out,
+        "dry run: nothing is changed. A real run first moves the live split to {} 100% / {} 0%.",
+        t.stable_subset, t.canary_subset
+    );
+    let _ = writeln!(out, "plan (one check every {interval}):");
+    let mut n = 0;
+    for stage in spec.plan.stages() {
+        n += 1;
+        match stage {
+            Stage::DarkLaunch { iterations } => {
+                let _ = writeln!(
+                    out,
+                    "  {n}. dark launch: weight 0%, header-matched requests only, {iterations} passing check{}",
+                    if *iterations == 1 { "" } else { "s" }
+                );
+            }
+            Stage::Weight { canary } => {
+                let _ = writeln!(
+                    out,
+                    "  {n}. weight {canary}% canary / {}% stable, 1 passing check",
+                    100 - canary
+                );
+            }
+            Stage::Promote => {
+                let _ = writeln!(
+                    out,
+                    "  {n}. promote: {} becomes the stable subset at 100%",
+                    t.canary_subset
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "gates (each needs {} requests in its window):",
+        a.min_requests
+    );
+    if a.gates.is_empty() {
+        let _ = writeln!(out, "  none: only webhooks judge the canary");
+    }
+    for g in &a.gates {
+        let what = match &g.metric {
+            Metric::RequestSuccessRate => "success rate (%)".to_string(),
+            Metric::RequestDuration => "p99 duration (ms)".to_string(),
+            Metric::Query(q) => format!("query {q}"),
+        };
+        let range = match (g.min, g.max) {
+            (Some(lo), Some(hi)) => format!("between {lo} and {hi}"),
+            (Some(lo), None) => format!(">= {lo}"),
+            (None, Some(hi)) => format!("<= {hi}"),
+            (None, None) => "any".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "  {}: {what} {range} over {}",
+            g.name,
+            human(g.interval)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "rollback: after {} failed check{} (counted over the run)",
+        a.threshold,
+        if a.threshold == 1 { "" } else { "s" }
+    );
+    match a.fast_guard {
+        Some(g) => {
+            let _ = writeln!(
+                out,
+                "fast guard: every {} over the last {} (needs {} canary requests to decide)",
+                human(g.period),
+                human(g.window),
+                a.min_requests
+            );
+        }
+        None => {
+            let _ = writeln!(out, "fast guard: off (only the interval checks roll back)");
+        }
+    }
+    for kind in [
+        weir_canary::HookKind::PreRollout,
+        weir_canary::HookKind::Rollout,
+        weir_canary::HookKind::ConfirmPromotion,
+        weir_canary::HookKind::PostRollout,
+        weir_canary::HookKind::Rollback,
+    ] {
+        let names: Vec<&str> = a.hooks(kind).map(|h| h.name.as_str()).collect();
+        if !names.is_empty() {
+            let _ = writeln!(out, "webhooks {kind}: {}", names.join(", "));
+        }
+    }
+    let least = spec.min_healthy_duration();
+    let checks = least.as_millis() / a.interval.as_millis().max(1);
+    let _ = writeln!(
+        out,
+        "a healthy run takes at least {} ({checks} passing check{} x {interval}), more with webhooks or failed checks",
+        human(least),
+        if checks == 1 { "" } else { "s" },
+    );
+    out
+}
+
+/// A duration as written in specs: `5m`, `2m30s`, `1h`, `30s`, `1.5s`, `250ms`.
+fn human(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        return format!("{ms}ms");
+    }
+    if !ms.is_multiple_of(1_000) {
+        return format!("{}s", d.as_secs_f64());
+    }
+    let s = ms / 1_000;
+    let (h, m, s) = (s / 3600, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n > 0 {
+            out.push_str(&format!("{n}{unit}"));
+        }
+    }
+    out
 }
 
 /// 0 promoted, 2 refused before anything changed, 1 otherwise.
