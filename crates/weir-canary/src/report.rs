@@ -230,6 +230,16 @@ impl Report {
         svg::render(self)
     }
 
+    /// The boxes `[x0, y0, x1, y1]` (SVG units) of every label of [`Report::to_svg`]'s chart,
+    /// as the renderer placed them: no two overlap.
+    pub fn chart_label_boxes(&self) -> Vec<[f64; 4]> {
+        svg::layout(self)
+            .1
+            .into_iter()
+            .map(|b| [b.x0, b.y0, b.x1, b.y1])
+            .collect()
+    }
+
     /// Writes `report.json` and `report.svg` into `dir`, creating it if needed.
     pub fn write_to(&self, dir: impl AsRef<Path>) -> Result<(), ReportError> {
         let dir = dir.as_ref();

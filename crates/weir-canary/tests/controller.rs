@@ -873,3 +873,118 @@ fn the_report_is_written_as_json_and_svg() {
     let promoted = Setup::new(spec("threshold: 1\nstepWeight: 50", "")).run();
     assert!(promoted.report.to_svg().contains("promoted: v2 is stable"));
 }
+
+// === the report chart ===
+
+/// A promoted run with a dark launch, a 1% first step and one failed check on the way (the
+/// fast guard off, threshold 2), and a run rolled back by the fast guard at 70% success.
+fn chart_runs() -> [(&'static str, Run); 2] {
+    let promoted = Setup::new(spec(
+        "threshold: 2\niterations: 2\nmatch: [{headers: {x-canary: {exact: 'true'}}}]\nstepWeights: [1, 5, 10, 25, 50]",
+        "fastGuard: {period: 0s}",
+    ))
+    .health(|now| {
+        let s = now.elapsed.as_secs();
+        (if now.weight == 0 { 5.0 } else { 50.0 }, if (290..=310).contains(&s) { 97.0 } else { 99.9 }, 40.0)
+    })
+    .run();
+    assert!(promoted.report.succeeded(), "{}", promoted.report.reason);
+    assert_eq!(
+        promoted.report.checks.iter().filter(|c| !c.passed).count(),
+        1,
+        "one failed check to shade"
+    );
+    let rolled_back = Setup::new(spec("threshold: 5\nmaxWeight: 50\nstepWeight: 10", ""))
+        .health(|now| {
+            (
+                50.0,
+                if now.elapsed.as_secs() >= 130 {
+                    70.0
+                } else {
+                    99.9
+                },
+                10.0,
+            )
+        })
+        .run();
+    assert_eq!(rolled_back.report.outcome, Outcome::RolledBack);
+    [("promoted", promoted), ("rolled-back", rolled_back)]
+}
+
+/// The charts of both runs, compared byte for byte with `tests/golden/chart-*.svg`;
+/// `WEIR_BLESS=1 cargo test -p weir-canary --test controller charts` rewrites them.
+#[test]
+fn charts_match_their_golden_svgs() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let bless = std::env::var_os("WEIR_BLESS").is_some();
+    for (name, run) in chart_runs() {
+        let svg = run.report.to_svg();
+        let path = dir.join(format!("chart-{name}.svg"));
+        if bless {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, &svg).unwrap();
+            continue;
+        }
+        let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e}; run with WEIR_BLESS=1 to create it",
+                path.display()
+            )
+        });
+        assert!(
+            golden == svg,
+            "{name}: the chart differs from {}; look at it, then bless with WEIR_BLESS=1",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn chart_labels_never_overlap_and_stay_on_the_canvas() {
+    for (name, run) in chart_runs() {
+        let boxes = run.report.chart_label_boxes();
+        assert!(boxes.len() > 15, "{name}: {} labels", boxes.len());
+        for (i, a) in boxes.iter().enumerate() {
+            assert!(
+                a[0] >= 0.0 && a[2] <= 960.0 && a[1] >= 0.0 && a[3] <= 500.0,
+                "{name}: label {i} {a:?} leaves the canvas"
+            );
+            for (j, b) in boxes.iter().enumerate().skip(i + 1) {
+                let overlap = a[0] < b[2] && b[0] < a[2] && a[1] < b[3] && b[1] < a[3];
+                assert!(!overlap, "{name}: labels {i} {a:?} and {j} {b:?} overlap");
+            }
+        }
+    }
+}
+
+#[test]
+fn charts_have_fixed_axes_a_labelled_gate_and_the_markers() {
+    let [(_, promoted), (_, rolled_back)] = chart_runs();
+    for run in [&promoted, &rolled_back] {
+        let svg = run.report.to_svg();
+        // Both scales 0..100 on the left and on the right, in every run.
+        for p in ["0%", "25%", "50%", "75%", "100%"] {
+            for side in [
+                r##"text-anchor="end" fill="#1d4ed8">"##,
+                r##"text-anchor="start" fill="#047857">"##,
+            ] {
+                assert_eq!(svg.matches(&format!("{side}{p}</text>")).count(), 1, "{p}");
+            }
+        }
+        assert!(svg.contains("gate: success rate &gt;= 99%"));
+    }
+    let svg = promoted.report.to_svg();
+    assert!(svg.contains("promoted: v2 is stable"));
+    assert!(
+        svg.contains(">100% (promoted)</text>"),
+        "the step line reaches 100"
+    );
+    assert!(svg.contains(">1%</text>"), "a 1% step is labelled");
+    assert!(svg.contains("dark launch (header traffic only)"));
+    assert!(svg.contains("failed check"));
+    let svg = rolled_back.report.to_svg();
+    assert!(svg.contains("detected at 2m10s (fast guard)"), "{svg}");
+    assert!(svg.contains("rollback: 0% in force"));
+    assert!(svg.contains("lowest: 70.0% success"));
+    assert!(!svg.contains("dark launch"), "no dark launch in this plan");
+}
