@@ -21,6 +21,9 @@ pub struct Report {
     pub target: Target,
     /// The weights of the plan's stages, in order.
     pub plan: Vec<Stage>,
+    /// The spec's metric gates, thresholds included (the chart draws the success-rate gate
+    /// even when no check ran).
+    pub gates: Vec<Gate>,
     /// The final phase: `Succeeded` or `Failed`.
     pub phase: Phase,
     /// How the run ended (`decision` in `report.json`).
@@ -202,6 +205,7 @@ impl Report {
             namespace: spec.namespace.clone(),
             target: spec.target.clone(),
             plan: spec.plan.stages().to_vec(),
+            gates: spec.analysis.gates.clone(),
             phase: Phase::Initialized,
             outcome: Outcome::NotStarted,
             reason: String::new(),

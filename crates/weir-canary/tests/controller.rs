@@ -941,7 +941,27 @@ fn charts_match_their_golden_svgs() {
 
 #[test]
 fn chart_labels_never_overlap_and_stay_on_the_canvas() {
-    for (name, run) in chart_runs() {
+    // Crowded on purpose: 18 steps a minute apart, promoted; a rollback 1 s into the first
+    // step (markers at the left edge, next to the axis labels).
+    let many_steps = Setup::new(spec(
+        "threshold: 1\nstepWeights: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 20, 30, 40, 50, 60, 70, 80, 90]",
+        "",
+    ))
+    .run();
+    assert!(many_steps.report.succeeded());
+    let early = Setup::new(spec("threshold: 1\nstepWeight: 50", ""))
+        .health(|now| (50.0, if now.elapsed.as_secs() >= 1 { 0.0 } else { 100.0 }, 1.0))
+        .run();
+    assert_eq!(early.report.outcome, Outcome::RolledBack);
+    let runs = chart_runs()
+        .into_iter()
+        .chain([("many-steps", many_steps), ("early-rollback", early)]);
+    for (name, run) in runs {
+        // WEIR_CHART_DIR=DIR writes every chart there, to look at.
+        if let Some(dir) = std::env::var_os("WEIR_CHART_DIR") {
+            let path = std::path::Path::new(&dir).join(format!("chart-{name}.svg"));
+            std::fs::write(path, run.report.to_svg()).unwrap();
+        }
         let boxes = run.report.chart_label_boxes();
         assert!(boxes.len() > 15, "{name}: {} labels", boxes.len());
         for (i, a) in boxes.iter().enumerate() {

@@ -18,6 +18,7 @@ use std::fmt::Write;
 use super::{Outcome, Report, Verdict};
 use crate::event::EventKind;
 use crate::plan::Stage;
+use crate::spec::Metric;
 
 const W: f64 = 960.0;
 const H: f64 = 500.0;
@@ -220,10 +221,9 @@ pub(super) fn layout(r: &Report) -> (String, Vec<LabelBox>) {
         ),
     ];
     let gate_min = r
-        .checks
+        .gates
         .iter()
-        .flat_map(|c| &c.gates)
-        .find(|g| g.name == "request-success-rate")
+        .find(|g| g.metric == Metric::RequestSuccessRate)
         .and_then(|g| g.min);
     if gate_min.is_some() {
         legend.push((
@@ -388,6 +388,15 @@ pub(super) fn layout(r: &Report) -> (String, Vec<LabelBox>) {
                 .map(|(x, rate)| format!("{:.1},{:.1}", ax.x(x.at_ms as f64), ax.y(*rate)))
                 .collect::<Vec<_>>()
                 .join(" ")
+        );
+    }
+    // Observations below the gate get a small red dot: a single one would be no line at all.
+    for (x, rate) in rates.iter().filter(|(_, rate)| gate_min.is_some_and(|m| *rate < m)) {
+        let _ = writeln!(
+            s,
+            r#"<circle cx="{:.1}" cy="{:.1}" r="2" fill="{ROLLBACK_COLOR}"/>"#,
+            ax.x(x.at_ms as f64),
+            ax.y(*rate)
         );
     }
     for c in &r.checks {
@@ -589,8 +598,8 @@ fn check_shades(r: &Report) -> Vec<(f64, f64, bool)> {
 
 /// A tick every 1, 2, 5, 10, 15, 30 s, 1, 2, 5, 10, 15, 30 min ..., at most 10 of them.
 fn tick_step(run_ms: f64) -> f64 {
-    const STEPS: [f64; 13] = [
-        1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+    const STEPS: [f64; 16] = [
+        0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
     ];
     STEPS
         .iter()
