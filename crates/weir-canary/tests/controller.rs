@@ -950,7 +950,17 @@ fn chart_labels_never_overlap_and_stay_on_the_canvas() {
     .run();
     assert!(many_steps.report.succeeded());
     let early = Setup::new(spec("threshold: 1\nstepWeight: 50", ""))
-        .health(|now| (50.0, if now.elapsed.as_secs() >= 1 { 0.0 } else { 100.0 }, 1.0))
+        .health(|now| {
+            (
+                50.0,
+                if now.elapsed.as_secs() >= 1 {
+                    0.0
+                } else {
+                    100.0
+                },
+                1.0,
+            )
+        })
         .run();
     assert_eq!(early.report.outcome, Outcome::RolledBack);
     let runs = chart_runs()

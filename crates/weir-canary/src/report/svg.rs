@@ -391,7 +391,10 @@ pub(super) fn layout(r: &Report) -> (String, Vec<LabelBox>) {
         );
     }
     // Observations below the gate get a small red dot: a single one would be no line at all.
-    for (x, rate) in rates.iter().filter(|(_, rate)| gate_min.is_some_and(|m| *rate < m)) {
+    for (x, rate) in rates
+        .iter()
+        .filter(|(_, rate)| gate_min.is_some_and(|m| *rate < m))
+    {
         let _ = writeln!(
             s,
             r#"<circle cx="{:.1}" cy="{:.1}" r="2" fill="{ROLLBACK_COLOR}"/>"#,
@@ -473,7 +476,7 @@ pub(super) fn layout(r: &Report) -> (String, Vec<LabelBox>) {
             DETECT_COLOR,
             format!(
                 "detected at {} ({})",
-                clock(breach as f64),
+                instant(breach),
                 trigger_name(rb.trigger)
             ),
             true,
@@ -599,7 +602,8 @@ fn check_shades(r: &Report) -> Vec<(f64, f64, bool)> {
 /// A tick every 1, 2, 5, 10, 15, 30 s, 1, 2, 5, 10, 15, 30 min ..., at most 10 of them.
 fn tick_step(run_ms: f64) -> f64 {
     const STEPS: [f64; 16] = [
-        0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0,
+        0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0,
+        3600.0,
     ];
     STEPS
         .iter()
@@ -621,6 +625,16 @@ fn clock(ms: f64) -> String {
         (0, m, s) => format!("{m}m{s}s"),
         (h, m, _) => format!("{h}h{m}m"),
     }
+}
+
+/// A marker's time, to the tenth of a second when it has one: `11.1s`, `2m10s`, `2m10.4s`.
+fn instant(ms: u64) -> String {
+    let tenths = ms.div_ceil(100) % 10;
+    if tenths == 0 {
+        return clock(ms as f64);
+    }
+    let whole = clock((ms / 1000 * 1000) as f64);
+    format!("{}.{tenths}s", whole.trim_end_matches('s'))
 }
 
 fn latency(us: u64) -> String {
@@ -657,5 +671,53 @@ fn cut(text: &str, n: usize) -> String {
         let mut out: String = text.chars().take(n - 1).collect();
         out.push('…');
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_written_in_specs() {
+        for (ms, want) in [
+            (0.0, "0s"),
+            (1_500.0, "1.5s"),
+            (45_000.0, "45s"),
+            (120_000.0, "2m"),
+            (150_000.0, "2m30s"),
+            (3_900_000.0, "1h5m"),
+        ] {
+            assert_eq!(clock(ms), want, "{ms}");
+        }
+        for (ms, want) in [
+            (11_100, "11.1s"),
+            (130_000, "2m10s"),
+            (130_400, "2m10.4s"),
+            (900, "0.9s"),
+        ] {
+            assert_eq!(instant(ms), want, "{ms}");
+        }
+    }
+
+    #[test]
+    fn labels_move_until_they_meet_no_other() {
+        let mut labels = Labels::default();
+        let bounds = (0.0, 500.0);
+        let first = labels.place(
+            100.0,
+            100.0,
+            "start",
+            "rollback: 0% in force",
+            "",
+            LINE_H,
+            bounds,
+        );
+        let second = labels.place(100.0, 100.0, "start", "detected", "", LINE_H, bounds);
+        let third = labels.place(90.0, 100.0, "end", "lowest", "", LINE_H, bounds);
+        assert_eq!(first, 100.0);
+        assert_eq!(second, 100.0 + LINE_H, "moved down one line");
+        assert_eq!(third, 100.0, "no overlap to its left");
+        assert!(!labels.boxes[0].overlaps(&labels.boxes[1]));
     }
 }
