@@ -1017,4 +1017,18 @@ fn charts_have_fixed_axes_a_labelled_gate_and_the_markers() {
     assert!(svg.contains("rollback: 0% in force"));
     assert!(svg.contains("lowest: 70.0% success"));
     assert!(!svg.contains("dark launch"), "no dark launch in this plan");
+
+    // 1 request a second, 100 needed: every check lacks data, and its window is shaded as such.
+    let starved = Setup::new(spec("threshold: 2\nstepWeight: 50", ""))
+        .health(|_| (1.0, 100.0, 1.0))
+        .run();
+    assert_eq!(starved.report.outcome, Outcome::RolledBack);
+    let svg = starved.report.to_svg();
+    assert!(svg.contains(">no-data check</text>"), "{svg}");
+    assert_eq!(
+        svg.matches(r##"fill="#e5e7eb" fill-opacity"##).count(),
+        2,
+        "two no-data windows"
+    );
+    assert!(!svg.contains(">failed check</text>"));
 }
