@@ -16,6 +16,7 @@ use crate::exposition::SeriesFilter;
 use crate::plan::Plan;
 
 mod build;
+mod describe;
 mod raw;
 
 /// A validated canary: what to move, how far, and behind which gates.
