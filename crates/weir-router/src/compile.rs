@@ -184,11 +184,40 @@ impl<'a> Compiler<'a> {
         let mut virtual_services = Vec::new();
         let mut host_index: HashMap<String, usize, HostHasher> = HashMap::default();
         let mut wildcard_hosts = Vec::new();
+        // FQDN (or wildcard as written) -> the VirtualService that claimed it first.
+        let mut claimed: HashMap<String, usize> = HashMap::new();
         for located in &res.virtual_services {
             let vs = self.virtual_service(located);
             let i = virtual_services.len();
             for (h, host) in vs.hosts.iter().enumerate() {
                 let host = host.to_ascii_lowercase();
+                let host = host.trim_end_matches('.').to_string();
+                let loc = || located.doc.location(&format!("spec.hosts[{h}]"));
+                // IST0109 compares hosts resolved in each VirtualService's namespace:
+                // `ratings` in two namespaces are two services.
+                let full = if host.starts_with('*') {
+                    host.clone()
+                } else {
+                    service_fqdn(&host, &vs.namespace)
+                };
+                match claimed.get(&full) {
+                    Some(&other) if other != i => {
+                        let other: &VirtualService = &virtual_services[other];
+                        self.findings.push(Finding::error(
+                            Code::ConflictingHosts,
+                            loc(),
+                            format!(
+                                "host {host:?} ({full}) is already served by VirtualService {}: merge the two or give them different hosts",
+                                other.key()
+                            ),
+                        ));
+                        continue;
+                    }
+                    Some(_) => continue,
+                    None => {
+                        claimed.insert(full, i);
+                    }
+                }
                 if host == "*" {
                     wildcard_hosts.push((String::new(), i));
                     continue;
@@ -198,18 +227,25 @@ impl<'a> Compiler<'a> {
                     continue;
                 }
                 for key in host_keys(&host, &vs.namespace) {
-                    let explicit = key == host;
                     match host_index.get(&key) {
-                        Some(&other) if other != i && explicit => {
-                            let other: &VirtualService = &virtual_services[other];
-                            self.findings.push(Finding::error(
-                                Code::ConflictingHosts,
-                                located.doc.location(&format!("spec.hosts[{h}]")),
-                                format!(
-                                    "host {host:?} is already served by VirtualService {}: merge the two or give them different hosts",
-                                    other.name
-                                ),
-                            ));
+                        Some(&other) if other != i => {
+                            // A bare Host weir cannot attribute to one namespace: the first
+                            // VirtualService keeps it. Not IST0109: Istio resolves the
+                            // caller's namespace, which a name alone does not carry.
+                            if key == host && self.reported_hosts.insert(format!("bare {key}")) {
+                                let other: &VirtualService = &virtual_services[other];
+                                self.findings.push(Finding::warning(
+                                    Code::InvalidValue,
+                                    loc(),
+                                    format!(
+                                        "a request with the bare Host {key:?} could mean VirtualService {} or {}/{}: weir routes it to {}. Callers should use {key}.<namespace>",
+                                        other.key(),
+                                        vs.namespace,
+                                        vs.name,
+                                        other.key()
+                                    ),
+                                ));
+                            }
                         }
                         Some(_) => {}
                         None => {
@@ -218,6 +254,7 @@ impl<'a> Compiler<'a> {
                     }
                 }
             }
+            self.unknown_vs_hosts(&vs, located);
             virtual_services.push(vs);
         }
         // Longest wildcard suffix first, `*` last.
@@ -230,5 +267,38 @@ impl<'a> Compiler<'a> {
             clusters: self.clusters,
             sources: self.sources.to_vec().into(),
         })
+    }
+
+    /// A VirtualService host that no ServiceEntry or DestinationRule of the input names: if no
+    /// Kubernetes Service has that name either, callers never reach the route (a cause of
+    /// "v2 gets 0%"). Only when the input describes services at all.
+    fn unknown_vs_hosts(&mut self, vs: &VirtualService, located: &Located<RawVirtualService>) {
+        if self.services.is_empty() && self.rules.is_empty() && self.wildcard_services.is_empty() {
+            return;
+        }
+        for (h, host) in vs.hosts.iter().enumerate() {
+            if host.starts_with('*') {
+                continue;
+            }
+            let full = service_fqdn(host, &vs.namespace);
+            let written = host.to_ascii_lowercase();
+            let known = self.services.contains_key(&full)
+                || self.services.contains_key(&written)
+                || self.rules.contains_key(&full)
+                || self
+                    .wildcard_services
+                    .iter()
+                    .any(|(suffix, _)| full.ends_with(suffix.as_str()));
+            if !known {
+                self.findings.push(Finding::warning(
+                    Code::HostWithoutEndpoints,
+                    located.doc.location(&format!("spec.hosts[{h}]")),
+                    format!(
+                        "VirtualService {} serves host {host:?} ({full}), which no ServiceEntry or DestinationRule of the input names: unless a Kubernetes Service has that name, no caller's request carries it and the route's weights apply to nothing. Check the host's spelling and namespace",
+                        vs.key()
+                    ),
+                ));
+            }
+        }
     }
 }

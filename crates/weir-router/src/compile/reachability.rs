@@ -17,7 +17,7 @@ impl Compiler<'_> {
                     Code::UnreachableRule,
                     loc(),
                     format!(
-                        "{} can never match: rule {c} before it matches every request. Move {} above rule {c}, or give rule {c} a match",
+                        "{} can never match: rule {c} before it matches every request (Istio's IST0130 warns; weir refuses, since the rule's traffic would silently go to rule {c}). Move {} above rule {c}, or give rule {c} a match",
                         rule.label(),
                         rule.label()
                     ),
@@ -34,7 +34,7 @@ impl Compiler<'_> {
                     Code::UnreachableRule,
                     loc(),
                     format!(
-                        "{} can never match: every match of it repeats a match of rule {} before it. Remove it or change its match",
+                        "{} can never match: every match of it repeats a match of rule {} before it (match names aside, as Istio compares them; IST0130 warns, weir refuses). Remove it or change its match",
                         rule.label(),
                         dupes[0]
                     ),
