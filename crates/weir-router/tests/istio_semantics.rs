@@ -124,6 +124,12 @@ fn rows() -> Vec<Row> {
             lacks: vec![Code::SubsetWithoutEndpoints, Code::HostWithoutEndpoints],
         },
         Row {
+            name: "a NONE ServiceEntry without endpoints: no IST0173 without a subset, but weir serve has no address (WEIR006)",
+            text: format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ext, namespace: prod}}\nspec:\n  hosts: [api.example.com]\n  ports: [{{number: 80, name: http}}]\n  resolution: NONE\n---\n{}", vs("prod", "ext", "[api.example.com]", "  - route:\n    - destination: {host: api.example.com}\n")),
+            has: vec![(Code::HostWithoutEndpoints, Severity::Error)],
+            lacks: vec![Code::SubsetWithoutEndpoints],
+        },
+        Row {
             name: "a destination covered by a wildcard ServiceEntry host has endpoints",
             text: format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: ext, namespace: prod}}\nspec:\n  hosts: ['*.example.com']\n  ports: [{{number: 80, name: http}}]\n  resolution: DNS\n---\n{}", vs("prod", "ext", "[api.example.com]", "  - route:\n    - destination: {host: api.example.com}\n")),
             has: vec![],

@@ -131,10 +131,12 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     }
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
     let Some(vs) = table.virtual_service_for_host(authority) else {
-        bail!(
-            "{}: the proxy answers 404",
+        // Not a usage error: the request has no route, as the proxy's `404 NR` says.
+        eprintln!(
+            "weir explain: {}: the proxy answers 404",
             table.no_route_message(&NoRoute::UnknownHost(authority.to_string()))
         );
+        return Ok(ExitCode::from(1));
     };
     if let (Some(key), Some(sticky)) = (&args.sticky_key, &vs.sticky) {
         match sticky {

@@ -57,6 +57,9 @@ impl Compiler<'_> {
                 }
             }
         };
+        if known && subset.is_none() && service.endpoints.is_empty() {
+            failed |= self.host_without_endpoints(host, &service, loc.clone());
+        }
         let (host_lb, subsets) = match self.rules.get(&service_key) {
             Some((lb, s)) => (lb.clone(), Some(s)),
             None => (LoadBalancer::LeastRequest, None),
@@ -191,6 +194,37 @@ impl Compiler<'_> {
             });
         }
         Some(service)
+    }
+
+    /// A ServiceEntry host without endpoints, routed to without a subset. Not IST0173 (a
+    /// subset code): Istio forwards `resolution: NONE` to the caller's original destination and
+    /// resolves a DNS host itself. weir serve can do neither without an address, so serving
+    /// refuses it; cluster mode only says so. Returns whether it refused.
+    fn host_without_endpoints(
+        &mut self,
+        host: &str,
+        service: &ServiceEndpoints,
+        loc: Location,
+    ) -> bool {
+        let why = match service.resolution {
+            Resolution::None => {
+                "its ServiceEntry has `resolution: NONE` (Istio forwards to the caller's original destination address, which weir serve does not see)"
+            }
+            Resolution::Dns => "its DNS ServiceEntry has no port to resolve the host on",
+            Resolution::Static => "its ServiceEntry is STATIC and lists no endpoints",
+        };
+        let message = format!(
+            "host {host:?} has no endpoint weir serve can send to: {why}. List `endpoints` (address, ports) in the ServiceEntry"
+        );
+        if self.hosts == HostMode::Cluster {
+            self.findings
+                .push(Finding::warning(Code::HostWithoutEndpoints, loc, message));
+            false
+        } else {
+            self.findings
+                .push(Finding::error(Code::HostWithoutEndpoints, loc, message));
+            true
+        }
     }
 
     /// Cluster mode: a host no ServiceEntry defines is a Kubernetes Service. Reported once per

@@ -177,7 +177,6 @@ impl Compiler<'_> {
                 100
             }
             None if single => 100,
-            Some(_) if single => 100,
             None => 0,
             Some(w) => w as u32,
         }
