@@ -78,19 +78,7 @@ pub fn pick_weighted(destinations: &[Destination], total_weight: u64, value: u64
 /// canary is the last interval of the split, a key whose `hash % total` falls in the canary's
 /// interval stays there as the canary's weight grows.
 pub fn sticky_hash(key: &[u8]) -> u64 {
-    const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = FNV_OFFSET;
-    for b in key {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(FNV_PRIME);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    h
+    crate::hash::fmix64(crate::hash::fnv1a(key))
 }
 
 thread_local! {

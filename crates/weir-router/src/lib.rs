@@ -91,6 +91,7 @@ mod duration;
 mod explain;
 mod finding;
 mod guard;
+pub mod hash;
 mod live;
 mod matcher;
 #[allow(missing_docs)]
@@ -98,6 +99,7 @@ mod raw;
 mod request;
 mod source;
 mod table;
+pub mod telemetry;
 pub mod yaml;
 
 pub use compile::{

@@ -64,33 +64,9 @@ impl HostIndex {
     }
 }
 
-/// FNV-1a for the host index: host names are short, and SipHash's DoS resistance buys
+/// The host index hashes with FNV-1a: host names are short, and SipHash's DoS resistance buys
 /// nothing for a map built from the operator's own config.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct HostHasher;
-
-impl std::hash::BuildHasher for HostHasher {
-    type Hasher = Fnv;
-    fn build_hasher(&self) -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-pub(crate) struct Fnv(u64);
-
-impl std::hash::Hasher for Fnv {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
+pub(crate) type HostHasher = crate::hash::FnvBuildHasher;
 
 /// How the weights of a route are read (`weir.dev/weight-policy`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]

@@ -22,11 +22,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use weir_canary::{
-    Abort, AdminSink, CanaryRun, CanarySpec, Decision, Event, EventKind, FileSink, LiveSink,
-    MetricSource, PrometheusSource, Report, ScrapeSource, SpecError, Trigger, WeightSink,
+    Abort, AdminSink, CanaryRun, CanarySpec, Event, EventKind, FileSink, LiveSink, MetricSource,
+    Outcome, Phase, PrometheusSource, Report, ScrapeSource, SpecError, Trigger, WeightSink,
 };
 
-use crate::serve::Sidecar;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use weir_proxy::{Metrics, Sidecar};
 
 #[derive(clap::Args, Debug)]
 pub struct CanaryArgs {
@@ -135,10 +137,10 @@ fn load_spec(path: &Path) -> Result<CanarySpec, ExitCode> {
 
 /// 0 promoted, 2 refused before anything changed, 1 otherwise.
 fn exit_code(report: &Report) -> ExitCode {
-    match report.decision {
-        Decision::Promoted => ExitCode::SUCCESS,
-        Decision::NotStarted => ExitCode::from(2),
-        Decision::RolledBack => ExitCode::from(1),
+    match report.outcome {
+        Outcome::Promoted => ExitCode::SUCCESS,
+        Outcome::NotStarted => ExitCode::from(2),
+        Outcome::RolledBack => ExitCode::from(1),
     }
 }
 
@@ -211,6 +213,7 @@ pub fn run_in_process(
         ScrapeSource::from_text(move || metrics.encode(&live)).filter(spec.series_filter());
     let mut sink = LiveSink::new(Arc::clone(&sidecar.live)).origin(format!("canary {}", spec.name));
     let metrics = Arc::clone(&sidecar.metrics);
+    let gauges = CanaryGauges::registered(&metrics);
     let name = spec.name.clone();
     CanaryRun::new(spec, &mut source, &mut sink)
         .abort_on(abort)
@@ -218,10 +221,71 @@ pub fn run_in_process(
             if e.kind == EventKind::RolledBack {
                 metrics.record_rollback();
             }
-            metrics.record_canary(&name, e.phase, e.canary_weight);
+            gauges.record(&name, e.phase, e.canary_weight);
             observer(e);
         })
         .run()
+}
+
+type NameLabels = Vec<(String, String)>;
+
+/// The canary's own gauges, as Flagger exports them, registered on the sidecar's metrics so
+/// that `GET /metrics` serves them beside the proxy's: `weir_canary_phase{canary, phase}`
+/// (one-hot over Flagger's phases), `weir_canary_status{canary}` and
+/// `weir_canary_weight{canary}`.
+#[derive(Clone)]
+pub struct CanaryGauges {
+    phase: Family<NameLabels, Gauge>,
+    status: Family<NameLabels, Gauge>,
+    weight: Family<NameLabels, Gauge>,
+}
+
+impl CanaryGauges {
+    /// The three families on `metrics`, registered by the first run of the process and
+    /// shared by later ones (`weir demo` runs two canaries on one sidecar).
+    pub fn registered(metrics: &Metrics) -> Self {
+        CanaryGauges {
+            phase: metrics.extension(
+                "weir_canary_phase",
+                "Phase of each canary run in this process: 1 for the phase it is in, 0 for the others",
+            ),
+            status: metrics.extension(
+                "weir_canary_status",
+                "Canary status as Flagger's flagger_canary_status: 0 running, 1 succeeded, 2 failed",
+            ),
+            weight: metrics.extension(
+                "weir_canary_weight",
+                "Weight of the canary subset set by the canary run (points)",
+            ),
+        }
+    }
+
+    /// Records where a run is.
+    pub fn record(&self, canary: &str, phase: Phase, weight: u32) {
+        const PHASES: [Phase; 6] = [
+            Phase::Initialized,
+            Phase::Progressing,
+            Phase::WaitingPromotion,
+            Phase::Promoting,
+            Phase::Succeeded,
+            Phase::Failed,
+        ];
+        for p in PHASES {
+            let labels = vec![
+                ("canary".to_string(), canary.to_string()),
+                ("phase".to_string(), p.to_string()),
+            ];
+            self.phase.get_or_create(&labels).set(i64::from(p == phase));
+        }
+        let status = match phase {
+            Phase::Succeeded => 1,
+            Phase::Failed => 2,
+            _ => 0,
+        };
+        let name = vec![("canary".to_string(), canary.to_string())];
+        self.status.get_or_create(&name).set(status);
+        self.weight.get_or_create(&name).set(i64::from(weight));
+    }
 }
 
 /// `weir serve --canary SPEC [--report DIR]`: a canary run inside the sidecar, on its own
@@ -402,10 +466,10 @@ fn print_summary(report: &Report) {
         "canary {}: {} ({}) after {:.1} s: {}",
         report.name,
         report.phase,
-        match report.decision {
-            Decision::Promoted => "promoted",
-            Decision::RolledBack => "rolled back",
-            Decision::NotStarted => "not started",
+        match report.outcome {
+            Outcome::Promoted => "promoted",
+            Outcome::RolledBack => "rolled back",
+            Outcome::NotStarted => "not started",
         },
         report.duration_ms as f64 / 1000.0,
         report.reason

@@ -27,12 +27,12 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use weir_canary::{Abort, CanarySpec, Decision, Event, EventKind, Report};
+use weir_canary::{Abort, CanarySpec, Event, EventKind, Report};
 use weir_router::{Code, ConfigSource, GuardOptions, LiveTable};
 
 use crate::canary::{micros, run_in_process, trigger_name};
-use crate::serve::{RunningSidecar, Sidecar, SidecarOptions};
 use crate::upstream::{DemoUpstream, UpstreamSettings};
+use weir_proxy::{RunningSidecar, Sidecar, SidecarOptions};
 
 mod traffic;
 
@@ -171,7 +171,7 @@ async fn demo(args: &DemoArgs) -> Result<bool> {
     let v1 = Arc::new(DemoUpstream::start(any, UpstreamSettings::named("v1")).await?);
     let v2 = Arc::new(DemoUpstream::start(any, UpstreamSettings::named("v2")).await?);
     let config_dir = ConfigDir::new(&render_config(v1.addr.port(), v2.addr.port())?)?;
-    let running = crate::serve::start(SidecarOptions {
+    let running = weir_proxy::start(SidecarOptions {
         config: vec![config_dir.path.clone()],
         listen: any,
         admin: any,
@@ -600,7 +600,7 @@ async fn act4(
         describe_split(&in_force),
         if latched { "held" } else { "NOT held" }
     );
-    let ok = report.decision == Decision::RolledBack
+    let ok = report.outcome == weir_canary::Outcome::RolledBack
         && rollback.is_some_and(|rb| rb.error.is_none())
         && settled
         && after.after_mark_v2 == 0

@@ -16,9 +16,9 @@ use weir_router::{RequestHead, RetryPolicy, Rule, StringMatcher, UpstreamProtoco
 
 use super::body::{Recorder, ResponseBody, UpstreamBody};
 use super::clusters::hash_key;
-use super::flags::ResponseFlags;
 use super::headers::{X_WEIR_FLAGS, is_grpc, is_upgrade, set_forwarded, strip_hop_by_hop};
 use super::{Downstream, Proxy, mirror, pool};
+use weir_router::telemetry::ResponseFlags;
 
 /// The request body as the proxy holds it before forwarding.
 pub(super) enum Payload {

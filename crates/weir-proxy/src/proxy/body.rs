@@ -12,8 +12,8 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use super::clusters::EndpointLease;
-use super::flags::ResponseFlags;
 use crate::metrics::ClusterSeries;
+use weir_router::telemetry::ResponseFlags;
 
 /// The body of a request sent upstream.
 #[derive(Debug)]

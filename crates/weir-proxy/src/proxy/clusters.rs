@@ -225,7 +225,7 @@ impl ClusterRuntime {
         let mut best = 0;
         let mut best_score = 0;
         for (i, e) in self.endpoints.iter().enumerate() {
-            let score = mix(key ^ e.hash);
+            let score = weir_router::hash::fmix64(key ^ e.hash);
             if i == 0 || score > best_score {
                 best = i;
                 best_score = score;
@@ -237,16 +237,6 @@ impl ClusterRuntime {
 
 fn random_index(n: usize) -> usize {
     (random_value() % n as u64) as usize
-}
-
-/// MurmurHash3's `fmix64`.
-fn mix(mut h: u64) -> u64 {
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^= h >> 33;
-    h
 }
 
 /// The consistent-hash key of a request, if the load balancer hashes and the request has it.

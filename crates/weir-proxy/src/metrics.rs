@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -24,44 +24,16 @@ use prometheus_client::encoding::{
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use weir_canary::Phase;
 use weir_router::{ClusterLabels, LiveTable, RouteTable};
 
-use crate::proxy::ResponseFlags;
+use weir_router::telemetry::ResponseFlags;
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text; Prometheus reads it).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Envoy's default histogram buckets, in milliseconds.
-pub const DURATION_BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-];
-
-/// The bucket bounds in microseconds, for integer comparisons on the hot path.
-const DURATION_BUCKETS_US: [u64; 19] = [
-    500,
-    1_000,
-    5_000,
-    10_000,
-    25_000,
-    50_000,
-    100_000,
-    250_000,
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    30_000_000,
-    60_000_000,
-    300_000_000,
-    600_000_000,
-    1_800_000_000,
-    3_600_000_000,
-];
+pub use weir_router::telemetry::DURATION_BUCKETS_MS;
+use weir_router::telemetry::DURATION_BUCKETS_US;
 
 /// Status codes with a lock-free slot: 100..=599, times two protocols.
 const FIRST_CODE: u16 = 100;
@@ -71,15 +43,14 @@ const SLOTS: usize = (LAST_CODE - FIRST_CODE + 1) as usize * 2;
 /// All of the sidecar's metrics. One per process, shared by the proxy, the admin API and the
 /// reloader.
 pub struct Metrics {
-    registry: Registry,
+    registry: RwLock<Registry>,
+    /// Embedders' metrics by name (see [`Metrics::extension`]).
+    extensions: Mutex<HashMap<String, Box<dyn std::any::Any + Send + Sync>>>,
     requests: Arc<RequestSeries>,
     reloads: Family<ResultLabel, Counter>,
     rollbacks: Counter,
     mirrors: Family<MirrorLabels, Counter>,
     unknown: Arc<ClusterSeries>,
-    canary_phase: Family<Vec<(String, String)>, Gauge>,
-    canary_status: Family<Vec<(String, String)>, Gauge>,
-    canary_weight: Family<Vec<(String, String)>, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -182,24 +153,6 @@ impl Metrics {
             "Rollbacks of canaries to 0%",
             rollbacks.clone(),
         );
-        let canary_phase = Family::<Vec<(String, String)>, Gauge>::default();
-        registry.register(
-            "weir_canary_phase",
-            "Phase of each canary run in this process: 1 for the phase it is in, 0 for the others",
-            canary_phase.clone(),
-        );
-        let canary_status = Family::<Vec<(String, String)>, Gauge>::default();
-        registry.register(
-            "weir_canary_status",
-            "Canary status as Flagger's flagger_canary_status: 0 running, 1 succeeded, 2 failed",
-            canary_status.clone(),
-        );
-        let canary_weight = Family::<Vec<(String, String)>, Gauge>::default();
-        registry.register(
-            "weir_canary_weight",
-            "Weight of the canary subset set by the canary run (points)",
-            canary_weight.clone(),
-        );
         let mirrors = Family::<MirrorLabels, Counter>::default();
         registry.register(
             "weir_mirror_requests",
@@ -215,15 +168,13 @@ impl Metrics {
         });
         let unknown = RequestSeries::cluster(&requests, &unknown);
         Metrics {
-            registry,
+            registry: RwLock::new(registry),
+            extensions: Mutex::default(),
             requests,
             reloads,
             rollbacks,
             mirrors,
             unknown,
-            canary_phase,
-            canary_status,
-            canary_weight,
         }
     }
 
@@ -235,7 +186,10 @@ impl Metrics {
         let mut scrape = Registry::default();
         scrape.register_collector(Box::new(TableCollector(table)));
         // Writing into a String cannot fail.
-        let _ = encode_registry(&mut out, &self.registry);
+        {
+            let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+            let _ = encode_registry(&mut out, &registry);
+        }
         let _ = encode_registry(&mut out, &scrape);
         let _ = encode_eof(&mut out);
         out
@@ -247,36 +201,31 @@ impl Metrics {
         self.reloads.get_or_create(&ResultLabel { result }).inc();
     }
 
-    /// Records where an in-process canary run is: `weir_canary_phase{canary, phase}` (one-hot
-    /// over Flagger's phases), `weir_canary_status{canary}` and `weir_canary_weight{canary}`.
-    pub fn record_canary(&self, canary: &str, phase: Phase, weight: u32) {
-        const PHASES: [Phase; 6] = [
-            Phase::Initialized,
-            Phase::Progressing,
-            Phase::WaitingPromotion,
-            Phase::Promoting,
-            Phase::Succeeded,
-            Phase::Failed,
-        ];
-        for p in PHASES {
-            let labels = vec![
-                ("canary".to_string(), canary.to_string()),
-                ("phase".to_string(), p.to_string()),
-            ];
-            self.canary_phase
-                .get_or_create(&labels)
-                .set(i64::from(p == phase));
+    /// A metric of the embedder's (e.g. the canary gauges of `weir serve --canary`), served
+    /// with the sidecar's own on `GET /metrics`. The first call registers a new `M` under
+    /// `name`; later calls with the same name return a handle to that same metric, so that
+    /// several users in one process share it. Off the hot path: takes the registry's lock.
+    ///
+    /// # Panics
+    /// When `name` was first registered with another metric type.
+    pub fn extension<M>(&self, name: &str, help: &str) -> M
+    where
+        M: prometheus_client::registry::Metric + Clone + Default + Send + Sync + 'static,
+    {
+        let mut extensions = self.extensions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = extensions.get(name) {
+            return existing
+                .downcast_ref::<M>()
+                .unwrap_or_else(|| panic!("metric {name} was registered with another type"))
+                .clone();
         }
-        let status = match phase {
-            Phase::Succeeded => 1,
-            Phase::Failed => 2,
-            _ => 0,
-        };
-        let name = vec![("canary".to_string(), canary.to_string())];
-        self.canary_status.get_or_create(&name).set(status);
-        self.canary_weight
-            .get_or_create(&name)
-            .set(i64::from(weight));
+        let metric = M::default();
+        self.registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .register(name, help, metric.clone());
+        extensions.insert(name.to_string(), Box::new(metric.clone()));
+        metric
     }
 
     /// Counts a rollback (`weir_rollbacks_total`).
@@ -494,7 +443,7 @@ impl Collector for RequestCollector {
         let workload = &*self.0.workload;
         {
             let mut family = encoder.encode_descriptor(
-                "istio_requests",
+                weir_router::telemetry::REQUESTS,
                 "Requests, by destination, response code and flags (Istio's standard metric)",
                 None,
                 MetricType::Counter,
@@ -508,7 +457,7 @@ impl Collector for RequestCollector {
             }
         }
         let mut family = encoder.encode_descriptor(
-            "istio_request_duration_milliseconds",
+            weir_router::telemetry::REQUEST_DURATION,
             "Request duration in milliseconds, Envoy's default buckets (Istio's standard metric)",
             None,
             MetricType::Histogram,
@@ -601,6 +550,7 @@ impl Collector for TableCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::metrics::gauge::Gauge;
     use weir_router::ConfigSource;
 
     const CONFIG: &str = include_str!("../../../config/payment-svc.yaml");
@@ -703,17 +653,23 @@ mod tests {
         );
         assert!(text.contains("weir_config_reloads_total{result=\"failure\"} 2\n"));
         assert!(text.contains("weir_rollbacks_total 1\n"));
-        metrics.record_canary("payment-svc", Phase::Progressing, 10);
-        metrics.record_canary("payment-svc", Phase::Failed, 0);
+        type Labels = Vec<(String, String)>;
+        let extra: Family<Labels, Gauge> = metrics.extension("embedder_gauge", "An embedder's");
+        extra
+            .get_or_create(&vec![("k".to_string(), "v".to_string())])
+            .set(7);
+        // A second user of the same name gets the same family, registered once.
+        let again: Family<Labels, Gauge> = metrics.extension("embedder_gauge", "An embedder's");
+        again
+            .get_or_create(&vec![("k".to_string(), "w".to_string())])
+            .set(8);
         let text = metrics.encode(&live);
-        assert!(
-            text.contains("weir_canary_phase{canary=\"payment-svc\",phase=\"Failed\"} 1\n"),
+        assert!(text.contains("embedder_gauge{k=\"v\"} 7\n"), "{text}");
+        assert!(text.contains("embedder_gauge{k=\"w\"} 8\n"), "{text}");
+        assert_eq!(
+            text.matches("# TYPE embedder_gauge gauge").count(),
+            1,
             "{text}"
         );
-        assert!(
-            text.contains("weir_canary_phase{canary=\"payment-svc\",phase=\"Progressing\"} 0\n")
-        );
-        assert!(text.contains("weir_canary_status{canary=\"payment-svc\"} 2\n"));
-        assert!(text.contains("weir_canary_weight{canary=\"payment-svc\"} 0\n"));
     }
 }

@@ -21,17 +21,16 @@ use std::time::Duration;
 use http::HeaderValue;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::Semaphore;
 use weir_router::LiveTable;
 
 use crate::metrics::Metrics;
+use crate::server::{self, ServerOptions};
 
 mod body;
 mod clusters;
-mod flags;
 mod forward;
 mod headers;
 mod mirror;
@@ -39,7 +38,7 @@ mod pool;
 
 use body::{Recorder, UpstreamBody};
 use clusters::Clusters;
-pub use flags::ResponseFlags;
+pub use weir_router::telemetry::ResponseFlags;
 
 /// Settings of the data path. `workload` is required; everything else has a default.
 #[derive(Clone, Debug)]
@@ -158,144 +157,36 @@ impl Proxy {
     /// in-flight requests/connections to finish (up to `drain`), then returns.
     ///
     /// With [`ProxyOptions::workers`] > 0 the listener is shared by that many worker threads,
-    /// each running a single-threaded runtime: the kernel spreads the connections over them,
-    /// and everything a connection does (its requests, their upstream connections, timers)
-    /// stays on one thread. With a multi-threaded runtime instead, tasks and memory move
-    /// between threads: on 2 cores that doubled weir's user CPU per request (8.8 vs 4.3 us).
+    /// each running a single-threaded runtime (see `server::workers`).
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
         drain: Duration,
     ) -> std::io::Result<()> {
-        let workers = self.options.workers;
-        if workers == 0 {
-            return self.serve_here(listener, shutdown, drain).await;
-        }
-        let shared = listener.into_std()?;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut threads = Vec::with_capacity(workers);
-        for worker in 0..workers {
-            let listener = shared.try_clone()?;
-            let proxy = Arc::clone(&self);
-            let mut stop = stop_rx.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("weir-worker-{worker}"))
-                .spawn(move || -> std::io::Result<()> {
-                    pool::set_worker(worker);
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    let result = runtime.block_on(async move {
-                        let listener = TcpListener::from_std(listener)?;
-                        let stopped = async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        };
-                        proxy.serve_here(listener, stopped, drain).await
-                    });
-                    // Connections cut off by the drain timeout must not hold the thread.
-                    runtime.shutdown_timeout(Duration::from_millis(100));
-                    result
-                })?;
-            threads.push(thread);
-        }
-        drop(shared);
-        shutdown.await;
-        let _ = stop_tx.send(true);
-        tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                match thread.join() {
-                    Ok(Err(e)) => tracing::warn!(error = %e, "proxy worker failed"),
-                    Err(_) => tracing::error!("proxy worker panicked"),
-                    Ok(Ok(())) => {}
-                }
-            }
-        })
-        .await
-        .map_err(std::io::Error::other)
-    }
-
-    /// The accept loop on the current runtime.
-    async fn serve_here(
-        self: Arc<Self>,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
-        drain: Duration,
-    ) -> std::io::Result<()> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .max_buf_size(self.options.max_request_head.max(8192))
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(self.options.max_request_head).unwrap_or(u32::MAX));
-        tracing::debug!(workload = %self.options.workload, addr = ?listener.local_addr().ok(), "proxy serving");
-        // Dropped senders tell the drain that every connection is closed.
-        let (open_tx, mut open_rx) = mpsc::channel::<Infallible>(1);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY");
-            }
+        let metrics = Arc::clone(&self.metrics);
+        let options = ServerOptions {
+            max_request_head: Some(self.options.max_request_head),
+            workers: self.options.workers,
+            on_worker: Some(pool::set_worker),
+            on_connection_error: Some(Arc::new(move |e| connection_error(&metrics, e))),
+            ..ServerOptions::new("proxy", drain)
+        };
+        tracing::debug!(workload = %self.options.workload, "proxy serving");
+        let new_service = move |peer: SocketAddr| {
             let downstream = Arc::new(Downstream {
                 peer,
                 peer_header: HeaderValue::from_str(&peer.ip().to_string())
                     .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
             });
-            let proxy = self.clone();
-            let service = hyper::service::service_fn(move |req| {
+            let proxy = Arc::clone(&self);
+            hyper::service::service_fn(move |req| {
                 let proxy = proxy.clone();
                 let downstream = downstream.clone();
                 async move { Ok::<_, Infallible>(forward::handle(proxy, downstream, req).await) }
-            });
-            let builder = builder.clone();
-            let mut stop = stop_rx.clone();
-            let open = open_tx.clone();
-            let metrics = self.metrics.clone();
-            tokio::spawn(async move {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    () = async { drop(stop.wait_for(|s| *s).await) } => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = result {
-                    connection_error(&metrics, &*e);
-                }
-                drop(open);
-            });
-        }
-        drop(listener);
-        let _ = stop_tx.send(true);
-        drop(open_tx);
-        if tokio::time::timeout(drain, open_rx.recv()).await.is_err() {
-            tracing::warn!(
-                in_flight = self.in_flight(),
-                "drain timeout: closing connections with requests in flight"
-            );
-        }
-        Ok(())
+            })
+        };
+        server::serve(Arc::new(new_service), listener, shutdown, options).await
     }
 
     fn start(&self) -> Recorder {
