@@ -122,10 +122,11 @@ pub fn check_weights(
     let mut out = Vec::new();
     for vs in next.virtual_services() {
         let prev_vs = previous.and_then(|p| previous_of(p, vs));
-        let (stable, _) = stable_subset(vs, prev_vs);
+        let (stable, source) = stable_subset(vs, prev_vs);
         let guard = Guard {
             vs,
             stable: stable.as_deref(),
+            source,
             cli: options.cli,
         };
         for rule in &vs.rules {
@@ -139,10 +140,7 @@ pub fn check_weights(
                 None => p.rules.get(rule.index),
             });
             if !(options.promotion || vs.promotion) {
-                let refused = guard.direction(rule, &mut out);
-                if !refused && let Some(prev_rule) = prev_rule {
-                    guard.flip(rule, prev_rule, &mut out);
-                }
+                guard.direction(rule, &mut out);
             }
             if prev_vs.is_some() {
                 guard.step(rule, prev_rule, &mut out);
@@ -156,6 +154,7 @@ pub fn check_weights(
 struct Guard<'a> {
     vs: &'a VirtualService,
     stable: Option<&'a str>,
+    source: StableSource,
     cli: bool,
 }
 
@@ -292,15 +291,28 @@ impl Guard<'_> {
     }
 
     /// The direction guard: the canaries together must not get more than the stable subset.
-    /// Returns whether it refused the rule.
-    fn direction(&self, rule: &Rule, out: &mut Vec<Finding>) -> bool {
+    ///
+    /// It is also the flip guard: without an annotation the stable subset is the one holding
+    /// the majority in the running config, so any change that moves the majority elsewhere,
+    /// whatever the order of the list, is refused unless declared a promotion. Returning the
+    /// majority to the annotated stable subset is a rollback, never a flip.
+    fn direction(&self, rule: &Rule, out: &mut Vec<Finding>) {
         let Some(stable) = self.stable else {
-            return false;
+            return;
         };
         let (stable_w, canary_w) = self.split(rule);
         if canary_w <= stable_w {
-            return false;
+            return;
         }
+        let why_stable = match self.source {
+            StableSource::Annotation => "annotated",
+            StableSource::Running => {
+                "the majority holder in the running config; moving the majority elsewhere is a promotion"
+            }
+            StableSource::Name => "so named",
+            StableSource::LowestVersion => "the lowest version, as no annotation names one",
+            _ => "the only subset",
+        };
         let pct = |w: u64| w as f64 * 100.0 / rule.total_weight as f64;
         let canaries = self.canary_names(rule);
         let several = canaries.contains(" + ");
@@ -322,7 +334,7 @@ impl Guard<'_> {
             Code::CanaryMajority,
             loc,
             format!(
-                "canary subset{} {canaries} would get {:.0}% of {}'s traffic and stable subset {stable} only {:.0}% ({}) in VirtualService {}. \
+                "canary subset{} {canaries} would get {:.0}% of {}'s traffic and stable subset {stable} ({why_stable}) only {:.0}% ({}) in VirtualService {}. \
                  The stable subset must carry the majority: {fix}. A deliberate promotion is declared with {}",
                 if several { "s" } else { "" },
                 pct(canary_w),
@@ -330,36 +342,6 @@ impl Guard<'_> {
                 pct(stable_w),
                 weights_text(rule),
                 self.vs.name,
-                self.promotion_hint(),
-            ),
-        ));
-        true
-    }
-
-    /// A change that moves the majority from one subset to another is a promotion, whatever
-    /// the order of the list and whichever subset is called stable.
-    fn flip(&self, rule: &Rule, prev: &Rule, out: &mut Vec<Finding>) {
-        let (Some(before), Some(after)) = (majority(prev), majority(rule)) else {
-            return;
-        };
-        if before == after {
-            return;
-        }
-        let loc = rule
-            .destinations
-            .iter()
-            .find(|d| d.subset.as_deref() == Some(after))
-            .map(|d| d.location.clone())
-            .unwrap_or_else(|| rule.location.clone());
-        out.push(Finding::error(
-            Code::CanaryMajority,
-            loc,
-            format!(
-                "the majority of {}'s traffic in VirtualService {} would move from subset {before} (now {}) to subset {after} ({}): that is a promotion, and must be declared with {}",
-                rule.label(),
-                self.vs.name,
-                weights_text(prev),
-                weights_text(rule),
                 self.promotion_hint(),
             ),
         ));

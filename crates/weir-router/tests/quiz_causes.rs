@@ -1,5 +1,5 @@
 //! The lesson's question: "v1: 90, v2: 10 applied, v2 gets 0%". Each other cause `weir validate`
-//! reports (issue 9, item 7), one row each, plus cluster mode's own verdicts.
+//! reports (issue 9, item 7), one row each. Cluster mode's own verdicts: `cluster_mode.rs`.
 
 use weir_router::{Code, ConfigSource, GuardOptions, HostMode, Severity, validate};
 
@@ -86,43 +86,6 @@ fn rows() -> Vec<Row> {
             hosts: HostMode::Endpoints,
             want: (Code::HostWithoutEndpoints, Severity::Warning),
             says: "no ServiceEntry or DestinationRule of the input names",
-        },
-        Row {
-            name: "cluster mode: a host without ServiceEntry is a Kubernetes Service (warning)",
-            text: VS.to_string(),
-            hosts: HostMode::Cluster,
-            want: (Code::HostWithoutEndpoints, Severity::Warning),
-            says: "Kubernetes Service svc.prod.svc.cluster.local",
-        },
-        Row {
-            name: "cluster mode, --strict-hosts: the same host is an error",
-            text: VS.to_string(),
-            hosts: HostMode::Endpoints,
-            want: (Code::HostWithoutEndpoints, Severity::Error),
-            says: "weir serve sends traffic only to endpoints a ServiceEntry lists",
-        },
-        Row {
-            name: "cluster mode still checks subsets against the DestinationRules in the input",
-            text: format!(
-                "{}{}",
-                dr("prod", "version: v2").replace("name: v2", "name: v3"),
-                VS
-            ),
-            hosts: HostMode::Cluster,
-            want: (Code::UndefinedSubset, Severity::Error),
-            says: "defined subsets are v1, v3",
-        },
-        Row {
-            name: "cluster mode: name.namespace and the FQDN name the same Service",
-            text: VS
-                .replace("{host: svc, subset: v2}", "{host: svc.prod, subset: v2}")
-                .replace(
-                    "{host: svc, subset: v1}",
-                    "{host: svc.prod.svc.cluster.local, subset: v1}",
-                ),
-            hosts: HostMode::Cluster,
-            want: (Code::HostWithoutEndpoints, Severity::Warning),
-            says: "svc.prod.svc.cluster.local",
         },
     ]
 }

@@ -51,14 +51,13 @@ const ROWS: &[Row] = &[
         refused: false,
     },
     Row {
-        name: "annotation wins over the running majority",
+        name: "annotation wins over the running majority (the majority may return to it)",
         annotations: "weir.dev/stable-subset: v2",
         route: &[("v1", 20), ("v2", 80)],
         against: Some(&[("v1", 90), ("v2", 10)]),
         stable: "v2",
         source: StableSource::Annotation,
-        // v1 held the majority and v2 takes it: a flip, which needs a promotion.
-        refused: true,
+        refused: false,
     },
     Row {
         name: "running majority decides without annotation",
