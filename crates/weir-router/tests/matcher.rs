@@ -641,3 +641,59 @@ fn no_rule_matches_is_no_route() {
         Err(weir_router::NoRoute::NoMatchingRule(_))
     ));
 }
+
+/// `RouteTable::explain` and `Decision::matched` on the lesson's config: the skipped rule names
+/// the condition it failed, and the decision says which match item hit.
+#[test]
+fn explain_names_the_failed_condition_and_decide_the_matched_item() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/payment-svc.yaml"
+    ))
+    .unwrap();
+    let table = common::table(&text);
+    let uri: Uri = "http://payment-svc/pay".parse().unwrap();
+    let method = Method::GET;
+    let mut headers = HeaderMap::new();
+    let head = RequestHead::new(&method, &uri, &headers);
+    let e = table.explain(&head, 95);
+    assert_eq!(e.host, "payment-svc");
+    assert_eq!(
+        e.virtual_service.map(|v| v.name.as_str()),
+        Some("payment-svc")
+    );
+    assert_eq!(e.skipped.len(), 1);
+    assert_eq!(e.skipped[0].rule.index, 0);
+    assert_eq!(e.skipped[0].reason(), "header x-canary is absent");
+    let d = e.decision.as_ref().expect("routed");
+    assert_eq!((d.rule.index, d.matched), (1, None));
+    assert_eq!(
+        d.destination.subset.as_deref(),
+        Some("v2"),
+        "95 % 100 is in v2's [90, 100)"
+    );
+
+    headers.insert("x-canary", HeaderValue::from_static("false"));
+    let head = RequestHead::new(&method, &uri, &headers);
+    let e = table.explain(&head, 0);
+    assert_eq!(
+        e.skipped[0].reason(),
+        "header x-canary \"false\" is not exact \"true\""
+    );
+
+    headers.insert("x-canary", HeaderValue::from_static("true"));
+    let head = RequestHead::new(&method, &uri, &headers);
+    let d = table.decide(&head, 0).expect("routed");
+    assert_eq!((d.rule.index, d.matched), (0, Some(0)));
+    assert!(table.explain(&head, 0).skipped.is_empty());
+
+    let uri: Uri = "http://checkout/pay".parse().unwrap();
+    let head = RequestHead::new(&method, &uri, &headers);
+    let e = table.explain(&head, 0);
+    let why = e.decision.expect_err("no route");
+    let body = table.no_route_message(&why);
+    assert!(
+        body.contains("\"checkout\"") && body.contains("known hosts: payment-svc"),
+        "{body}"
+    );
+}
