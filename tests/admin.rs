@@ -1,12 +1,12 @@
 //! The admin API of `weir serve` and its CLI clients (`weir set-weights`, `weir rollback`),
-//! against the real binary and upstreams started here.
+//! against the real binary and upstreams started here. Sequences of calls are row tables:
+//! (call, expected status, expected finding codes, split in force after).
 
 mod support;
 
 use std::process::Output;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{Value, json};
 use support::*;
@@ -24,6 +24,16 @@ async fn routes(weir: &Weir) -> Value {
     let (status, body) = weir.admin_json("GET", "/routes", Value::Null).await;
     assert_eq!(status, StatusCode::OK, "GET /routes: {body}");
     body
+}
+
+async fn generation(weir: &Weir) -> u64 {
+    routes(weir).await["generation"].as_u64().unwrap()
+}
+
+async fn latched(weir: &Weir) -> bool {
+    routes(weir).await["virtual_services"][0]["latched"]
+        .as_bool()
+        .unwrap()
 }
 
 /// The weights of the lesson's `canary-split` rule in force: (v1, v2).
@@ -54,6 +64,13 @@ async fn send_many(weir: &Weir, n: usize) -> Vec<String> {
     out
 }
 
+async fn reaches_v2_eventually(weir: &Weir, what: &str) {
+    eventually(WAIT, what, || async {
+        send_many(weir, 10).await.iter().any(|u| u == "v2")
+    })
+    .await;
+}
+
 fn codes(body: &Value) -> Vec<String> {
     body["findings"]
         .as_array()
@@ -63,37 +80,106 @@ fn codes(body: &Value) -> Vec<String> {
         .collect()
 }
 
+/// One admin call of a row table.
+struct Call {
+    method: &'static str,
+    path: &'static str,
+    body: Value,
+    status: StatusCode,
+    /// Finding codes the answer must contain (all of them; none checked when empty).
+    codes: &'static [&'static str],
+    /// The split in force after the call, when checked.
+    split: Option<(u64, u64)>,
+}
+
+/// `PUT /weights` on payment-svc with these extra fields.
+fn put_weights(fields: Value, status: StatusCode) -> Call {
+    let mut body = json!({"virtual_service": "payment-svc"});
+    for (k, v) in fields.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    Call {
+        method: "PUT",
+        path: "/weights",
+        body,
+        status,
+        codes: &[],
+        split: None,
+    }
+}
+
+impl Call {
+    fn codes(self, codes: &'static [&'static str]) -> Call {
+        Call { codes, ..self }
+    }
+
+    fn split(self, v1: u64, v2: u64) -> Call {
+        Call {
+            split: Some((v1, v2)),
+            ..self
+        }
+    }
+
+    /// Makes the call, checks the row, returns the answer.
+    async fn run(&self, weir: &Weir) -> Value {
+        let what = format!("{} {} {}", self.method, self.path, self.body);
+        let (status, answer) = weir
+            .admin_json(self.method, self.path, self.body.clone())
+            .await;
+        assert_eq!(status, self.status, "{what}: {answer}");
+        if !self.codes.is_empty() {
+            let found = codes(&answer);
+            for code in self.codes {
+                assert!(
+                    found.iter().any(|c| c == code),
+                    "{what}: no {code} in {answer}"
+                );
+            }
+        }
+        if let Some(expected) = self.split {
+            assert_eq!(split(weir).await, expected, "{what}");
+        }
+        answer
+    }
+}
+
 /// Runs a `weir` subcommand to completion (off the async runtime).
-async fn weir_cli(args: Vec<String>) -> Output {
-    tokio::task::spawn_blocking(move || weir_command().args(&args).output().expect("run weir"))
-        .await
-        .unwrap()
+fn weir_cli(args: &[&str]) -> impl Future<Output = Output> + use<> {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    async move {
+        tokio::task::spawn_blocking(move || weir_command().args(&args).output().expect("run weir"))
+            .await
+            .unwrap()
+    }
+}
+
+/// `weir serve` on `config` with `extra` arguments, run until it exits (for refusals).
+async fn serve_refused(config: &str, extra: &[&str]) -> Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, config).unwrap();
+    let path = path.display().to_string();
+    let mut args = vec!["serve", "--config", &path, "--listen", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let out = weir_cli(&args).await;
+    assert!(!stdout(&out).contains("ready"), "{out:?}");
+    out
 }
 
 fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_describe_the_table_in_force() {
     let (v1, v2, weir) = lesson().await;
-    let (status, _, body) = http_request(
-        "GET",
-        &format!("{}/healthz", weir.admin_url()),
-        None,
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let (status, _, body) = weir.admin_raw("GET", "/healthz", &[], "").await;
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok\n"[..]));
-    let (status, _, _) = http_request(
-        "GET",
-        &format!("{}/readyz", weir.admin_url()),
-        None,
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let (status, _, _) = weir.admin_raw("GET", "/readyz", &[], "").await;
     assert_eq!(status, StatusCode::OK);
 
     let routes = routes(&weir).await;
@@ -110,14 +196,12 @@ async fn reads_describe_the_table_in_force() {
     assert_eq!(split["destinations"][0]["weight"], 90);
     assert_eq!(split["destinations"][0]["share_percent"], 90.0);
     assert_eq!(split["destinations"][1]["weight"], 10);
-    assert_eq!(
-        split["destinations"][0]["endpoints"],
-        json!([format!("127.0.0.1:{}", v1.port())])
-    );
-    assert_eq!(
-        split["destinations"][1]["endpoints"],
-        json!([format!("127.0.0.1:{}", v2.port())])
-    );
+    for (i, upstream) in [&v1, &v2].into_iter().enumerate() {
+        assert_eq!(
+            split["destinations"][i]["endpoints"],
+            json!([format!("127.0.0.1:{}", upstream.port())])
+        );
+    }
 
     let (status, config) = weir.admin_json("GET", "/config", Value::Null).await;
     assert_eq!(status, StatusCode::OK);
@@ -129,14 +213,7 @@ async fn reads_describe_the_table_in_force() {
     );
     assert_eq!(source["yaml"].as_str().unwrap(), read(&weir.config_path));
 
-    let (status, headers, _) = http_request(
-        "GET",
-        &format!("{}/metrics", weir.admin_url()),
-        None,
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let (status, headers, _) = weir.admin_raw("GET", "/metrics", &[], "").await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         headers["content-type"]
@@ -156,19 +233,18 @@ async fn reads_describe_the_table_in_force() {
 async fn rollback_sends_the_very_next_request_to_v1_and_holds_through_a_reload_until_released() {
     let (_v1, v2, weir) = lesson().await;
     // Traffic reaches the canary before the rollback.
-    eventually(WAIT, "a request reaches v2", || async {
-        send_many(&weir, 10).await.iter().any(|u| u == "v2")
-    })
-    .await;
+    reaches_v2_eventually(&weir, "a request reaches v2").await;
 
-    let (status, body) = weir
-        .admin_json(
-            "POST",
-            "/rollback",
-            json!({"virtual_service": "payment-svc"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let payment = json!({"virtual_service": "payment-svc"});
+    let rollback = |method| Call {
+        method,
+        path: "/rollback",
+        body: payment.clone(),
+        status: StatusCode::OK,
+        codes: &[],
+        split: None,
+    };
+    let body = rollback("POST").run(&weir).await;
     assert_eq!(body["virtual_services"], json!(["production/payment-svc"]));
     assert!(body["took_us"].as_u64().is_some(), "{body}");
     let rolled_back = body["generation"].as_u64().unwrap();
@@ -183,7 +259,7 @@ async fn rollback_sends_the_very_next_request_to_v1_and_holds_through_a_reload_u
     );
     assert_eq!(v2.count(), before);
     assert_eq!(split(&weir).await, (100, 0));
-    assert_eq!(routes(&weir).await["virtual_services"][0]["latched"], true);
+    assert!(latched(&weir).await);
     let metrics = weir.metrics().await;
     assert_eq!(metric_sum(&metrics, "weir_rollbacks_total", &[]), 1.0);
 
@@ -191,123 +267,86 @@ async fn rollback_sends_the_very_next_request_to_v1_and_holds_through_a_reload_u
     let text = format!("{}\n# touched\n", read(&weir.config_path));
     weir.write_config(&text);
     eventually(WAIT, "the touched file is reloaded", || async {
-        routes(&weir).await["generation"].as_u64().unwrap() > rolled_back
+        generation(&weir).await > rolled_back
     })
     .await;
     assert_eq!(split(&weir).await, (100, 0));
     assert!(send_many(&weir, 100).await.iter().all(|u| u == "v1"));
 
+    let ninety_ten = json!({"weights": {"v1": 90, "v2": 10}});
     // Nor can a weight change while latched.
-    let (status, body) = weir
-        .admin_json(
-            "PUT",
-            "/weights",
-            json!({"virtual_service": "payment-svc", "weights": {"v1": 90, "v2": 10}}),
-        )
+    let refused = put_weights(ninety_ten.clone(), StatusCode::CONFLICT)
+        .run(&weir)
         .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(codes(&body), ["WEIR014"]);
+    assert_eq!(codes(&refused), ["WEIR014"]);
 
     // DELETE releases the latch; the canary stays at 0% until its weight is raised.
-    let (status, body) = weir
-        .admin_json(
-            "DELETE",
-            "/rollback",
-            json!({"virtual_service": "payment-svc"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(routes(&weir).await["virtual_services"][0]["latched"], false);
-    assert_eq!(split(&weir).await, (100, 0));
-    let (status, body) = weir
-        .admin_json(
-            "PUT",
-            "/weights",
-            json!({"virtual_service": "payment-svc", "weights": {"v1": 90, "v2": 10}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    eventually(WAIT, "a request reaches v2 again", || async {
-        send_many(&weir, 10).await.iter().any(|u| u == "v2")
-    })
-    .await;
+    rollback("DELETE").split(100, 0).run(&weir).await;
+    assert!(!latched(&weir).await);
+    put_weights(ninety_ten, StatusCode::OK).run(&weir).await;
+    reaches_v2_eventually(&weir, "a request reaches v2 again").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weight_changes_go_through_the_guard() {
     let (_v1, _v2, weir) = lesson().await;
-
-    // The 99/1 typo: refused with the findings, nothing changes.
-    let (status, body) = weir
-        .admin_json(
-            "PUT",
-            "/weights",
-            json!({"virtual_service": "payment-svc", "rule": "canary-split", "weights": {"v1": 1, "v2": 99}}),
+    let majority = json!({"weights": {"v1": 40, "v2": 60}});
+    let rows = [
+        // The 99/1 typo: refused by both guards, nothing changes.
+        put_weights(
+            json!({"rule": "canary-split", "weights": {"v1": 1, "v2": 99}}),
+            StatusCode::CONFLICT,
         )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["error"], "refused by the weight guard");
-    let found = codes(&body);
-    assert!(
-        found.contains(&"WEIR004".to_string()),
-        "no direction guard finding: {body}"
-    );
-    assert!(
-        found.contains(&"WEIR005".to_string()),
-        "no step guard finding: {body}"
-    );
-    assert_eq!(routes(&weir).await["generation"], 1);
-    assert_eq!(split(&weir).await, (90, 10));
-
-    // Weights that do not sum to 100 are refused even with force.
-    let (status, body) = weir
-        .admin_json(
-            "PUT",
-            "/weights",
-            json!({"virtual_service": "payment-svc", "weights": {"v2": 20}, "force": true}),
+        .codes(&["WEIR004", "WEIR005"])
+        .split(90, 10),
+        // Weights that do not sum to 100 are refused even with force.
+        put_weights(
+            json!({"weights": {"v2": 20}, "force": true}),
+            StatusCode::CONFLICT,
         )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(codes(&body), ["WEIR001"]);
-
-    // A step within max-step, with the rule by index: applied.
-    let (status, body) = weir
-        .admin_json(
-            "PUT",
-            "/weights",
-            json!({"virtual_service": "payment-svc", "rule": 1, "weights": {"v1": 50, "v2": 50}}),
+        .codes(&["WEIR001"]),
+        // A step within max-step, with the rule by index: applied.
+        put_weights(
+            json!({"rule": 1, "weights": {"v1": 50, "v2": 50}}),
+            StatusCode::OK,
         )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["generation"], 2);
-    assert!(body["findings"].as_array().is_some());
-    assert_eq!(split(&weir).await, (50, 50));
+        .split(50, 50),
+        // Only an explicit force skips the direction guard; a declared promotion also does.
+        put_weights(majority, StatusCode::CONFLICT).split(50, 50),
+        put_weights(
+            json!({"weights": {"v1": 40, "v2": 60}, "promotion": true}),
+            StatusCode::OK,
+        )
+        .split(40, 60),
+    ];
+    let mut answers = Vec::new();
+    for row in &rows {
+        answers.push(row.run(&weir).await);
+    }
+    assert_eq!(answers[0]["error"], "refused by the weight guard");
+    assert_eq!(codes(&answers[1]), ["WEIR001"]);
+    assert_eq!(answers[2]["generation"], 2);
+    assert!(answers[2]["findings"].as_array().is_some());
+    // Only the two accepted rows changed the table.
+    assert_eq!(generation(&weir).await, 3);
     let metrics = weir.metrics().await;
-    assert_eq!(metric_sum(&metrics, "weir_config_generation", &[]), 2.0);
-
-    // Only an explicit force skips the direction guard; a declared promotion also does.
-    let majority = json!({"virtual_service": "payment-svc", "weights": {"v1": 40, "v2": 60}});
-    let (status, _) = weir.admin_json("PUT", "/weights", majority.clone()).await;
-    assert_eq!(status, StatusCode::CONFLICT);
-    let mut promotion = majority.clone();
-    promotion["promotion"] = json!(true);
-    let (status, body) = weir.admin_json("PUT", "/weights", promotion).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(split(&weir).await, (40, 60));
+    assert_eq!(metric_sum(&metrics, "weir_config_generation", &[]), 3.0);
 
     // Promotion: v2 becomes the stable subset with everything.
-    let (status, body) = weir
-        .admin_json(
-            "POST",
-            "/promote",
-            json!({"virtual_service": "payment-svc", "subset": "v2"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
+    let promote = Call {
+        method: "POST",
+        path: "/promote",
+        body: json!({"virtual_service": "payment-svc", "subset": "v2"}),
+        status: StatusCode::OK,
+        codes: &[],
+        split: Some((0, 100)),
+    };
+    let body = promote.run(&weir).await;
     assert!(body["generation"].as_u64().unwrap() > 3);
-    let vs = &routes(&weir).await["virtual_services"][0];
-    assert_eq!(vs["stable_subset"], "v2");
-    assert_eq!(split(&weir).await, (0, 100));
+    assert_eq!(
+        routes(&weir).await["virtual_services"][0]["stable_subset"],
+        "v2"
+    );
     let (_, headers, _) = weir.send("payment-svc", "/pay", &[]).await;
     assert_eq!(headers["x-upstream"], "v2");
 }
@@ -315,19 +354,7 @@ async fn weight_changes_go_through_the_guard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_misaddressed_requests_are_rejected() {
     let (_v1, _v2, weir) = lesson().await;
-    let put = |body: &'static str| {
-        let url = format!("{}/weights", weir.admin_url());
-        async move {
-            http_request(
-                "PUT",
-                &url,
-                None,
-                &[("content-type", "application/json")],
-                Bytes::from(body),
-            )
-            .await
-        }
-    };
+    let json_body = [("content-type", "application/json")];
     for body in [
         "{not json",
         r#"{"virtual_service": "payment-svc"}"#,
@@ -335,7 +362,7 @@ async fn malformed_and_misaddressed_requests_are_rejected() {
         r#"{"virtual_service": "payment-svc", "weights": {"v1": 90, "v2": 10}, "forced": true}"#,
         r#"{"virtual_service": "payment-svc", "weights": {}}"#,
     ] {
-        let (status, _, answer) = put(body).await;
+        let (status, _, answer) = weir.admin_raw("PUT", "/weights", &json_body, body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         let answer: Value = serde_json::from_slice(&answer).unwrap();
         assert!(
@@ -344,59 +371,44 @@ async fn malformed_and_misaddressed_requests_are_rejected() {
         );
     }
 
-    let (status, body) = weir
-        .admin_json(
-            "PUT",
-            "/weights",
-            json!({"virtual_service": "orders-svc", "weights": {"v1": 100}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("production/payment-svc"),
-        "{body}"
-    );
-    let (status, _) = weir
-        .admin_json(
+    let orders = json!({"virtual_service": "orders-svc", "weights": {"v1": 100}});
+    let misaddressed = [
+        ("PUT", "/weights", orders, StatusCode::NOT_FOUND),
+        (
             "POST",
             "/rollback",
             json!({"virtual_service": "orders-svc"}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    let (status, _) = weir
-        .admin_json(
+            StatusCode::NOT_FOUND,
+        ),
+        (
             "PUT",
             "/weights",
             json!({"virtual_service": "payment-svc", "weights": {"v3": 0}}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT);
+            StatusCode::CONFLICT,
+        ),
+    ];
+    for (i, (method, path, body, expected)) in misaddressed.into_iter().enumerate() {
+        let (status, answer) = weir.admin_json(method, path, body).await;
+        assert_eq!(status, expected, "{method} {path}: {answer}");
+        if i == 0 {
+            // An unknown VirtualService: the answer names the ones this sidecar routes.
+            assert!(
+                answer["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("production/payment-svc"),
+                "{answer}"
+            );
+        }
+    }
 
-    let (status, headers, _) = http_request(
-        "POST",
-        &format!("{}/weights", weir.admin_url()),
-        None,
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let (status, headers, _) = weir.admin_raw("POST", "/weights", &[], "").await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(headers["allow"], "PUT");
-    let (status, _, _) = http_request(
-        "GET",
-        &format!("{}/nope", weir.admin_url()),
-        None,
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let (status, _, _) = weir.admin_raw("GET", "/nope", &[], "").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Nothing above changed the table.
-    assert_eq!(routes(&weir).await["generation"], 1);
+    assert_eq!(generation(&weir).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -407,7 +419,6 @@ async fn a_token_guards_every_admin_request() {
         &lesson_config(&v1, &v2, 90, 10),
         &["--admin-token", "s3cret"],
     );
-    let url = |path: &str| format!("{}{path}", weir.admin_url());
 
     for auth in [
         None,
@@ -417,23 +428,16 @@ async fn a_token_guards_every_admin_request() {
     ] {
         let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
         for path in ["/healthz", "/routes", "/metrics"] {
-            let (status, _, _) =
-                http_request("GET", &url(path), None, &headers, Bytes::new()).await;
+            let (status, _, _) = weir.admin_raw("GET", path, &headers, "").await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "GET {path} with {auth:?}");
         }
-        let (status, headers, _) = http_request(
-            "PUT",
-            &url("/weights"),
-            None,
-            &headers,
-            Bytes::from(r#"{"virtual_service": "payment-svc", "weights": {"v1": 50, "v2": 50}}"#),
-        )
-        .await;
+        let change = r#"{"virtual_service": "payment-svc", "weights": {"v1": 50, "v2": 50}}"#;
+        let (status, headers, _) = weir.admin_raw("PUT", "/weights", &headers, change).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(headers["www-authenticate"], "Bearer");
     }
     let bearer = [("authorization", "Bearer s3cret")];
-    let (status, _, body) = http_request("GET", &url("/routes"), None, &bearer, Bytes::new()).await;
+    let (status, _, body) = weir.admin_raw("GET", "/routes", &bearer, "").await;
     assert_eq!(status, StatusCode::OK);
     let routes: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(
@@ -442,24 +446,20 @@ async fn a_token_guards_every_admin_request() {
     );
 
     // The CLI: without the token, a usage error; with it, done.
-    let base = vec![
-        "set-weights".to_string(),
-        "--admin".to_string(),
-        weir.admin_url(),
-        "--virtual-service".to_string(),
-        "payment-svc".to_string(),
-        "v1=50".to_string(),
-        "v2=50".to_string(),
+    let admin = weir.admin_url();
+    let base = [
+        "set-weights",
+        "--admin",
+        &admin,
+        "--virtual-service",
+        "payment-svc",
+        "v1=50",
+        "v2=50",
     ];
-    let out = weir_cli(base.clone()).await;
+    let out = weir_cli(&base).await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("401"),
-        "{out:?}"
-    );
-    let mut with_token = base;
-    with_token.extend(["--token".to_string(), "s3cret".to_string()]);
-    let out = weir_cli(with_token).await;
+    assert!(stderr(&out).contains("401"), "{out:?}");
+    let out = weir_cli(&[&base[..], &["--token", "s3cret"]].concat()).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
 }
 
@@ -469,25 +469,9 @@ async fn an_admin_api_off_loopback_needs_a_token() {
     let v2 = Upstream::start("v2").await;
     let config = lesson_config(&v1, &v2, 90, 10);
 
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, &config).unwrap();
-    let args: Vec<String> = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "0.0.0.0:0",
-        "--config",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([path.display().to_string()])
-    .collect();
-    let out = weir_cli(args).await;
+    let out = serve_refused(&config, &["--admin", "0.0.0.0:0"]).await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(!stdout(&out).contains("ready"), "{out:?}");
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(
         err.contains("not a loopback address") && err.contains("--admin-token"),
         "{err}"
@@ -500,60 +484,41 @@ async fn an_admin_api_off_loopback_needs_a_token() {
     );
     assert!(weir.admin.ip().is_unspecified(), "{}", weir.admin);
     let loopback = format!("http://127.0.0.1:{}/routes", weir.admin.port());
-    let (status, _, _) = http_request("GET", &loopback, None, &[], Bytes::new()).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
-    let (status, _, _) = http_request(
-        "GET",
-        &loopback,
-        None,
-        &[("authorization", "Bearer s3cret")],
-        Bytes::new(),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    for (auth, expected) in [
+        (None, StatusCode::UNAUTHORIZED),
+        (Some("Bearer s3cret"), StatusCode::OK),
+    ] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let (status, _, _) =
+            http_request("GET", &loopback, None, &headers, bytes::Bytes::new()).await;
+        assert_eq!(status, expected, "{auth:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_config_does_not_start() {
     let v1 = Upstream::start("v1").await;
     let v2 = Upstream::start("v2").await;
-    let config = lesson_config(&v1, &v2, 1, 99);
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("config.yaml");
-    std::fs::write(&path, config).unwrap();
-    let args = vec![
-        "serve".to_string(),
-        "--config".to_string(),
-        path.display().to_string(),
-        "--listen".to_string(),
-        "127.0.0.1:0".to_string(),
-        "--admin".to_string(),
-        "127.0.0.1:0".to_string(),
-    ];
-    let out = weir_cli(args).await;
+    let out = serve_refused(&lesson_config(&v1, &v2, 1, 99), &["--admin", "127.0.0.1:0"]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    assert!(!stdout(&out).contains("ready"));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(err.contains("WEIR004") && err.contains("refused"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_weights_cli_end_to_end() {
     let (_v1, _v2, weir) = lesson().await;
-    let cli = |weights: &[&str], extra: &[&str]| {
-        let mut args = vec![
-            "set-weights".to_string(),
-            "--admin".to_string(),
-            weir.admin_url(),
-            "--virtual-service".to_string(),
-            "payment-svc".to_string(),
-        ];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args.extend(weights.iter().map(|s| s.to_string()));
-        weir_cli(args)
-    };
+    let admin = weir.admin_url();
+    let set = [
+        "set-weights",
+        "--admin",
+        &admin,
+        "--virtual-service",
+        "payment-svc",
+    ];
+    let cli = |rest: &[&str]| weir_cli(&[&set[..], rest].concat());
 
-    let out = cli(&["v1=1", "v2=99"], &[]).await;
+    let out = cli(&["v1=1", "v2=99"]).await;
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let text = stdout(&out);
     assert!(
@@ -562,70 +527,72 @@ async fn set_weights_cli_end_to_end() {
     );
     assert_eq!(split(&weir).await, (90, 10));
 
-    let out = cli(
-        &["v1=50", "v2=50"],
-        &["--rule", "canary-split", "--format", "json"],
-    )
+    let out = cli(&[
+        "--rule",
+        "canary-split",
+        "--format",
+        "json",
+        "v1=50",
+        "v2=50",
+    ])
     .await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let reply: Value = serde_json::from_slice(&out.stdout).expect("--format json prints JSON");
     assert_eq!(reply["generation"], 2);
     assert_eq!(split(&weir).await, (50, 50));
 
-    let out = cli(&["v1=60", "v2=40"], &[]).await;
+    let out = cli(&["v1=60", "v2=40"]).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(stdout(&out).contains("generation 3"), "{out:?}");
 
-    let out = cli(&["v1=sixty"], &[]).await;
+    let out = cli(&["v1=sixty"]).await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
 
     // Nothing listens there any more: a connection error is exit 2.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let out = weir_cli(vec![
-        "set-weights".into(),
-        "--admin".into(),
-        dead,
-        "--virtual-service".into(),
-        "payment-svc".into(),
-        "v1=100".into(),
+    let out = weir_cli(&[
+        "set-weights",
+        "--admin",
+        &dead,
+        "--virtual-service",
+        "payment-svc",
+        "v1=100",
     ])
     .await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("cannot reach"),
-        "{out:?}"
-    );
+    assert!(stderr(&out).contains("cannot reach"), "{out:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_cli_rolls_back_and_releases() {
     let (_v1, v2, weir) = lesson().await;
+    let admin = weir.admin_url();
     // No --virtual-service: every VirtualService of the sidecar.
-    let out = weir_cli(vec!["rollback".into(), "--admin".into(), weir.admin_url()]).await;
+    let out = weir_cli(&["rollback", "--admin", &admin]).await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(
         stdout(&out).contains("rolled back production/payment-svc"),
         "{out:?}"
     );
     assert_eq!(split(&weir).await, (100, 0));
-    assert_eq!(routes(&weir).await["virtual_services"][0]["latched"], true);
+    assert!(latched(&weir).await);
     let before = v2.count();
     assert!(send_many(&weir, 100).await.iter().all(|u| u == "v1"));
     assert_eq!(v2.count(), before);
 
-    let out = weir_cli(vec![
-        "rollback".into(),
-        "--admin".into(),
-        weir.admin_url(),
-        "--release".into(),
-        "--format".into(),
-        "json".into(),
+    let out = weir_cli(&[
+        "rollback",
+        "--admin",
+        &admin,
+        "--release",
+        "--format",
+        "json",
     ])
     .await;
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(reply["generation"].as_u64().is_some(), "{reply}");
-    assert_eq!(routes(&weir).await["virtual_services"][0]["latched"], false);
+    assert!(!latched(&weir).await);
 }

@@ -106,6 +106,24 @@ fn promoted() -> Vec<(String, u64)> {
     vec![("v2".to_string(), 100)]
 }
 
+/// The shipped `config/canary.yaml` is the lesson's analysis (was a unit test of the
+/// binary's `canary` module; it tests the file and weir-canary, not the CLI).
+#[test]
+fn the_example_spec_is_the_lessons_analysis() {
+    let spec = weir_canary::CanarySpec::from_yaml(
+        "config/canary.yaml",
+        include_str!("../config/canary.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.plan.weights(), vec![10, 20, 30, 40, 50]);
+    assert_eq!(spec.analysis.threshold, 5);
+    assert_eq!(spec.analysis.interval, Duration::from_secs(300));
+    assert_eq!(spec.analysis.gates.len(), 2);
+    assert!(spec.analysis.webhooks.is_empty(), "no unreachable hook");
+    assert_eq!(spec.target.rule.as_deref(), Some("canary-split"));
+    assert!(spec.analysis.fast_guard.is_some());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_healthy_canary_steps_through_the_weights_and_is_promoted() {
     let v1 = Upstream::start("v1").await;

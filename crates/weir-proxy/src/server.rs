@@ -128,3 +128,105 @@ pub(crate) async fn serve<N: NewService>(
         workers::serve(new, listener, shutdown, options).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    use super::*;
+
+    /// A server whose every answer takes `delay`, counting the requests it started.
+    async fn slow_server(
+        workers: usize,
+        delay: Duration,
+    ) -> (
+        SocketAddr,
+        Arc<AtomicUsize>,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let started = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&started);
+        let new_service = move |peer: SocketAddr| {
+            let count = Arc::clone(&count);
+            hyper::service::service_fn(move |_req| {
+                count.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
+                        peer.ip().to_string(),
+                    ))))
+                }
+            })
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let options = ServerOptions {
+            workers,
+            ..ServerOptions::new("test", Duration::from_secs(5))
+        };
+        let served = tokio::spawn(serve(
+            Arc::new(new_service),
+            listener,
+            async {
+                let _ = stop_rx.await;
+            },
+            options,
+        ));
+        (addr, started, stop_tx, served)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_shutdown_drains_every_request_in_flight_on_the_runtime_and_on_workers() {
+        for workers in [0, 2] {
+            let (addr, started, stop, served) =
+                slow_server(workers, Duration::from_millis(300)).await;
+            let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+            let requests: Vec<_> = (0..4)
+                .map(|_| {
+                    let client = client.clone();
+                    tokio::spawn(async move {
+                        let resp = client
+                            .get(format!("http://{addr}/").parse().unwrap())
+                            .await
+                            .expect("answered");
+                        let status = resp.status();
+                        (status, resp.into_body().collect().await.unwrap().to_bytes())
+                    })
+                })
+                .collect();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while started.load(Ordering::SeqCst) < 4 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "requests never arrived"
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            stop.send(()).unwrap();
+            for r in requests {
+                // The service saw the peer the accept loop passed it.
+                assert_eq!(
+                    r.await.unwrap(),
+                    (http::StatusCode::OK, Bytes::from_static(b"127.0.0.1")),
+                    "workers: {workers}"
+                );
+            }
+            tokio::time::timeout(Duration::from_secs(5), served)
+                .await
+                .expect("serve returns once drained")
+                .unwrap()
+                .unwrap();
+            assert!(
+                tokio::net::TcpStream::connect(addr).await.is_err(),
+                "workers: {workers}: still accepting"
+            );
+        }
+    }
+}

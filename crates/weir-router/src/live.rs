@@ -12,19 +12,28 @@ use crate::source::ConfigSource;
 use crate::table::{RouteTable, Rule, VirtualService, find_cluster};
 
 /// A change of one rule's weights (admin `PUT /weights`, the canary controller).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Also the JSON body of the admin API's `PUT /weights`: unknown fields are refused, `rule`,
+/// `force` and `promotion` may be left out, and `origin` is never on the wire (the receiver
+/// sets it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WeightChange {
     /// The VirtualService: `name`, `namespace/name`, or one of its hosts.
     pub virtual_service: String,
     /// The rule by name or index; `None` = the first rule that splits between destinations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     /// New weights by subset name. Destinations not named keep their weight.
     pub weights: BTreeMap<String, u32>,
     /// Skip the direction and step guards. Must be explicit.
+    #[serde(default)]
     pub force: bool,
     /// Declares a promotion in progress: the canary may get the majority.
+    #[serde(default)]
     pub promotion: bool,
     /// Who asks, for findings' locations and logs (e.g. `admin API`, `weir canary`).
+    #[serde(skip)]
     pub origin: String,
 }
 

@@ -21,22 +21,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use weir_canary::{Abort, CanarySpec, Event, EventKind, Report};
+use weir_proxy::admin::api::WeightChange;
+use weir_proxy::{RunningSidecar, Sidecar, SidecarOptions};
 use weir_router::{Code, ConfigSource, GuardOptions, LiveTable};
 
-use crate::canary::{micros, run_in_process, trigger_name};
-use crate::upstream::{DemoUpstream, UpstreamSettings};
-use weir_proxy::{RunningSidecar, Sidecar, SidecarOptions};
+use crate::cli::admin_client::{AdminClient, Reply};
+use crate::cli::canary::{micros, trigger_name};
+use crate::cli::serve_canary::run_in_process;
 
 mod traffic;
+pub mod upstream;
 
 use traffic::{ClientPlan, Traffic, WeightWatch};
+use upstream::{DemoUpstream, Served, UpstreamSettings};
 
 /// The lesson's payment-svc: ServiceEntry (v1 on 18081, v2 on 18082), DestinationRule, and the
 /// VirtualService with the dark-launch rule and the 90/10 split.
@@ -48,6 +48,7 @@ const TYPO_NAME: &str = "config/examples/typo-99-1.yaml";
 const SPEC: &str = include_str!("demo/canary.yaml");
 
 const VIRTUAL_SERVICE: &str = "payment-svc";
+const DARK_LAUNCH: &str = "dark launch: only x-canary: true reached v2";
 const SPLIT_RULE: &str = "canary-split";
 /// Share of v2's answers that fail in act 4.
 const FAULT_RATE: f64 = 0.25;
@@ -103,42 +104,19 @@ impl Pace {
 /// header: the canary sees 50 requests a second in the dark launch, 20 times `minRequests`
 /// (20) over a 2 s check, room enough for a loaded machine.
 const CLIENTS: [ClientPlan; 6] = [
-    ClientPlan {
-        rate: 50,
-        tagged: false,
-    },
-    ClientPlan {
-        rate: 50,
-        tagged: false,
-    },
-    ClientPlan {
-        rate: 50,
-        tagged: false,
-    },
-    ClientPlan {
-        rate: 50,
-        tagged: false,
-    },
-    ClientPlan {
-        rate: 25,
-        tagged: true,
-    },
-    ClientPlan {
-        rate: 25,
-        tagged: true,
-    },
+    ClientPlan::new(50, false),
+    ClientPlan::new(50, false),
+    ClientPlan::new(50, false),
+    ClientPlan::new(50, false),
+    ClientPlan::new(25, true),
+    ClientPlan::new(25, true),
 ];
 
 /// `weir demo`.
 pub fn run(args: DemoArgs) -> Result<ExitCode> {
     // The demo prints for humans; the sidecar's own logs would repeat it (RUST_LOG turns
     // them back on).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::cli::init_tracing_at("error", false);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -161,6 +139,13 @@ struct Outcome {
     detail: String,
 }
 
+impl Outcome {
+    fn new(title: &'static str, ok: bool, detail: impl Into<String>) -> Outcome {
+        let detail = detail.into();
+        Outcome { title, ok, detail }
+    }
+}
+
 async fn demo(args: &DemoArgs) -> Result<bool> {
     let pace = Pace::new(args.fast);
     let spec = pace.spec()?;
@@ -170,9 +155,16 @@ async fn demo(args: &DemoArgs) -> Result<bool> {
     let any = SocketAddr::from(([127, 0, 0, 1], 0));
     let v1 = Arc::new(DemoUpstream::start(any, UpstreamSettings::named("v1")).await?);
     let v2 = Arc::new(DemoUpstream::start(any, UpstreamSettings::named("v2")).await?);
-    let config_dir = ConfigDir::new(&render_config(v1.addr.port(), v2.addr.port())?)?;
+    // A private directory holding the demo's config file, removed at the end.
+    let config_dir = tempfile::Builder::new()
+        .prefix("weir-demo-")
+        .tempdir()
+        .context("cannot create the demo's config directory")?;
+    let config = config_dir.path().join("payment-svc.yaml");
+    std::fs::write(&config, render_config(v1.addr.port(), v2.addr.port())?)
+        .with_context(|| format!("cannot write {}", config.display()))?;
     let running = weir_proxy::start(SidecarOptions {
-        config: vec![config_dir.path.clone()],
+        config: vec![config],
         listen: any,
         admin: any,
         workload: "demo-client".into(),
@@ -185,7 +177,7 @@ async fn demo(args: &DemoArgs) -> Result<bool> {
     })
     .await?;
     let sidecar = Arc::clone(running.sidecar());
-    let admin = Admin::new(running.admin_addr);
+    let admin = AdminClient::new(&running.admin_addr.to_string(), None)?;
 
     println!(
         "weir demo: the lesson's payment-svc, end to end ({})",
@@ -225,11 +217,7 @@ async fn demo(args: &DemoArgs) -> Result<bool> {
         act1(&admin, &sidecar, &v2, &args.report).await
     } else {
         println!("\nno traffic got through the sidecar within {PATIENCE:?}");
-        Outcome {
-            title: "the 99/1 typo refused by the guard",
-            ok: false,
-            detail: "no traffic".into(),
-        }
+        Outcome::new("the 99/1 typo refused by the guard", false, "no traffic")
     });
     let (act2, act3) = act2_and_3(&spec, &sidecar, &admin, &v1, &v2, &args.report).await;
     outcomes.push(act2);
@@ -253,13 +241,24 @@ async fn shut_down(running: RunningSidecar) {
 
 // === act 1 ===
 
-async fn act1(admin: &Admin, sidecar: &Sidecar, v2: &DemoUpstream, dir: &Path) -> Outcome {
+async fn act1(admin: &AdminClient, sidecar: &Sidecar, v2: &DemoUpstream, dir: &Path) -> Outcome {
     let title = "the 99/1 typo refused by the guard";
     println!("\nAct 1: the 99/1 typo");
     println!("  In the incident, `v1: 1, v2: 99` was applied where `v1: 90, v2: 10` was meant.");
-    let body = json!({"virtual_service": VIRTUAL_SERVICE, "weights": {"v1": 1, "v2": 99}});
-    println!("  $ curl -X PUT {}/weights -d '{body}'", admin.base);
-    let (status, answer) = admin.call(Method::PUT, "/weights", Some(body)).await;
+    let body = WeightChange {
+        virtual_service: VIRTUAL_SERVICE.into(),
+        weights: [("v1".into(), 1), ("v2".into(), 99)].into(),
+        ..WeightChange::default()
+    };
+    println!(
+        "  $ curl -X PUT {}/weights -d '{}'",
+        admin.base(),
+        json!(body)
+    );
+    let Reply {
+        status,
+        body: answer,
+    } = admin.answer(Method::PUT, "/weights", Some(&body)).await;
     let codes: Vec<String> = answer["findings"]
         .as_array()
         .map(|all| {
@@ -323,11 +322,8 @@ async fn act1(admin: &Admin, sidecar: &Sidecar, v2: &DemoUpstream, dir: &Path) -
         "ok": ok,
     });
     write_json(&dir.join("act1-typo-refused.json"), &record);
-    Outcome {
-        title,
-        ok,
-        detail: format!("PUT /weights -> {}, {}", status.as_u16(), codes.join(" + ")),
-    }
+    let detail = format!("PUT /weights -> {}, {}", status.as_u16(), codes.join(" + "));
+    Outcome::new(title, ok, detail)
 }
 
 // === acts 2 and 3: one canary run, dark launch first ===
@@ -336,14 +332,14 @@ async fn act1(admin: &Admin, sidecar: &Sidecar, v2: &DemoUpstream, dir: &Path) -
 #[derive(Default)]
 struct PromotionSeen {
     /// (v1, v2) served at the last dark-launch check, while the canary had no weight.
-    dark_launch: Option<(crate::upstream::Served, crate::upstream::Served)>,
+    dark_launch: Option<(Served, Served)>,
     act3_started: bool,
 }
 
 async fn act2_and_3(
     spec: &CanarySpec,
     sidecar: &Arc<Sidecar>,
-    admin: &Admin,
+    admin: &AdminClient,
     v1: &Arc<DemoUpstream>,
     v2: &Arc<DemoUpstream>,
     dir: &Path,
@@ -356,42 +352,32 @@ async fn act2_and_3(
             .as_ref()
             .map_or(0, |d| d.iterations)
     );
-    let watch = WeightWatch::start(admin.addr, SPLIT_RULE, "v2", Duration::from_millis(50));
+    let watch = WeightWatch::start(admin.base(), SPLIT_RULE, "v2", Duration::from_millis(50));
     let _ = sidecar.live.release(Some(VIRTUAL_SERVICE));
     let seen = Arc::new(Mutex::new(PromotionSeen::default()));
     let report = {
-        let (spec, sidecar, v1, v2, seen) = (
-            spec.clone(),
-            Arc::clone(sidecar),
-            Arc::clone(v1),
-            Arc::clone(v2),
-            Arc::clone(&seen),
-        );
-        tokio::task::spawn_blocking(move || {
-            run_in_process(&spec, &sidecar, Abort::default(), |e| {
-                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
-                if e.kind == EventKind::Check && e.canary_weight == 0 {
-                    seen.dark_launch = Some((v1.served(), v2.served()));
-                }
-                if e.kind == EventKind::Weights && e.canary_weight > 0 && !seen.act3_started {
-                    seen.act3_started = true;
-                    print_dark_launch(seen.dark_launch);
-                    println!("\nAct 3: a healthy v2, stepped up behind the gates and promoted");
-                }
-                print_event(e);
-            })
+        let (v1, v2, seen) = (Arc::clone(v1), Arc::clone(v2), Arc::clone(&seen));
+        run_canary(spec, sidecar, move |e| {
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            if e.kind == EventKind::Check && e.canary_weight == 0 {
+                seen.dark_launch = Some((v1.served(), v2.served()));
+            }
+            if e.kind == EventKind::Weights && e.canary_weight > 0 && !seen.act3_started {
+                seen.act3_started = true;
+                print_dark_launch(seen.dark_launch);
+                println!("\nAct 3: a healthy v2, stepped up behind the gates and promoted");
+            }
+            print_event(e);
         })
         .await
     };
     let report = match report {
         Ok(r) => r,
         Err(e) => {
-            let failed = |title| Outcome {
-                title,
-                ok: false,
-                detail: format!("the canary run panicked: {e}"),
-            };
-            return (failed("dark launch"), failed("promotion"));
+            return (
+                Outcome::new("dark launch", false, e.clone()),
+                Outcome::new("promotion", false, e),
+            );
         }
     };
     let (dark_launch, act3_started) = {
@@ -402,19 +388,15 @@ async fn act2_and_3(
         print_dark_launch(dark_launch);
     }
     let act2 = match dark_launch {
-        Some((s1, s2)) => Outcome {
-            title: "dark launch: only x-canary: true reached v2",
-            ok: dark_launch_ok(s1, s2),
-            detail: format!(
+        Some((s1, s2)) => Outcome::new(
+            DARK_LAUNCH,
+            dark_launch_ok(s1, s2),
+            format!(
                 "v2 served {} requests, {} with the header",
                 s2.requests, s2.tagged
             ),
-        },
-        None => Outcome {
-            title: "dark launch: only x-canary: true reached v2",
-            ok: false,
-            detail: "no dark-launch check ran".into(),
-        },
+        ),
+        None => Outcome::new(DARK_LAUNCH, false, "no dark-launch check ran"),
     };
     if let Some((s1, s2)) = dark_launch {
         write_json(
@@ -462,19 +444,16 @@ async fn act2_and_3(
         &format!("not promoted: {}", report.reason),
     );
     println!("  report: {saved}");
-    let act3 = Outcome {
-        title: "healthy v2 stepped up and promoted",
-        ok,
-        detail: format!("weights seen {}", arrows(&weights)),
-    };
+    let detail = format!("weights seen {}", arrows(&weights));
+    let act3 = Outcome::new("healthy v2 stepped up and promoted", ok, detail);
     (act2, act3)
 }
 
-fn dark_launch_ok(v1: crate::upstream::Served, v2: crate::upstream::Served) -> bool {
+fn dark_launch_ok(v1: Served, v2: Served) -> bool {
     v2.tagged > 0 && v2.untagged() == 0 && v1.tagged == 0
 }
 
-fn print_dark_launch(seen: Option<(crate::upstream::Served, crate::upstream::Served)>) {
+fn print_dark_launch(seen: Option<(Served, Served)>) {
     let Some((v1, v2)) = seen else {
         println!("  No dark-launch check ran.");
         verdict(false, "", "the dark launch was not checked");
@@ -502,7 +481,7 @@ fn print_dark_launch(seen: Option<(crate::upstream::Served, crate::upstream::Ser
 async fn act4(
     spec: &CanarySpec,
     sidecar: &Arc<Sidecar>,
-    admin: &Admin,
+    admin: &AdminClient,
     v2: &Arc<DemoUpstream>,
     traffic: &Traffic,
     pace: Pace,
@@ -511,49 +490,44 @@ async fn act4(
     let title = "faulty v2 rolled back by the fast guard";
     println!("\nAct 4: a faulty v2, rolled back automatically");
     // Back to the lesson's starting point: v1 stable, v2 at 0%, then a new v2 build.
-    let (status, _) = admin.call(Method::POST, "/reload", None).await;
+    let status = admin
+        .answer(Method::POST, "/reload", None::<&()>)
+        .await
+        .status;
     let _ = sidecar.live.release(Some(VIRTUAL_SERVICE));
     println!(
         "  $ curl -X POST {}/reload   -> {status}: v1 stable again, {}",
-        admin.base,
+        admin.base(),
         describe_split(&split(&sidecar.live))
     );
     println!(
         "  A new v2 build: it answers {:.0}% of its requests with 500 as soon as it takes production traffic.",
         FAULT_RATE * 100.0
     );
-    let watch = WeightWatch::start(admin.addr, SPLIT_RULE, "v2", Duration::from_millis(50));
+    let watch = WeightWatch::start(admin.base(), SPLIT_RULE, "v2", Duration::from_millis(50));
     let marker = traffic.marker();
     let report = {
-        let (spec, sidecar, v2) = (spec.clone(), Arc::clone(sidecar), Arc::clone(v2));
+        let v2 = Arc::clone(v2);
         let mut faulty = false;
-        tokio::task::spawn_blocking(move || {
-            run_in_process(&spec, &sidecar, Abort::default(), |e| {
-                print_event(e);
-                if e.kind == EventKind::Weights && e.canary_weight > 0 && !faulty {
-                    faulty = true;
-                    v2.set_error_rate(FAULT_RATE);
-                    println!(
-                        "  !! v2 now fails {:.0}% of its requests",
-                        FAULT_RATE * 100.0
-                    );
-                }
-                if e.kind == EventKind::RolledBack {
-                    marker.mark();
-                }
-            })
+        run_canary(spec, sidecar, move |e| {
+            print_event(e);
+            if e.kind == EventKind::Weights && e.canary_weight > 0 && !faulty {
+                faulty = true;
+                v2.set_error_rate(FAULT_RATE);
+                println!(
+                    "  !! v2 now fails {:.0}% of its requests",
+                    FAULT_RATE * 100.0
+                );
+            }
+            if e.kind == EventKind::RolledBack {
+                marker.mark();
+            }
         })
         .await
     };
     let report = match report {
         Ok(r) => r,
-        Err(e) => {
-            return Outcome {
-                title,
-                ok: false,
-                detail: format!("the canary run panicked: {e}"),
-            };
-        }
+        Err(e) => return Outcome::new(title, false, e),
     };
     v2.set_error_rate(0.0);
 
@@ -616,18 +590,28 @@ async fn act4(
         "the faulty canary was not contained",
     );
     println!("  report: {saved}");
-    Outcome {
-        title,
-        ok,
-        detail: match rollback {
-            Some(rb) => format!(
-                "by {by}, {} to 0%, {} requests on v2 after",
-                micros(rb.detected_to_in_force_us),
-                after.after_mark_v2
-            ),
-            None => format!("not rolled back: {}", report.reason),
-        },
-    }
+    let detail = match rollback {
+        Some(rb) => format!(
+            "by {by}, {} to 0%, {} requests on v2 after",
+            micros(rb.detected_to_in_force_us),
+            after.after_mark_v2
+        ),
+        None => format!("not rolled back: {}", report.reason),
+    };
+    Outcome::new(title, ok, detail)
+}
+
+/// Runs the demo's canary inside the sidecar on a blocking thread (the controller sleeps
+/// between ticks); `Err` says why it did not finish.
+async fn run_canary(
+    spec: &CanarySpec,
+    sidecar: &Arc<Sidecar>,
+    observer: impl FnMut(&Event) + Send + 'static,
+) -> Result<Report, String> {
+    let (spec, sidecar) = (spec.clone(), Arc::clone(sidecar));
+    tokio::task::spawn_blocking(move || run_in_process(&spec, &sidecar, Abort::default(), observer))
+        .await
+        .map_err(|e| format!("the canary run panicked: {e}"))
 }
 
 // === output ===
@@ -778,82 +762,6 @@ fn render_config(v1_port: u16, v2_port: u16) -> Result<String> {
         text = text.replacen(from, &to, 1);
     }
     Ok(text)
-}
-
-/// A private directory holding the demo's config file, removed at the end.
-struct ConfigDir {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl ConfigDir {
-    fn new(text: &str) -> Result<ConfigDir> {
-        let dir = std::env::temp_dir().join(format!("weir-demo-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
-        let path = dir.join("payment-svc.yaml");
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-        Ok(ConfigDir { dir, path })
-    }
-}
-
-impl Drop for ConfigDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// The sidecar's admin API, called over HTTP as a human or a pipeline would.
-struct Admin {
-    addr: SocketAddr,
-    base: String,
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-}
-
-impl Admin {
-    fn new(addr: SocketAddr) -> Admin {
-        Admin {
-            addr,
-            base: format!("http://{addr}"),
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
-    }
-
-    /// One call; a transport failure is a 503 with the reason as `error`.
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base));
-        let bytes = match body {
-            Some(b) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Bytes::from(b.to_string())
-            }
-            None => Bytes::new(),
-        };
-        let Ok(req) = req.body(Full::new(bytes)) else {
-            return (StatusCode::BAD_REQUEST, Value::Null);
-        };
-        let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| e.to_string())?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            Ok::<_, String>((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
-        };
-        match tokio::time::timeout(Duration::from_secs(10), exchange).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, json!({"error": e})),
-            Err(_) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                json!({"error": "no answer in 10 s"}),
-            ),
-        }
-    }
 }
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.

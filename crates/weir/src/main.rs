@@ -5,15 +5,14 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod canary;
-mod client;
+mod cli;
 mod demo;
-mod explain;
-mod init;
-mod output;
-mod serve;
-mod upstream;
-mod validate;
+
+// `cli/validate.rs` and `cli/explain.rs` still name their neighbours by the paths they had
+// at the crate root.
+use cli as output;
+use cli::{admin_client, canary, explain, init, serve, validate};
+use demo::upstream;
 
 /// weir: safe progressive delivery on the L7 data plane.
 #[derive(Parser, Debug)]
@@ -37,9 +36,9 @@ enum Command {
     /// container, as istio-iptables). Needs NET_ADMIN and NET_RAW.
     Init(init::InitArgs),
     /// Change a route's weights on a running sidecar, through its validator.
-    SetWeights(client::SetWeightsArgs),
+    SetWeights(admin_client::SetWeightsArgs),
     /// Roll a running sidecar's canaries back to 0% (latched), or release the latch.
-    Rollback(client::RollbackArgs),
+    Rollback(admin_client::RollbackArgs),
     /// Drive a canary from 0% to promotion behind metric gates (or back to 0% on a breach)
     /// on running sidecars. Exit 0 promoted, 1 rolled back, 2 usage.
     Canary(canary::CanaryArgs),
@@ -58,8 +57,8 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Init(args) => init::run(args),
-        Command::SetWeights(args) => client::set_weights(args),
-        Command::Rollback(args) => client::rollback(args),
+        Command::SetWeights(args) => admin_client::set_weights(args),
+        Command::Rollback(args) => admin_client::rollback(args),
         Command::Canary(args) => canary::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Upstream(args) => upstream::run(args),

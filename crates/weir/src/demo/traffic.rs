@@ -29,6 +29,13 @@ pub struct ClientPlan {
     pub tagged: bool,
 }
 
+impl ClientPlan {
+    /// `rate` requests a second, with `x-canary: true` when `tagged`.
+    pub const fn new(rate: u32, tagged: bool) -> Self {
+        ClientPlan { rate, tagged }
+    }
+}
+
 /// What one client saw.
 #[derive(Default)]
 struct ClientStats {
@@ -247,11 +254,11 @@ impl Drop for WeightWatch {
 }
 
 impl WeightWatch {
-    /// Polls `http://{admin}/metrics` every `every` for the weight of `version` on `rule`.
-    pub fn start(admin: SocketAddr, rule: &str, version: &str, every: Duration) -> WeightWatch {
+    /// Polls `{admin}/metrics` every `every` for the weight of `version` on `rule`.
+    pub fn start(admin: &str, rule: &str, version: &str, every: Duration) -> WeightWatch {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let client = http_client();
-        let uri = format!("http://{admin}/metrics");
+        let uri = format!("{admin}/metrics");
         let rule = format!("rule=\"{rule}\"");
         let version = format!("destination_version=\"{version}\"");
         let keep = Arc::clone(&seen);

@@ -1,6 +1,6 @@
-//! `weir set-weights` and `weir rollback`: clients of a running sidecar's admin API.
-//! Exit 0 done, 1 refused by the sidecar's validator (the findings are printed), 2 usage or
-//! connection error.
+//! The admin API's client, over the [`weir_proxy::admin::api`] types: `weir set-weights` and
+//! `weir rollback` (exit 0 done, 1 refused by the sidecar's validator with the findings
+//! printed, 2 usage or connection error), and `weir demo`'s calls.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -11,11 +11,16 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
+use weir_proxy::admin::api::{
+    ErrorResponse, FindingView, RollbackRequest, RollbackResponse, WeightChange,
+};
 
-use crate::output::Format;
+use super::Format;
 
 /// How long a command waits for the sidecar's answer.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,15 +99,18 @@ pub fn set_weights(args: SetWeightsArgs) -> Result<ExitCode> {
             "subset {subset} is given twice"
         );
     }
-    let body = json!({
-        "virtual_service": args.virtual_service,
-        "rule": args.rule,
-        "weights": weights,
-        "force": args.force,
-        "promotion": args.promotion,
-    });
-    let (status, reply) = call(&args.target, Method::PUT, "/weights", Some(body))?;
-    finish(status, &reply, args.format, |reply| {
+    let change = WeightChange {
+        virtual_service: args.virtual_service.clone(),
+        rule: args.rule.clone(),
+        weights,
+        force: args.force,
+        promotion: args.promotion,
+        ..WeightChange::default()
+    };
+    let reply = blocking(&args.target, |admin| async move {
+        admin.call(Method::PUT, "/weights", Some(&change)).await
+    })?;
+    finish(&reply, args.format, |reply| {
         let weights: Vec<String> = args
             .weights
             .iter()
@@ -112,38 +120,39 @@ pub fn set_weights(args: SetWeightsArgs) -> Result<ExitCode> {
             "{}: weights set to {} (generation {})",
             args.virtual_service,
             weights.join(" "),
-            reply["generation"]
+            reply.body["generation"]
         );
     })
 }
 
 /// `weir rollback`.
 pub fn rollback(args: RollbackArgs) -> Result<ExitCode> {
-    let body = args
-        .virtual_service
-        .as_ref()
-        .map(|vs| json!({"virtual_service": vs}));
+    let body = args.virtual_service.clone().map(|vs| RollbackRequest {
+        virtual_service: Some(vs),
+    });
     let method = if args.release {
         Method::DELETE
     } else {
         Method::POST
     };
-    let (status, reply) = call(&args.target, method, "/rollback", body)?;
+    let reply = blocking(&args.target, |admin| async move {
+        admin.call(method, "/rollback", body.as_ref()).await
+    })?;
     let which = args
         .virtual_service
         .as_deref()
         .unwrap_or("every VirtualService");
-    finish(status, &reply, args.format, |reply| {
+    finish(&reply, args.format, |reply| {
+        let Some(done) = reply.parse::<RollbackResponse>() else {
+            return println!("{}", reply.body);
+        };
         if args.release {
             println!(
                 "{which}: rollback latch released (generation {}); the canaries stay at 0% until their weights are changed",
-                reply["generation"]
+                done.generation
             );
         } else {
-            let names: Vec<&str> = reply["virtual_services"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
+            let names = done.virtual_services.unwrap_or_default();
             println!(
                 "rolled back {}: canaries at 0% in {} us (generation {}), latched until `weir rollback --release`",
                 if names.is_empty() {
@@ -151,139 +160,160 @@ pub fn rollback(args: RollbackArgs) -> Result<ExitCode> {
                 } else {
                     names.join(", ")
                 },
-                reply["took_us"],
-                reply["generation"]
+                done.took_us.unwrap_or(0),
+                done.generation
             );
         }
     })
 }
 
 /// Prints the reply and picks the exit code: 2xx 0, 409 (refused) 1, anything else 2.
-fn finish(
-    status: StatusCode,
-    reply: &Value,
-    format: Format,
-    done: impl FnOnce(&Value),
-) -> Result<ExitCode> {
+fn finish(reply: &Reply, format: Format, done: impl FnOnce(&Reply)) -> Result<ExitCode> {
     if format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(reply)?);
+        println!("{}", serde_json::to_string_pretty(&reply.body)?);
     }
-    if status.is_success() {
+    if reply.status.is_success() {
         if format == Format::Text {
             done(reply);
-            print_findings(reply);
+            print_findings(&reply.body);
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let message = reply["error"].as_str().unwrap_or("no error message");
-    if status == StatusCode::CONFLICT {
+    let message = reply.error();
+    if reply.status == StatusCode::CONFLICT {
         if format == Format::Text {
             println!("REFUSED: {message}");
-            print_findings(reply);
+            print_findings(&reply.body);
         }
         return Ok(ExitCode::from(1));
     }
     if format == Format::Text {
-        eprintln!("weir: the sidecar answered {status}: {message}");
+        eprintln!("weir: the sidecar answered {}: {message}", reply.status);
     }
     Ok(ExitCode::from(2))
-}
-
-/// A finding as the admin API sends it.
-#[derive(Deserialize)]
-struct FindingView {
-    code: String,
-    severity: String,
-    location: LocationView,
-    message: String,
-}
-
-#[derive(Deserialize)]
-struct LocationView {
-    file: String,
-    #[serde(default)]
-    line: u32,
-    #[serde(default)]
-    column: u32,
-    #[serde(default)]
-    path: String,
 }
 
 fn print_findings(reply: &Value) {
     let Some(findings) = reply.get("findings") else {
         return;
     };
-    let findings: Vec<FindingView> = match serde_json::from_value(findings.clone()) {
-        Ok(f) => f,
-        Err(_) => {
-            println!("{findings}");
-            return;
-        }
-    };
-    for f in findings {
-        let at = if f.location.line > 0 {
-            format!(
-                "{}:{}:{}",
-                f.location.file, f.location.line, f.location.column
-            )
-        } else {
-            f.location.file
-        };
-        println!("{at}: {}[{}] {}", f.severity, f.code, f.message);
-        if !f.location.path.is_empty() {
-            println!("    at {}", f.location.path);
-        }
+    match serde_json::from_value::<Vec<FindingView>>(findings.clone()) {
+        Ok(findings) => findings.iter().for_each(|f| println!("{f}")),
+        Err(_) => println!("{findings}"),
     }
 }
 
-/// Sends one request to the admin API; any failure to get an answer is an error (exit 2).
-fn call(
-    target: &AdminTarget,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<(StatusCode, Value)> {
-    let base = if target.admin.contains("://") {
-        target.admin.clone()
+/// `http://` added when missing, no trailing slash.
+pub fn base_url(url: &str) -> String {
+    let url = url.trim_end_matches('/');
+    if url.contains("://") {
+        url.to_string()
     } else {
-        format!("http://{}", target.admin)
-    };
-    let uri: Uri = format!("{}{path}", base.trim_end_matches('/'))
-        .parse()
-        .with_context(|| {
-            format!(
-                "--admin {:?} is not a URL such as http://127.0.0.1:15000",
-                target.admin
-            )
-        })?;
-    anyhow::ensure!(
-        uri.scheme_str() == Some("http"),
-        "--admin {:?}: only http:// is supported",
-        target.admin
-    );
-    let mut req = Request::builder().method(method).uri(&uri);
-    if let Some(token) = &target.token {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        format!("http://{url}")
     }
-    let bytes = match body {
-        Some(body) => {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-            Bytes::from(serde_json::to_vec(&body)?)
-        }
-        None => Bytes::new(),
-    };
-    let req = req
-        .body(Full::new(bytes))
-        .context("cannot build the request")?;
+}
 
+/// Runs one exchange with the admin API of `target` on a runtime of its own.
+fn blocking<F: Future<Output = Result<Reply>>>(
+    target: &AdminTarget,
+    exchange: impl FnOnce(AdminClient) -> F,
+) -> Result<Reply> {
+    let admin = AdminClient::new(&target.admin, target.token.clone())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    runtime.block_on(exchange(admin))
+}
+
+/// An answer of the admin API: its status and its JSON body (a body that is not JSON becomes
+/// `{"error": <its text>}`).
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The body as one of the [`weir_proxy::admin::api`] types.
+    pub fn parse<T: DeserializeOwned>(&self) -> Option<T> {
+        serde_json::from_value(self.body.clone()).ok()
+    }
+
+    /// The error message of a failed call.
+    pub fn error(&self) -> String {
+        self.parse::<ErrorResponse>()
+            .map_or_else(|| "no error message".to_string(), |e| e.error)
+    }
+}
+
+/// A sidecar's admin API, called over HTTP as a human or a pipeline would.
+#[derive(Clone, Debug)]
+pub struct AdminClient {
+    base: String,
+    token: Option<String>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl AdminClient {
+    /// A client of the admin API at `url` (`http://` added when missing).
+    pub fn new(url: &str, token: Option<String>) -> Result<Self> {
+        let base = base_url(url);
+        let uri: Uri = base.parse().with_context(|| {
+            format!("--admin {url:?} is not a URL such as http://127.0.0.1:15000")
+        })?;
+        anyhow::ensure!(
+            uri.scheme_str() == Some("http"),
+            "--admin {url:?}: only http:// is supported"
+        );
+        Ok(AdminClient {
+            base,
+            token,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        })
+    }
+
+    /// `http://host:port`.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// One call; failing to get an answer is a 503 with the reason as `error` (for callers
+    /// that report every answer, such as `weir demo`).
+    pub async fn answer(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Reply {
+        self.call(method, path, body)
+            .await
+            .unwrap_or_else(|e| Reply {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                body: json!({"error": format!("{e:#}")}),
+            })
+    }
+
+    /// One call; failing to get an answer in [`TIMEOUT`] is an error.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<Reply> {
+        let uri = format!("{}{path}", self.base);
+        let mut req = Request::builder().method(method).uri(&uri);
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        let bytes = match body {
+            Some(body) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(serde_json::to_vec(body)?)
+            }
+            None => Bytes::new(),
+        };
+        let req = req
+            .body(Full::new(bytes))
+            .context("cannot build the request")?;
         let exchange = async {
-            let resp = client
+            let resp = self
+                .client
                 .request(req)
                 .await
                 .with_context(|| format!("cannot reach the admin API at {uri}"))?;
@@ -294,10 +324,10 @@ fn call(
                 .await
                 .context("the admin API's answer broke off")?
                 .to_bytes();
-            let reply = serde_json::from_slice(&body).unwrap_or_else(
+            let body = serde_json::from_slice(&body).unwrap_or_else(
                 |_| json!({"error": String::from_utf8_lossy(&body).trim().to_string()}),
             );
-            Ok((status, reply))
+            Ok(Reply { status, body })
         };
         tokio::time::timeout(TIMEOUT, exchange)
             .await
@@ -307,7 +337,7 @@ fn call(
                     TIMEOUT.as_secs()
                 )
             })?
-    })
+    }
 }
 
 #[cfg(test)]
@@ -321,5 +351,12 @@ mod tests {
         assert!(subset_weight("v1=-1").is_err());
         assert!(subset_weight("=5").is_err());
         assert!(subset_weight("v1=ten").is_err());
+    }
+
+    #[test]
+    fn urls_get_a_scheme_and_lose_the_trailing_slash() {
+        assert_eq!(base_url("127.0.0.1:15000"), "http://127.0.0.1:15000");
+        assert_eq!(base_url("http://a:1/"), "http://a:1");
+        assert!(AdminClient::new("https://a:1", None).is_err());
     }
 }

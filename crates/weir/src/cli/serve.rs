@@ -1,7 +1,7 @@
 //! `weir serve`: the command line around [`weir_proxy::start`]: options, the ready line, and
 //! signals for reload (SIGHUP) and graceful shutdown (SIGTERM, SIGINT).
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +12,8 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 use weir_proxy::{SidecarOptions, StartError, Trigger};
 
-use crate::canary::ServeCanary;
+use super::init_tracing;
+use super::serve_canary::ServeCanary;
 
 #[derive(clap::Args, Debug)]
 // A later `--admin` or `--reload-poll` wins, so that wrappers (and tests) can override defaults.
@@ -39,11 +40,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     admin_token_file: Option<PathBuf>,
     /// On SIGTERM, how long in-flight requests get to finish before the process exits.
-    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = duration)]
+    #[arg(long, value_name = "DUR", default_value = "30s", value_parser = weir_router::parse_duration)]
     drain_timeout: Duration,
     /// How often the config files are checked for changes; 0 turns polling off (SIGHUP and
     /// POST /reload still reload).
-    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = duration)]
+    #[arg(long, value_name = "DUR", default_value = "1s", value_parser = weir_router::parse_duration)]
     reload_poll: Duration,
     /// Run this canary (a Flagger-shaped `Canary` document) inside the sidecar: gates read
     /// from its own metrics, weights set on its own route table. It keeps serving after.
@@ -70,10 +71,6 @@ fn default_workers() -> usize {
 
 /// How long a shutdown waits for an in-process canary run to roll back and write its report.
 const CANARY_STOP_WAIT: Duration = Duration::from_secs(3);
-
-fn duration(text: &str) -> Result<Duration, String> {
-    weir_router::parse_duration(text)
-}
 
 /// The sidecar's options from the command line; reads `--admin-token-file`.
 fn options(args: ServeArgs) -> Result<SidecarOptions> {
@@ -117,16 +114,6 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     result
 }
 
-pub(crate) fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
-}
-
 async fn serve(options: SidecarOptions, canary: Option<ServeCanary>) -> Result<ExitCode> {
     // Installed before the ready line: from then on SIGHUP must reload, never kill.
     let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
@@ -137,9 +124,7 @@ async fn serve(options: SidecarOptions, canary: Option<ServeCanary>) -> Result<E
 
     let running = match weir_proxy::start(options).await {
         Ok(running) => running,
-        Err(e @ StartError::Refused { .. }) | Err(e @ StartError::Read(_))
-            if e.findings().is_some() =>
-        {
+        Err(e @ StartError::Refused { .. }) => {
             if let Some(findings) = e.findings() {
                 eprint!("{findings}");
             }

@@ -233,11 +233,7 @@ async fn answer(
     if latency > 0 {
         tokio::time::sleep(Duration::from_micros(latency)).await;
     }
-    let ppm = u64::from(state.error_ppm.load(Ordering::Relaxed));
-    // The n-th request fails when the running count of failures owed, n x rate, steps up:
-    // failures land evenly, exactly `rate` of any long enough run.
-    let fail = n * ppm / PPM != (n - 1) * ppm / PPM;
-    let status = if fail {
+    let status = if fails(n, u64::from(state.error_ppm.load(Ordering::Relaxed))) {
         state.errors.fetch_add(1, Ordering::SeqCst);
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
@@ -249,9 +245,16 @@ async fn answer(
     Ok(resp)
 }
 
+/// Whether the `n`-th request (from 1) fails at `ppm` failures per million: when the running
+/// count of failures owed, n x rate, steps up. Failures land evenly, exactly `rate` of any long
+/// enough run.
+fn fails(n: u64, ppm: u64) -> bool {
+    n * ppm / PPM != (n - 1) * ppm / PPM
+}
+
 /// `weir upstream`.
 pub fn run(args: UpstreamArgs) -> Result<ExitCode> {
-    crate::serve::init_tracing();
+    crate::cli::init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("weir-upstream")
@@ -297,16 +300,12 @@ mod tests {
             (0, 100, 0),
             (PPM, 7, 7),
         ] {
-            let fails = (1..=n)
-                .filter(|i| i * ppm / PPM != (i - 1) * ppm / PPM)
-                .count();
-            assert_eq!(fails as u64, expected, "rate {ppm} ppm over {n}");
+            let failed = (1..=n).filter(|&i| fails(i, ppm)).count();
+            assert_eq!(failed as u64, expected, "rate {ppm} ppm over {n}");
         }
         // Every fifth request, not the first ones.
-        let fails: Vec<u64> = (1..=10)
-            .filter(|i| i * 200_000 / PPM != (i - 1) * 200_000 / PPM)
-            .collect();
-        assert_eq!(fails, vec![5, 10]);
+        let failed: Vec<u64> = (1..=10).filter(|&i| fails(i, 200_000)).collect();
+        assert_eq!(failed, vec![5, 10]);
     }
 
     #[test]

@@ -1,0 +1,104 @@
+//! The reads: `GET /readyz /config /routes` (`/healthz` and `/metrics` need no code of their
+//! own).
+
+use http::StatusCode;
+use weir_router::{LiveTable, RouteTable};
+
+use super::api::{
+    ConfigResponse, DestinationView, RoutesResponse, RuleView, SourceView, VirtualServiceView,
+};
+use super::reply::{AdminResponse, json, text, with_type};
+use crate::sidecar::Sidecar;
+
+/// 200 while serving, 503 once the drain began (so that a load balancer stops sending).
+pub(super) fn readyz(sidecar: &Sidecar) -> AdminResponse {
+    if sidecar.is_draining() {
+        text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+    } else {
+        text(StatusCode::OK, "ready\n")
+    }
+}
+
+/// The sources in force: JSON by default, or the YAML itself with `?format=yaml`.
+pub(super) fn config(live: &LiveTable, query: Option<&str>) -> AdminResponse {
+    let table = live.load_full();
+    let yaml = query.is_some_and(|q| q.split('&').any(|kv| kv == "format=yaml"));
+    if yaml {
+        let mut out = format!("# generation {}\n", table.generation());
+        for source in table.sources() {
+            out.push_str(&format!("# source: {}\n", source.name));
+            out.push_str(&source.text);
+            if !source.text.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+        return with_type(StatusCode::OK, "application/yaml; charset=utf-8", out);
+    }
+    json(
+        StatusCode::OK,
+        &ConfigResponse {
+            generation: table.generation(),
+            sources: table
+                .sources()
+                .iter()
+                .map(|s| SourceView {
+                    file: s.name.to_string(),
+                    yaml: s.text.to_string(),
+                })
+                .collect(),
+        },
+    )
+}
+
+/// The table in force, as `GET /routes` shows it.
+pub(super) fn routes(live: &LiveTable) -> RoutesResponse {
+    let table = live.load_full();
+    let virtual_services = table
+        .virtual_services()
+        .iter()
+        .map(|vs| VirtualServiceView {
+            name: vs.name.clone(),
+            namespace: vs.namespace.clone(),
+            hosts: vs.hosts.clone(),
+            stable_subset: vs.stable_subset.clone(),
+            latched: live.is_latched(&vs.key()),
+            weight_policy: serde_json::to_value(vs.policy)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            max_step: vs.max_step,
+            rules: vs
+                .rules
+                .iter()
+                .map(|rule| RuleView {
+                    index: rule.index,
+                    name: rule.name.clone(),
+                    destinations: rule
+                        .destinations
+                        .iter()
+                        .map(|d| DestinationView {
+                            host: d.host.clone(),
+                            subset: d.subset.clone(),
+                            weight: d.weight,
+                            share_percent: rule.share_percent(d),
+                            endpoints: endpoints(&table, d.cluster),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        })
+        .collect();
+    RoutesResponse {
+        generation: table.generation(),
+        virtual_services,
+    }
+}
+
+fn endpoints(table: &RouteTable, cluster: usize) -> Vec<String> {
+    table
+        .cluster(cluster)
+        .endpoints
+        .iter()
+        .map(|e| e.authority.to_string())
+        .collect()
+}

@@ -1,0 +1,249 @@
+//! The writes: `PUT /weights`, `POST|DELETE /rollback`, `POST /promote`, `POST /reload`. Each
+//! goes through the [`LiveTable`]'s validator and weight guards.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::StatusCode;
+use serde_json::Value;
+use weir_router::LiveTable;
+
+use super::api::{
+    ChangeResponse, PromoteRequest, PromoteResponse, RollbackRequest, RollbackResponse,
+    WeightChange, findings,
+};
+use super::reply::{AdminResponse, Rejection, error, json, malformed, parse, refusal};
+use crate::reload::{ReloadError, Trigger};
+use crate::sidecar::Sidecar;
+
+/// The origin of the admin API's changes, in findings and logs.
+const ORIGIN: &str = "admin API";
+
+/// A `PUT /weights` body. `rule` may be the rule's index as a number: it is read as its
+/// decimal string.
+pub(super) fn weight_change(body: &[u8]) -> Result<WeightChange, Rejection> {
+    let mut value: Value = parse(body)?;
+    if let Some(rule) = value.get_mut("rule")
+        && let Some(index) = rule.as_u64()
+    {
+        *rule = Value::String(index.to_string());
+    }
+    serde_json::from_value(value).map_err(malformed)
+}
+
+pub(super) fn put_weights(sidecar: &Sidecar, body: &[u8]) -> AdminResponse {
+    let mut change = match weight_change(body) {
+        Ok(c) => c,
+        Err(rejection) => return rejection.into(),
+    };
+    if change.weights.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "`weights` is empty: name at least one subset, e.g. {\"v1\": 90, \"v2\": 10}",
+        );
+    }
+    if let Some(resp) = unknown_virtual_service(&sidecar.live, &change.virtual_service) {
+        return resp;
+    }
+    change.origin = ORIGIN.to_string();
+    match sidecar.live.set_weights(&change) {
+        Ok(applied) => {
+            tracing::info!(
+                virtual_service = %change.virtual_service,
+                rule = change.rule.as_deref().unwrap_or("(split rule)"),
+                weights = ?change.weights,
+                force = change.force,
+                promotion = change.promotion,
+                generation = applied.generation,
+                "weights changed through the admin API"
+            );
+            json(
+                StatusCode::OK,
+                &ChangeResponse {
+                    generation: applied.generation,
+                    findings: findings(&applied.findings),
+                },
+            )
+        }
+        Err(refused) => {
+            tracing::warn!(
+                virtual_service = %change.virtual_service,
+                weights = ?change.weights,
+                "weight change refused by the weight guard:\n{}",
+                refused.findings
+            );
+            refusal("refused by the weight guard", &refused.findings)
+        }
+    }
+}
+
+pub(super) fn rollback(sidecar: &Sidecar, body: &[u8], release: bool) -> AdminResponse {
+    let req: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RollbackRequest::default()
+    } else {
+        match parse(body) {
+            Ok(r) => r,
+            Err(rejection) => return rejection.into(),
+        }
+    };
+    let target = req.virtual_service.as_deref();
+    if let Some(resp) = target.and_then(|name| unknown_virtual_service(&sidecar.live, name)) {
+        return resp;
+    }
+    let started = Instant::now();
+    let result = if release {
+        sidecar.live.release(target)
+    } else {
+        sidecar.live.rollback(target)
+    };
+    let took = started.elapsed();
+    let applied = match result {
+        Ok(applied) => applied,
+        // A VirtualService removed by a reload since the check above.
+        Err(refused) => return refusal("refused", &refused.findings),
+    };
+    let table = sidecar.live.load_full();
+    let keys: Vec<String> = match target {
+        Some(name) => table
+            .virtual_service(name)
+            .map(|vs| vs.key())
+            .into_iter()
+            .collect(),
+        None => table.virtual_services().iter().map(|vs| vs.key()).collect(),
+    };
+    if release {
+        tracing::info!(virtual_services = ?keys, generation = applied.generation, "rollback latch released through the admin API");
+        return json(
+            StatusCode::OK,
+            &RollbackResponse {
+                generation: applied.generation,
+                took_us: None,
+                virtual_services: None,
+            },
+        );
+    }
+    sidecar.metrics.record_rollback();
+    let took_us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    tracing::warn!(
+        virtual_services = ?keys,
+        generation = applied.generation,
+        took_us,
+        "ROLLBACK through the admin API: canaries at 0%, latched until DELETE /rollback"
+    );
+    json(
+        StatusCode::OK,
+        &RollbackResponse {
+            generation: applied.generation,
+            took_us: Some(took_us),
+            virtual_services: Some(keys),
+        },
+    )
+}
+
+pub(super) fn promote(sidecar: &Sidecar, body: &[u8]) -> AdminResponse {
+    let req: PromoteRequest = match parse(body) {
+        Ok(r) => r,
+        Err(rejection) => return rejection.into(),
+    };
+    if let Some(resp) = unknown_virtual_service(&sidecar.live, &req.virtual_service) {
+        return resp;
+    }
+    match sidecar.live.promote(&req.virtual_service, &req.subset) {
+        Ok(applied) => {
+            tracing::info!(
+                virtual_service = %req.virtual_service,
+                subset = %req.subset,
+                generation = applied.generation,
+                "subset promoted through the admin API"
+            );
+            json(
+                StatusCode::OK,
+                &PromoteResponse {
+                    generation: applied.generation,
+                },
+            )
+        }
+        Err(refused) => refusal("promotion refused", &refused.findings),
+    }
+}
+
+pub(super) async fn reload(sidecar: &Sidecar) -> AdminResponse {
+    let reloader = Arc::clone(&sidecar.reloader);
+    let result = match tokio::task::spawn_blocking(move || reloader.reload(Trigger::Admin)).await {
+        Ok(result) => result,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("reload failed: {e}"),
+            );
+        }
+    };
+    match result {
+        Ok(applied) => json(
+            StatusCode::OK,
+            &ChangeResponse {
+                generation: applied.generation,
+                findings: findings(&applied.findings),
+            },
+        ),
+        Err(ReloadError::Refused(refused)) => refusal(
+            "refused by the validator; the running table stays",
+            &refused.findings,
+        ),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+fn unknown_virtual_service(live: &LiveTable, name: &str) -> Option<AdminResponse> {
+    let table = live.load();
+    if table.virtual_service(name).is_some() {
+        return None;
+    }
+    let known: Vec<String> = table.virtual_services().iter().map(|vs| vs.key()).collect();
+    Some(error(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "no VirtualService {name:?}; this sidecar routes {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rule_is_named_or_numbered() {
+        let r = weight_change(br#"{"virtual_service": "p", "rule": 1, "weights": {"v1": 100}}"#)
+            .ok()
+            .unwrap();
+        assert_eq!(r.rule.as_deref(), Some("1"));
+        let r = weight_change(
+            br#"{"virtual_service": "p", "rule": "canary-split", "weights": {"v1": 100}}"#,
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(r.rule.as_deref(), Some("canary-split"));
+        assert!(!r.force && !r.promotion);
+    }
+
+    #[test]
+    fn unknown_fields_and_negative_weights_are_malformed() {
+        for body in [
+            &br#"{"virtual_service": "p", "weights": {"v1": 100}, "forced": true}"#[..],
+            br#"{"virtual_service": "p", "weights": {"v1": -1}}"#,
+            br#"{"virtual_service": "p", "weights": {"v1": 100}, "origin": "me"}"#,
+            br#"{"virtual_service": "p", "rule": -1, "weights": {"v1": 100}}"#,
+        ] {
+            match weight_change(body) {
+                Err(Rejection(status, _)) => assert_eq!(status, StatusCode::BAD_REQUEST),
+                Ok(change) => panic!("accepted {change:?}"),
+            }
+        }
+    }
+}

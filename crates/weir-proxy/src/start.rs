@@ -1,0 +1,191 @@
+//! Starting a sidecar inside any tokio runtime: read and validate the config, bind the proxy
+//! and admin listeners, serve, and on shutdown: not ready, stop accepting, drain, stop the admin
+//! API.
+//!
+//! `weir serve` adds the command line, the ready line and the signals; `weir demo` and the
+//! tests start one in-process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use weir_router::LiveTable;
+
+use crate::feed::{ConfigFeed, FileFeed};
+use crate::metrics::Metrics;
+use crate::proxy::{Proxy, ProxyOptions};
+use crate::reload::Reloader;
+use crate::sidecar::{
+    RunError, RunningSidecar, ShutdownHandle, Sidecar, SidecarOptions, StartError,
+};
+
+/// Starts a sidecar on the config files of `options.config`, polled every
+/// `options.reload_poll` (see [`start_with_feed`]).
+pub async fn start(options: SidecarOptions) -> Result<RunningSidecar, StartError> {
+    if options.config.is_empty() {
+        return Err(StartError::Options(
+            "no config file: pass --config FILE".into(),
+        ));
+    }
+    let feed = FileFeed::new(options.config.clone(), options.reload_poll);
+    start_with_feed(options, Arc::new(feed)).await
+}
+
+/// Reads and validates the config from `feed`, binds both listeners and starts the proxy, the
+/// admin API and the reloader watching the feed. A refused config is
+/// [`StartError::Refused`]; nothing is served then.
+pub async fn start_with_feed(
+    options: SidecarOptions,
+    feed: Arc<dyn ConfigFeed>,
+) -> Result<RunningSidecar, StartError> {
+    options.check()?;
+    // Once, before anything serves: a blocking read is fine here.
+    let sources = feed.read().map_err(StartError::Feed)?;
+    let (live, findings) =
+        LiveTable::from_sources(&sources).map_err(|refused| StartError::Refused {
+            findings: refused.findings,
+        })?;
+    for w in findings.warnings() {
+        tracing::warn!("config warning: {w}");
+    }
+    let live = Arc::new(live);
+    let metrics = Arc::new(Metrics::new(&options.workload));
+    let reloader = Arc::new(Reloader::new(
+        Arc::clone(&feed),
+        Arc::clone(&live),
+        Arc::clone(&metrics),
+    ));
+
+    let bind = |addr: SocketAddr| async move {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        Ok::<_, std::io::Error>((listener, local))
+    };
+    let (proxy_listener, proxy_addr) =
+        bind(options.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: options.listen,
+                what: "--listen",
+                source,
+            })?;
+    let (admin_listener, admin_addr) =
+        bind(options.admin)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: options.admin,
+                what: "--admin",
+                source,
+            })?;
+
+    let sidecar = Arc::new(Sidecar::new(
+        Arc::clone(&live),
+        Arc::clone(&metrics),
+        Arc::clone(&reloader),
+        options.admin_token.clone(),
+    ));
+    let shutdown = ShutdownHandle::new();
+    // The admin API outlives the drain, so that `/readyz` reports it; it stops after.
+    let admin_stop = ShutdownHandle::new();
+
+    let proxy = Proxy::new(
+        Arc::clone(&live),
+        Arc::clone(&metrics),
+        ProxyOptions {
+            workload: options.workload.clone(),
+            workers: options.workers,
+            ..ProxyOptions::default()
+        },
+    );
+    let admin = tokio::spawn(crate::admin::serve(
+        admin_listener,
+        Arc::clone(&sidecar),
+        admin_stop.signalled(),
+    ));
+    let watcher = tokio::spawn(Arc::clone(&reloader).watch(shutdown.signalled()));
+
+    tracing::info!(
+        proxy = %proxy_addr,
+        admin = %admin_addr,
+        generation = live.generation(),
+        config = %feed.describe(),
+        "weir sidecar started"
+    );
+
+    let done = tokio::spawn(supervise(Supervised {
+        sidecar: Arc::clone(&sidecar),
+        proxy,
+        proxy_listener,
+        shutdown: shutdown.clone(),
+        admin_stop,
+        admin,
+        watcher,
+        drain: options.drain_timeout,
+    }));
+    Ok(RunningSidecar {
+        proxy_addr,
+        admin_addr,
+        sidecar,
+        shutdown,
+        done,
+    })
+}
+
+struct Supervised {
+    sidecar: Arc<Sidecar>,
+    proxy: Arc<Proxy>,
+    proxy_listener: TcpListener,
+    shutdown: ShutdownHandle,
+    admin_stop: ShutdownHandle,
+    admin: JoinHandle<()>,
+    watcher: JoinHandle<()>,
+    drain: Duration,
+}
+
+/// Runs the proxy until the shutdown, then: not ready, stop accepting, drain, stop the admin
+/// API.
+async fn supervise(s: Supervised) -> Result<(), RunError> {
+    let sidecar = Arc::clone(&s.sidecar);
+    let shutdown = s.shutdown.clone();
+    let began = async move {
+        shutdown.signalled().await;
+        sidecar.begin_draining();
+    };
+    let proxy = Arc::clone(&s.proxy);
+    let serving = tokio::spawn(proxy.serve(s.proxy_listener, began, s.drain));
+    // The proxy bounds its own drain; the margin only guards against a drain that hangs.
+    let mut serving = std::pin::pin!(serving);
+    let result = tokio::select! {
+        r = &mut serving => r,
+        () = async {
+            s.shutdown.signalled().await;
+            tokio::time::sleep(s.drain + Duration::from_secs(2)).await;
+        } => {
+            tracing::warn!(in_flight = s.proxy.in_flight(), "the drain did not end in time; exiting");
+            Ok(Ok(()))
+        }
+    };
+    // Whether the proxy ended by a shutdown or by an error, nothing is served any more.
+    s.shutdown.shutdown();
+    s.sidecar.begin_draining();
+    let left = s.proxy.in_flight();
+    if left > 0 {
+        tracing::warn!(
+            in_flight = left,
+            "drain timeout reached with requests still in flight"
+        );
+    }
+    s.admin_stop.shutdown();
+    let _ = s.admin.await;
+    s.watcher.abort();
+    match result {
+        Ok(Ok(())) => {
+            tracing::info!("weir sidecar stopped");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(RunError::Proxy(e)),
+        Err(e) => Err(RunError::Panicked(e)),
+    }
+}
