@@ -16,6 +16,10 @@ pub struct Decision<'t> {
     pub virtual_service: &'t VirtualService,
     /// The first rule that matched.
     pub rule: &'t Rule,
+    /// The index in `rule.matches` of the match item that hit; `None` when the rule has no
+    /// match items. A proxy that rewrites a matched prefix reads it instead of re-running
+    /// the matchers.
+    pub matched: Option<usize>,
     /// The destination the weights picked.
     pub destination: &'t Destination,
     /// The destination's cluster: endpoints, load balancer, metric labels.
@@ -26,6 +30,7 @@ pub struct Decision<'t> {
 
 /// Why a request has no route (Envoy's response flag `NR`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum NoRoute {
     /// No VirtualService serves the request's host.
     #[error("no VirtualService serves host {0:?}")]
@@ -117,10 +122,18 @@ impl RouteTable {
         req: &RequestHead<'_>,
         random: u64,
     ) -> Result<Decision<'t>, NoRoute> {
-        let rule = vs
+        let (rule, matched) = vs
             .rules
             .iter()
-            .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.matches(req)))
+            .find_map(|r| {
+                if r.matches.is_empty() {
+                    return Some((r, None));
+                }
+                r.matches
+                    .iter()
+                    .position(|m| m.matches(req))
+                    .map(|i| (r, Some(i)))
+            })
             .ok_or_else(|| NoRoute::NoMatchingRule(vs.name.clone()))?;
         let value = match &vs.sticky {
             Some(key) => sticky_key(key, req).map_or(random, sticky_hash),
@@ -136,6 +149,7 @@ impl RouteTable {
         Ok(Decision {
             virtual_service: vs,
             rule,
+            matched,
             destination,
             cluster: &self.clusters[destination.cluster],
             value,

@@ -21,6 +21,7 @@ pub enum Severity {
 /// Where Istio's `istioctl analyze` has a code for the same mistake, weir uses Istio's code so
 /// that runbooks and searches find both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum Code {
     /// A destination names a subset that no DestinationRule defines (Istio IST0101).
     UndefinedSubset,

@@ -1,40 +1,119 @@
 //! The weight guard: the checks that stop the mistakes that cause outages. One code path serves
 //! `weir validate`, file reloads, admin writes and the canary controller.
 
-use std::collections::BTreeMap;
-
-use crate::compile::{Compiled, compile};
+use crate::compile::{Compiled, HostMode, compile_with};
 use crate::finding::{Code, Finding, Findings};
 use crate::source::ConfigSource;
-use crate::table::{RouteTable, Rule, VirtualService, WeightPolicy};
+use crate::table::{RouteTable, Rule, StableSource, VirtualService, WeightPolicy};
 
-/// What a change declares about itself.
+/// What a change declares about itself, and how it is checked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GuardOptions {
     /// Skip the direction and step guards (never the structural checks). Must be explicit.
     pub force: bool,
-    /// The change is a promotion in progress: a canary may get more than the stable subset.
+    /// The change is a promotion in progress: a canary may get more than the stable subset,
+    /// and the majority may move to another subset.
     pub promotion: bool,
+    /// How destination hosts without a ServiceEntry are judged. The default requires
+    /// endpoints, as serving does; `weir validate` uses [`HostMode::Cluster`].
+    pub hosts: HostMode,
+    /// The caller is the `weir` CLI: messages name its flags (`--promotion`).
+    pub cli: bool,
 }
 
 /// Compiles sources and runs every check, including the step guard against `against` (the
 /// running table, or `weir validate --against`). The one entry point every caller uses.
+///
+/// Every weight finding (WEIR001-005) is computed for every weighted route, whatever else is
+/// wrong with the config: an unresolved host or subset never hides the 99/1 typo.
 pub fn validate(
     sources: &[ConfigSource],
     against: Option<&RouteTable>,
     options: GuardOptions,
 ) -> Compiled {
-    let mut compiled = compile(sources);
-    if let Some(table) = &compiled.table {
+    let mut compiled = compile_with(sources, options.hosts);
+    if let Some(table) = &mut compiled.table {
+        let mut extra = Vec::new();
+        for vs in &mut table.virtual_services {
+            let prev = against.and_then(|p| previous_of(p, vs));
+            let (stable, source) = stable_subset(vs, prev);
+            vs.stable_subset = stable;
+            vs.stable_source = source;
+            if source == StableSource::LowestVersion {
+                extra.push(Finding::warning(
+                    Code::InvalidValue,
+                    vs.location.clone(),
+                    format!(
+                        "VirtualService {} names no stable subset: weir takes {:?}, the lowest version, as stable (no `--against` config says which subset holds the majority, and no subset is named `primary` or `stable`). Declare it: `metadata.annotations: {{{}: {}}}`",
+                        vs.name,
+                        vs.stable_subset.as_deref().unwrap_or(""),
+                        crate::compile::annotations::STABLE_SUBSET,
+                        vs.stable_subset.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
+        }
         let guard = check_weights(against, table, options);
+        compiled.findings.0.extend(extra);
         compiled.findings.0.extend(guard.0);
         compiled.findings.sort();
     }
     compiled
 }
 
-/// The weight checks on a compiled table: strict sums, zero totals, the direction guard, and
-/// (with a previous table) the step guard.
+fn previous_of<'p>(previous: &'p RouteTable, vs: &VirtualService) -> Option<&'p VirtualService> {
+    previous
+        .virtual_services()
+        .iter()
+        .find(|v| v.name == vs.name && v.namespace == vs.namespace)
+}
+
+/// The stable subset, in this order: the annotation; the subset holding the majority in the
+/// running config; `primary` / `stable`; the lowest version (see [`StableSource`]).
+fn stable_subset(
+    vs: &VirtualService,
+    prev: Option<&VirtualService>,
+) -> (Option<String>, StableSource) {
+    if vs.stable_source == StableSource::Annotation {
+        return (vs.stable_subset.clone(), vs.stable_source);
+    }
+    if let Some(majority) = prev.and_then(|p| p.split_rule()).and_then(majority) {
+        let routed = vs
+            .rules
+            .iter()
+            .flat_map(|r| &r.destinations)
+            .any(|d| d.subset.as_deref() == Some(majority));
+        if routed {
+            return (Some(majority.to_string()), StableSource::Running);
+        }
+    }
+    (vs.stable_subset.clone(), vs.stable_source)
+}
+
+/// The subset holding more than half of a rule's weight, if one does.
+fn majority(rule: &Rule) -> Option<&str> {
+    if rule.total_weight == 0 {
+        return None;
+    }
+    let mut by_subset: Vec<(&str, u64)> = Vec::new();
+    for d in &rule.destinations {
+        let Some(s) = d.subset.as_deref() else {
+            continue;
+        };
+        match by_subset.iter_mut().find(|(n, _)| *n == s) {
+            Some((_, w)) => *w += u64::from(d.weight),
+            None => by_subset.push((s, u64::from(d.weight))),
+        }
+    }
+    by_subset
+        .into_iter()
+        .find(|(_, w)| w * 2 > rule.total_weight)
+        .map(|(s, _)| s)
+}
+
+/// The weight checks on a compiled table: strict sums, zero totals, the direction guard, the
+/// flip guard and (with a previous table) the step guard. Direction and step apply to the
+/// canaries' total: every destination of the route other than the stable subset.
 pub fn check_weights(
     previous: Option<&RouteTable>,
     next: &RouteTable,
@@ -42,30 +121,41 @@ pub fn check_weights(
 ) -> Findings {
     let mut out = Vec::new();
     for vs in next.virtual_services() {
-        let prev_vs = previous.and_then(|p| {
-            p.virtual_services()
-                .iter()
-                .find(|v| v.name == vs.name && v.namespace == vs.namespace)
-        });
-        for rule in vs.rules.iter().filter(|r| !r.broken) {
+        let prev_vs = previous.and_then(|p| previous_of(p, vs));
+        let (stable, source) = stable_subset(vs, prev_vs);
+        let guard = Guard {
+            vs,
+            stable: stable.as_deref(),
+            source,
+            cli: options.cli,
+        };
+        for rule in &vs.rules {
             empty_subsets(next, rule, &mut out);
-            sums(vs, rule, &mut out);
+            guard.sums(rule, &mut out);
             if options.force || rule.total_weight == 0 || !rule.is_weighted() {
                 continue;
             }
+            let prev_rule = prev_vs.and_then(|p| match &rule.name {
+                Some(n) => p.rules.iter().find(|r| r.name.as_deref() == Some(n)),
+                None => p.rules.get(rule.index),
+            });
             if !(options.promotion || vs.promotion) {
-                direction(vs, rule, &mut out);
+                guard.direction(rule, &mut out);
             }
-            if let Some(prev_vs) = prev_vs {
-                let prev_rule = match &rule.name {
-                    Some(n) => prev_vs.rules.iter().find(|r| r.name.as_deref() == Some(n)),
-                    None => prev_vs.rules.get(rule.index),
-                };
-                step(vs, rule, prev_rule, &mut out);
+            if prev_vs.is_some() {
+                guard.step(rule, prev_rule, &mut out);
             }
         }
     }
     Findings(out)
+}
+
+/// One VirtualService's weight checks, with its stable subset decided.
+struct Guard<'a> {
+    vs: &'a VirtualService,
+    stable: Option<&'a str>,
+    source: StableSource,
+    cli: bool,
 }
 
 fn weights_text(rule: &Rule) -> String {
@@ -96,7 +186,10 @@ fn empty_subsets(table: &RouteTable, rule: &Rule, out: &mut Vec<Finding>) {
         )
     };
     for d in &rule.destinations {
-        if !table.cluster(d.cluster).endpoints.is_empty() {
+        let c = table.cluster(d.cluster);
+        // Unknown endpoints (a Kubernetes Service in cluster mode, an unresolved host) are
+        // not absent ones; and a destination without a subset selects nothing to be empty.
+        if !c.endpoints.is_empty() || !c.known || c.subset.is_none() {
             continue;
         }
         let msg = describe(d.cluster);
@@ -111,7 +204,8 @@ fn empty_subsets(table: &RouteTable, rule: &Rule, out: &mut Vec<Finding>) {
         });
     }
     for m in &rule.mirrors {
-        if table.cluster(m.cluster).endpoints.is_empty() {
+        let c = table.cluster(m.cluster);
+        if c.endpoints.is_empty() && c.known && c.subset.is_some() {
             out.push(Finding::warning(
                 Code::SubsetWithoutEndpoints,
                 rule.location.clone(),
@@ -121,115 +215,175 @@ fn empty_subsets(table: &RouteTable, rule: &Rule, out: &mut Vec<Finding>) {
     }
 }
 
-fn sums(vs: &VirtualService, rule: &Rule, out: &mut Vec<Finding>) {
-    let Some(first) = rule.destinations.first() else {
-        return;
-    };
-    if rule.total_weight == 0 {
-        out.push(Finding::error(
-            Code::ZeroTotalWeight,
-            first.location.clone(),
-            format!(
-                "every weight of {} of VirtualService {} is 0 ({}): the route would send traffic nowhere. Give the stable subset 100",
-                rule.label(),
-                vs.name,
-                weights_text(rule)
-            ),
-        ));
-        return;
-    }
-    if vs.policy == WeightPolicy::Strict && rule.total_weight != 100 {
-        out.push(Finding::error(
-            Code::WeightSum,
-            first.location.clone(),
-            format!(
-                "the weights of {} of VirtualService {} sum to {} ({}), not 100: fix them so that they sum to 100, or declare `weir.dev/weight-policy: relative`",
-                rule.label(),
-                vs.name,
-                rule.total_weight,
-                weights_text(rule)
-            ),
-        ));
-    }
-}
+// === impl Guard ===
 
-fn stable_weight(vs: &VirtualService, rule: &Rule) -> Option<(String, u64)> {
-    let stable = vs.stable_subset.as_ref()?;
-    let w = rule
-        .destinations
-        .iter()
-        .filter(|d| d.subset.as_ref() == Some(stable))
-        .map(|d| u64::from(d.weight))
-        .sum();
-    Some((stable.clone(), w))
-}
-
-fn direction(vs: &VirtualService, rule: &Rule, out: &mut Vec<Finding>) {
-    let Some((stable, stable_w)) = stable_weight(vs, rule) else {
-        return;
-    };
-    for d in &rule.destinations {
-        if !vs.is_canary(d.subset.as_deref()) || u64::from(d.weight) <= stable_w {
-            continue;
+impl Guard<'_> {
+    fn promotion_hint(&self) -> String {
+        let annotation = format!(
+            "the annotation `{}: \"true\"`",
+            crate::compile::annotations::PROMOTION
+        );
+        if self.cli {
+            format!("`weir validate --promotion` (or {annotation})")
+        } else {
+            annotation
         }
-        let canary = d.subset.as_deref().unwrap_or("");
+    }
+
+    fn sums(&self, rule: &Rule, out: &mut Vec<Finding>) {
+        let vs = self.vs;
+        let Some(first) = rule.destinations.first() else {
+            return;
+        };
+        if rule.total_weight == 0 {
+            out.push(Finding::error(
+                Code::ZeroTotalWeight,
+                first.location.clone(),
+                format!(
+                    "every weight of {} of VirtualService {} is 0 ({}): the route would send traffic nowhere. Give the stable subset 100",
+                    rule.label(),
+                    vs.name,
+                    weights_text(rule)
+                ),
+            ));
+            return;
+        }
+        if vs.policy == WeightPolicy::Strict && rule.total_weight != 100 {
+            out.push(Finding::error(
+                Code::WeightSum,
+                first.location.clone(),
+                format!(
+                    "the weights of {} of VirtualService {} sum to {} ({}), not 100: fix them so that they sum to 100, or declare `weir.dev/weight-policy: relative`",
+                    rule.label(),
+                    vs.name,
+                    rule.total_weight,
+                    weights_text(rule)
+                ),
+            ));
+        }
+    }
+
+    fn is_canary(&self, subset: Option<&str>) -> bool {
+        matches!((subset, self.stable), (Some(s), Some(stable)) if s != stable)
+    }
+
+    /// The stable subset's weight and the canaries' total in a rule.
+    fn split(&self, rule: &Rule) -> (u64, u64) {
+        let stable = self.stable.unwrap_or_default();
+        rule.destinations
+            .iter()
+            .fold((0, 0), |(s, c), d| match d.subset.as_deref() {
+                Some(x) if x == stable => (s + u64::from(d.weight), c),
+                x if self.is_canary(x) => (s, c + u64::from(d.weight)),
+                _ => (s, c),
+            })
+    }
+
+    fn canary_names(&self, rule: &Rule) -> String {
+        let mut names: Vec<&str> = rule
+            .destinations
+            .iter()
+            .filter_map(|d| d.subset.as_deref())
+            .filter(|s| self.is_canary(Some(s)))
+            .collect();
+        names.dedup();
+        names.join(" + ")
+    }
+
+    /// The direction guard: the canaries together must not get more than the stable subset.
+    ///
+    /// It is also the flip guard: without an annotation the stable subset is the one holding
+    /// the majority in the running config, so any change that moves the majority elsewhere,
+    /// whatever the order of the list, is refused unless declared a promotion. Returning the
+    /// majority to the annotated stable subset is a rollback, never a flip.
+    fn direction(&self, rule: &Rule, out: &mut Vec<Finding>) {
+        let Some(stable) = self.stable else {
+            return;
+        };
+        let (stable_w, canary_w) = self.split(rule);
+        if canary_w <= stable_w {
+            return;
+        }
+        let why_stable = match self.source {
+            StableSource::Annotation => "annotated",
+            StableSource::Running => {
+                "the majority holder in the running config; moving the majority elsewhere is a promotion"
+            }
+            StableSource::Name => "so named",
+            StableSource::LowestVersion => "the lowest version, as no annotation names one",
+            _ => "the only subset",
+        };
         let pct = |w: u64| w as f64 * 100.0 / rule.total_weight as f64;
-        let stable_pct = pct(stable_w);
-        let canary_pct = pct(u64::from(d.weight));
-        out.push(Finding::error(
-            Code::CanaryMajority,
-            d.location.clone(),
-            format!(
-                "canary subset {canary} would get {canary_pct:.0}% of {}'s traffic and stable subset {stable} only {stable_pct:.0}% ({}) in VirtualService {}. \
-                 The stable subset must carry the majority: if you meant to start a canary, swap the weights ({stable}: {}, {canary}: {}). \
-                 A deliberate promotion is declared with the annotation `weir.dev/promotion: \"true\"`",
-                rule.label(),
-                weights_text(rule),
-                vs.name,
-                d.weight,
-                stable_w,
-            ),
-        ));
-    }
-}
-
-fn canary_shares(vs: &VirtualService, rule: &Rule) -> BTreeMap<String, f64> {
-    let mut shares = BTreeMap::new();
-    for d in &rule.destinations {
-        if let Some(s) = d.subset.as_deref().filter(|s| vs.is_canary(Some(s))) {
-            *shares.entry(s.to_string()).or_insert(0.0) += rule.share_percent(d);
-        }
-    }
-    shares
-}
-
-fn step(vs: &VirtualService, rule: &Rule, prev: Option<&Rule>, out: &mut Vec<Finding>) {
-    let before = match prev {
-        Some(p) if p.total_weight > 0 => canary_shares(vs, p),
-        _ => BTreeMap::new(),
-    };
-    for (canary, after) in canary_shares(vs, rule) {
-        let was = before.get(&canary).copied().unwrap_or(0.0);
-        let jump = after - was;
-        if jump <= f64::from(vs.max_step) + 1e-9 {
-            continue;
-        }
+        let canaries = self.canary_names(rule);
+        let several = canaries.contains(" + ");
         let loc = rule
             .destinations
             .iter()
-            .find(|d| d.subset.as_deref() == Some(canary.as_str()))
+            .filter(|d| self.is_canary(d.subset.as_deref()))
+            .max_by_key(|d| d.weight)
+            .map(|d| d.location.clone())
+            .unwrap_or_else(|| rule.location.clone());
+        let fix = if several {
+            format!("give the stable subset {stable} at least as much as {canaries} together")
+        } else {
+            format!(
+                "if you meant to start a canary, swap the weights ({stable}: {canary_w}, {canaries}: {stable_w})"
+            )
+        };
+        out.push(Finding::error(
+            Code::CanaryMajority,
+            loc,
+            format!(
+                "canary subset{} {canaries} would get {:.0}% of {}'s traffic and stable subset {stable} ({why_stable}) only {:.0}% ({}) in VirtualService {}. \
+                 The stable subset must carry the majority: {fix}. A deliberate promotion is declared with {}",
+                if several { "s" } else { "" },
+                pct(canary_w),
+                rule.label(),
+                pct(stable_w),
+                weights_text(rule),
+                self.vs.name,
+                self.promotion_hint(),
+            ),
+        ));
+    }
+
+    /// The step guard on the canaries' total share.
+    fn step(&self, rule: &Rule, prev: Option<&Rule>, out: &mut Vec<Finding>) {
+        if self.stable.is_none() {
+            return;
+        }
+        let share = |r: &Rule| {
+            if r.total_weight == 0 {
+                0.0
+            } else {
+                self.split(r).1 as f64 * 100.0 / r.total_weight as f64
+            }
+        };
+        let was = prev.map(share).unwrap_or(0.0);
+        let after = share(rule);
+        let jump = after - was;
+        if jump <= f64::from(self.vs.max_step) + 1e-9 {
+            return;
+        }
+        let canaries = self.canary_names(rule);
+        let loc = rule
+            .destinations
+            .iter()
+            .filter(|d| self.is_canary(d.subset.as_deref()))
+            .max_by_key(|d| d.weight)
             .map(|d| d.location.clone())
             .unwrap_or_else(|| rule.location.clone());
         out.push(Finding::error(
             Code::StepTooLarge,
             loc,
             format!(
-                "canary subset {canary} would jump from {was:.0}% to {after:.0}% of {}'s traffic in VirtualService {} (+{jump:.0} points; now {}); one change may add at most {} points (weir.dev/max-step). \
+                "canary subset{} {canaries} would jump from {was:.0}% to {after:.0}% of {}'s traffic in VirtualService {} (+{jump:.0} points; now {}); one change may add at most {} points (weir.dev/max-step). \
                  Step up gradually (e.g. 1 -> 10 -> 50 -> 100), or let `weir canary` drive the rollout",
+                if canaries.contains(" + ") { "s" } else { "" },
                 rule.label(),
-                vs.name,
+                self.vs.name,
                 weights_text(rule),
-                vs.max_step
+                self.vs.max_step
             ),
         ));
     }

@@ -88,6 +88,7 @@
 mod compile;
 mod decide;
 mod duration;
+mod explain;
 mod finding;
 mod guard;
 pub mod hash;
@@ -102,18 +103,20 @@ pub mod telemetry;
 pub mod yaml;
 
 pub use compile::{
-    API_VERSIONS, Compiled, DEFAULT_MAX_STEP, annotations, compile, istio_default_retries,
+    API_VERSIONS, Compiled, DEFAULT_MAX_STEP, HostMode, annotations, compile, compile_with,
+    istio_default_retries,
 };
 pub use decide::{Decision, NoRoute, cookie_value, pick_weighted, random_value, sticky_hash};
 pub use duration::parse_duration;
+pub use explain::{Explanation, Skipped};
 pub use finding::{Code, Finding, Findings, Location, Severity};
 pub use guard::{GuardOptions, check_weights, validate};
 pub use live::{Applied, LiveTable, Refused, WeightChange};
-pub use matcher::{HeaderCondition, QueryCondition, RequestMatch, StringMatcher};
+pub use matcher::{HeaderCondition, Mismatch, QueryCondition, RequestMatch, StringMatcher};
 pub use request::RequestHead;
 pub use source::ConfigSource;
 pub use table::{
     Cluster, ClusterLabels, Destination, Endpoint, Fault, HashKey, HeaderEdits, HeaderOps,
-    LoadBalancer, Mirror, RetryOn, RetryPolicy, Rewrite, RouteTable, Rule, StickyKey,
+    LoadBalancer, Mirror, RetryOn, RetryPolicy, Rewrite, RouteTable, Rule, StableSource, StickyKey,
     UpstreamProtocol, VirtualService, WeightPolicy,
 };

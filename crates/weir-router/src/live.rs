@@ -233,7 +233,7 @@ impl LiveTable {
                             origin,
                             "weights",
                             format!(
-                                "VirtualService {vs_name} was rolled back: its canary {subset} stays at 0% until the rollback is released (DELETE /rollback)"
+                                "VirtualService {vs_name} was rolled back: its canary {subset} stays at 0% until the rollback is released (`weir rollback --release`, or DELETE /rollback on the admin API)"
                             ),
                         ));
                     }
@@ -267,6 +267,7 @@ impl LiveTable {
         let options = GuardOptions {
             force: change.force,
             promotion: change.promotion,
+            ..GuardOptions::default()
         };
         let findings = check_weights(Some(&current), &next, options);
         if findings.has_errors() {
@@ -367,6 +368,7 @@ impl LiveTable {
             GuardOptions {
                 force: true,
                 promotion: true,
+                ..GuardOptions::default()
             },
         );
         if findings.has_errors() {

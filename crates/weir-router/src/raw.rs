@@ -45,6 +45,8 @@ pub struct RawVirtualService {
     #[serde(default)]
     pub hosts: Vec<String>,
     #[serde(default)]
+    pub gateways: Vec<String>,
+    #[serde(default)]
     pub http: Vec<RawHttpRoute>,
 }
 
@@ -99,6 +101,14 @@ pub struct RawHttpMatch {
     pub without_headers: BTreeMap<String, RawStringMatch>,
     #[serde(default)]
     pub ignore_uri_case: bool,
+    #[serde(default)]
+    pub port: Option<u32>,
+    #[serde(default)]
+    pub source_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub source_namespace: Option<String>,
+    #[serde(default)]
+    pub gateways: Vec<String>,
 }
 
 /// Istio's StringMatch: one of `exact`, `prefix`, `regex`; none of them (`{}`) means "present".

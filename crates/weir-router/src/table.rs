@@ -106,9 +106,12 @@ pub struct VirtualService {
     pub rules: Vec<Rule>,
     /// How weights are read.
     pub policy: WeightPolicy,
-    /// The stable subset: from `weir.dev/stable-subset`, else the first destination of the
-    /// first split (or of the last rule). Every other subset is a canary.
+    /// The stable subset: the `weir.dev/stable-subset` annotation, else the majority in the
+    /// running config, else `primary` / `stable`, else the lowest version (see
+    /// [`StableSource`]). Every other subset is a canary.
     pub stable_subset: Option<String>,
+    /// Where `stable_subset` came from.
+    pub stable_source: StableSource,
     /// Largest increase of a canary's share that one change may make, in percentage points.
     pub max_step: u32,
     /// `weir.dev/promotion: "true"`: this config deliberately gives a canary the majority.
@@ -117,6 +120,26 @@ pub struct VirtualService {
     pub sticky: Option<StickyKey>,
     /// Where the resource starts.
     pub location: Location,
+}
+
+/// Where a VirtualService's stable subset comes from, strongest first. Never "whichever
+/// destination is listed first".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum StableSource {
+    /// The `weir.dev/stable-subset` annotation.
+    Annotation,
+    /// The subset holding the majority in the running (or `--against`) config.
+    Running,
+    /// A subset named `primary` or `stable`.
+    Name,
+    /// The only subset the VirtualService routes to.
+    Only,
+    /// The lowest version in natural order (`v1` < `v2` < `v10`): a guess, warned about.
+    LowestVersion,
+    /// No destination has a subset.
+    None,
 }
 
 /// One HTTP rule of a VirtualService, compiled.
@@ -348,6 +371,20 @@ pub struct Cluster {
     pub protocol: UpstreamProtocol,
     /// Metric labels for traffic to this cluster.
     pub labels: Arc<ClusterLabels>,
+    /// Whether `endpoints` is what a ServiceEntry says. `false` for a Kubernetes Service in
+    /// cluster mode and for an unresolved host or subset: then the endpoints are unknown, not
+    /// absent, and the table is for checking only.
+    pub(crate) known: bool,
+}
+
+// === impl Cluster ===
+
+impl Cluster {
+    /// Whether the endpoints are what a ServiceEntry lists. `false` when they are unknown: a
+    /// Kubernetes Service in cluster mode, or a host or subset that could not be resolved.
+    pub fn endpoints_known(&self) -> bool {
+        self.known
+    }
 }
 
 // === impl RouteTable ===
@@ -406,6 +443,8 @@ impl RouteTable {
 
     pub(crate) fn host_lookup(&self, authority: &str) -> Option<usize> {
         let host = strip_port(authority);
+        // `payment-svc.` (a fully qualified name with its root dot) is `payment-svc`.
+        let host = host.strip_suffix('.').unwrap_or(host);
         if let Some(i) = self.host_index.get(host) {
             return Some(i);
         }

@@ -40,7 +40,7 @@ pub fn parse_stream(file: &Arc<str>, text: &str) -> Result<Vec<Document>, Findin
     for de in serde_yaml::Deserializer::from_str(text) {
         match <serde_yaml::Value as serde::Deserialize>::deserialize(de) {
             Ok(v) => values.push(v),
-            Err(e) => return Err(syntax_finding(file, &e)),
+            Err(e) => return Err(syntax_finding(file, text, &e)),
         }
     }
     let positions = locate_stream(text);
@@ -95,11 +95,31 @@ pub fn single_document(file: &str, text: &str) -> Result<Document, Finding> {
     }
 }
 
-fn syntax_finding(file: &Arc<str>, e: &serde_yaml::Error) -> Finding {
+fn syntax_finding(file: &Arc<str>, text: &str, e: &serde_yaml::Error) -> Finding {
     let (line, column) = e
         .location()
         .map(|l| (l.line() as u32, l.column() as u32))
         .unwrap_or((0, 0));
+    // A tab in the indentation is the most common cause, and the parser's words do not say so.
+    let tab_at = text.lines().enumerate().find(|(_, l)| {
+        l.chars()
+            .take_while(|c| c.is_whitespace())
+            .any(|c| c == '\t')
+    });
+    if let Some((i, _)) = tab_at
+        && (line == 0 || (i as u32 + 1) <= line)
+    {
+        return Finding::error(
+            Code::YamlSyntax,
+            Location {
+                file: file.clone(),
+                line: i as u32 + 1,
+                column: 1,
+                path: String::new(),
+            },
+            "tabs are not allowed in YAML indentation: indent with spaces",
+        );
+    }
     Finding::error(
         Code::YamlSyntax,
         Location {

@@ -287,12 +287,54 @@ const ROWS: &[Row] = &[
         &[],
         false,
     ),
+    // `prefix: ''` is refused in headers (Istio refuses it): see tests/istio_semantics.rs.
     row(
-        "header empty prefix = present",
-        "- headers: {x-debug: {prefix: ''}}",
+        "withoutHeaders regex .* misses a request without the header (Envoy treat_missing_header_as_empty)",
+        "- withoutHeaders: {x-user: {regex: '.*'}}",
         "GET",
         "http://svc/",
-        &[("x-debug", "1")],
+        &[],
+        false,
+    ),
+    row(
+        "withoutHeaders exact '' misses a request without the header (treat_missing_header_as_empty)",
+        "- withoutHeaders: {x-user: {exact: ''}}",
+        "GET",
+        "http://svc/",
+        &[],
+        false,
+    ),
+    row(
+        "withoutHeaders exact '' matches a request with a value",
+        "- withoutHeaders: {x-user: {exact: ''}}",
+        "GET",
+        "http://svc/",
+        &[("x-user", "ann")],
+        true,
+    ),
+    // port: the port the caller addressed (Host's port, else the scheme's default)
+    row(
+        "port equal to the Host's port",
+        "- port: 8080",
+        "GET",
+        "http://svc:8080/",
+        &[],
+        true,
+    ),
+    row(
+        "port differs from the Host's port",
+        "- port: 8080",
+        "GET",
+        "http://svc:9090/",
+        &[],
+        false,
+    ),
+    row(
+        "port 80 is http's default",
+        "- port: 80",
+        "GET",
+        "http://svc/",
+        &[],
         true,
     ),
     row(
@@ -508,17 +550,16 @@ fn matcher_table() {
         let head = RequestHead::new(&method, &uri, &headers);
         let d = table.decide(&head, 0).expect("a route");
         let hit = d.rule.index == 0;
-        // The allocation-free matcher and the explaining one must agree.
+        // `matches` is `check().is_ok()`, and the table's explanation agrees with decide.
         let rule0 = &table.virtual_services()[0].rules[0];
-        let explained = rule0
-            .matches
-            .iter()
-            .any(|m| m.first_failure(&head).is_none());
+        let explained = rule0.matches.iter().any(|m| m.check(&head).is_ok());
         if explained != hit {
-            failures.push(format!(
-                "{}: first_failure disagrees with matches",
-                row.name
-            ));
+            failures.push(format!("{}: check disagrees with matches", row.name));
+        }
+        let explanation = table.explain(&head, 0);
+        let explained_rule = explanation.decision.as_ref().map(|d| d.rule.index).ok();
+        if explained_rule != Some(d.rule.index) {
+            failures.push(format!("{}: explain disagrees with decide", row.name));
         }
         if hit != row.hit {
             failures.push(format!(
@@ -599,4 +640,60 @@ fn no_rule_matches_is_no_route() {
         table.decide(&RequestHead::of(&req), 0),
         Err(weir_router::NoRoute::NoMatchingRule(_))
     ));
+}
+
+/// `RouteTable::explain` and `Decision::matched` on the lesson's config: the skipped rule names
+/// the condition it failed, and the decision says which match item hit.
+#[test]
+fn explain_names_the_failed_condition_and_decide_the_matched_item() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../config/payment-svc.yaml"
+    ))
+    .unwrap();
+    let table = common::table(&text);
+    let uri: Uri = "http://payment-svc/pay".parse().unwrap();
+    let method = Method::GET;
+    let mut headers = HeaderMap::new();
+    let head = RequestHead::new(&method, &uri, &headers);
+    let e = table.explain(&head, 95);
+    assert_eq!(e.host, "payment-svc");
+    assert_eq!(
+        e.virtual_service.map(|v| v.name.as_str()),
+        Some("payment-svc")
+    );
+    assert_eq!(e.skipped.len(), 1);
+    assert_eq!(e.skipped[0].rule.index, 0);
+    assert_eq!(e.skipped[0].reason(), "header x-canary is absent");
+    let d = e.decision.as_ref().expect("routed");
+    assert_eq!((d.rule.index, d.matched), (1, None));
+    assert_eq!(
+        d.destination.subset.as_deref(),
+        Some("v2"),
+        "95 % 100 is in v2's [90, 100)"
+    );
+
+    headers.insert("x-canary", HeaderValue::from_static("false"));
+    let head = RequestHead::new(&method, &uri, &headers);
+    let e = table.explain(&head, 0);
+    assert_eq!(
+        e.skipped[0].reason(),
+        "header x-canary \"false\" is not exact \"true\""
+    );
+
+    headers.insert("x-canary", HeaderValue::from_static("true"));
+    let head = RequestHead::new(&method, &uri, &headers);
+    let d = table.decide(&head, 0).expect("routed");
+    assert_eq!((d.rule.index, d.matched), (0, Some(0)));
+    assert!(table.explain(&head, 0).skipped.is_empty());
+
+    let uri: Uri = "http://checkout/pay".parse().unwrap();
+    let head = RequestHead::new(&method, &uri, &headers);
+    let e = table.explain(&head, 0);
+    let why = e.decision.expect_err("no route");
+    let body = table.no_route_message(&why);
+    assert!(
+        body.contains("\"checkout\"") && body.contains("known hosts: payment-svc"),
+        "{body}"
+    );
 }

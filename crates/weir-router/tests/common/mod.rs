@@ -9,7 +9,7 @@ apiVersion: networking.istio.io/v1
 kind: ServiceEntry
 metadata: {name: svc, namespace: prod}
 spec:
-  hosts: [svc]
+  hosts: [svc.prod.svc.cluster.local]
   ports: [{number: 80, name: http}]
   resolution: STATIC
   endpoints:
@@ -57,6 +57,14 @@ pub fn compile_against(text: &str, previous: &RouteTable) -> Compiled {
         Some(previous),
         GuardOptions::default(),
     )
+}
+
+/// Whether the findings are exactly the warning that recommends `weir.dev/stable-subset`
+/// (a VirtualService without the annotation, whose stable subset is the lowest version).
+pub fn only_stable_subset_warning(c: &Compiled) -> bool {
+    c.findings.0.len() == 1
+        && !c.findings.has_errors()
+        && c.findings.0[0].message.contains("names no stable subset")
 }
 
 /// A table that must compile cleanly (warnings allowed).

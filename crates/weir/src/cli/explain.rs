@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
-use weir_router::{GuardOptions, RequestHead, RouteTable, StickyKey};
+use weir_router::{GuardOptions, HostMode, NoRoute, RequestHead, RouteTable, StickyKey};
 
 use crate::output::Format;
 use crate::validate::read_sources;
@@ -38,6 +38,10 @@ pub struct ExplainArgs {
     /// The session key for a `weir.dev/sticky` VirtualService (sets its header or cookie).
     #[arg(long)]
     sticky_key: Option<String>,
+    /// Require a ServiceEntry with endpoints for every destination host, as `weir serve` does
+    /// (default: a host without one is a Kubernetes Service).
+    #[arg(long)]
+    strict_hosts: bool,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -79,11 +83,21 @@ struct Explanation {
 
 pub fn run(args: ExplainArgs) -> Result<ExitCode> {
     let sources = read_sources(&args.config)?;
-    let compiled = weir_router::validate(&sources, None, GuardOptions::default());
-    if compiled.findings.has_errors() {
+    let options = GuardOptions {
+        hosts: if args.strict_hosts {
+            HostMode::Endpoints
+        } else {
+            HostMode::Cluster
+        },
+        cli: true,
+        ..GuardOptions::default()
+    };
+    let compiled = weir_router::validate(&sources, None, options);
+    let refused = compiled.findings.has_errors();
+    if refused {
         eprint!("{}", compiled.findings);
         eprintln!(
-            "weir explain: the config is refused by the validator; the explanation shows how it would route anyway"
+            "weir explain: the config is refused by the validator (exit 1); the explanation shows how it would route anyway"
         );
     }
     let table = compiled
@@ -116,9 +130,14 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         );
     }
     let authority = uri.authority().map(|a| a.as_str()).unwrap_or("");
-    let vs = table.virtual_service_for_host(authority).ok_or_else(|| {
-        anyhow!("no VirtualService serves host {authority:?} (the proxy answers 404 NR)")
-    })?;
+    let Some(vs) = table.virtual_service_for_host(authority) else {
+        // Not a usage error: the request has no route, as the proxy's `404 NR` says.
+        eprintln!(
+            "weir explain: {}: the proxy answers 404",
+            table.no_route_message(&NoRoute::UnknownHost(authority.to_string()))
+        );
+        return Ok(ExitCode::from(1));
+    };
     if let (Some(key), Some(sticky)) = (&args.sticky_key, &vs.sticky) {
         match sticky {
             StickyKey::Header(name) => {
@@ -138,34 +157,23 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         );
     }
     let head = RequestHead::new(&method, &uri, &headers);
-
-    let mut skipped = Vec::new();
-    let mut matched = None;
-    for rule in &vs.rules {
-        if rule.matches.is_empty() {
-            matched = Some(rule);
-            break;
-        }
-        let reasons: Vec<String> = rule
-            .matches
-            .iter()
-            .filter_map(|m| m.first_failure(&head))
-            .collect();
-        if reasons.len() < rule.matches.len() {
-            matched = Some(rule);
-            break;
-        }
-        skipped.push(SkippedRule {
-            rule_index: rule.index,
-            rule_name: rule.name.clone(),
-            reason: reasons.join("; or "),
-        });
-    }
-    let Some(rule) = matched else {
-        bail!(
-            "no rule of VirtualService {} matches: the proxy answers 404 NR",
-            vs.name
-        );
+    let explanation = table.explain(&head, 0);
+    let skipped = explanation
+        .skipped
+        .iter()
+        .map(|s| SkippedRule {
+            rule_index: s.rule.index,
+            rule_name: s.rule.name.clone(),
+            reason: s.reason(),
+        })
+        .collect();
+    let rule = match &explanation.decision {
+        Ok(d) => d.rule,
+        Err(NoRoute::NoDestination { .. }) => vs
+            .rules
+            .get(explanation.skipped.len())
+            .ok_or_else(|| anyhow!("no rule of VirtualService {} matches", vs.name))?,
+        Err(e) => bail!("{}: the proxy answers 404", table.no_route_message(e)),
     };
     let destinations = rule
         .destinations
@@ -175,12 +183,14 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
             subset: d.subset.clone(),
             weight: d.weight,
             share_percent: round2(rule.share_percent(d)),
-            endpoints: table
-                .cluster(d.cluster)
-                .endpoints
-                .iter()
-                .map(|e| e.authority.clone())
-                .collect(),
+            endpoints: {
+                let c = table.cluster(d.cluster);
+                if c.endpoints_known() {
+                    c.endpoints.iter().map(|e| e.authority.clone()).collect()
+                } else {
+                    vec!["(unknown: Kubernetes Service, resolved by the cluster)".to_string()]
+                }
+            },
         })
         .collect();
     let label = |table: &RouteTable, value: u64| -> Option<String> {
@@ -228,7 +238,11 @@ pub fn run(args: ExplainArgs) -> Result<ExitCode> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&out)?),
         Format::Text => print_text(&out),
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if refused {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn round2(x: f64) -> f64 {
