@@ -8,9 +8,6 @@ use clap::{Parser, Subcommand};
 mod cli;
 mod demo;
 
-// `cli/validate.rs` and `cli/explain.rs` still name their neighbours by the paths they had
-// at the crate root.
-use cli as output;
 use cli::{admin_client, canary, explain, init, serve, validate};
 use demo::upstream;
 

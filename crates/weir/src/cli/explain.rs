@@ -12,8 +12,8 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use weir_router::{GuardOptions, HostMode, NoRoute, RequestHead, RouteTable, StickyKey};
 
-use crate::output::Format;
-use crate::validate::read_sources;
+use super::Format;
+use super::validate::read_sources;
 
 #[derive(clap::Args, Debug)]
 pub struct ExplainArgs {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use weir_router::{ConfigSource, GuardOptions, HostMode, Severity};
 
-use crate::output::Format;
+use super::Format;
 
 #[derive(clap::Args, Debug)]
 pub struct ValidateArgs {
