@@ -183,9 +183,10 @@ impl RequestMatch {
                 return false;
             }
         }
-        self.query_params
-            .iter()
-            .all(|q| query_value(req.query(), &q.name).is_some_and(|v| q.matcher.matches(v)))
+        self.query_params.iter().all(|q| {
+            req.query_param(&q.name)
+                .is_some_and(|v| q.matcher.matches(v))
+        })
     }
 
     /// The first condition the request fails, described for humans; `None` when it matches.
@@ -234,7 +235,7 @@ impl RequestMatch {
             }
         }
         for q in &self.query_params {
-            match query_value(req.query(), &q.name) {
+            match req.query_param(&q.name) {
                 Some(v) if q.matcher.matches(v) => {}
                 Some(v) => {
                     return Some(format!(
@@ -269,12 +270,4 @@ fn header_value<'r>(req: &RequestHead<'r>, name: &HeaderName) -> Option<Cow<'r, 
             Some(Cow::Owned(joined))
         }
     }
-}
-
-/// The first value of a query parameter; a key without `=` has the empty value.
-fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
-    })
 }
