@@ -336,7 +336,9 @@ spec:
     #[tokio::test]
     async fn istio_default_policy_retries_503_and_connect_failures_only() {
         let default = weir_router::istio_default_retries();
-        let rows: [(&[Answer], Result<u16, Failure>, usize, bool); 6] = [
+        // (script, answer, tries, URX)
+        type Row = (&'static [Answer], Result<u16, Failure>, usize, bool);
+        let rows: [Row; 6] = [
             (
                 &[Answer::Status(503), Answer::Status(200)],
                 Ok(200),
