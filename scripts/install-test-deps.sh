@@ -3,10 +3,16 @@
 #   procps      kill(1), for the signal tests
 #   prometheus  /usr/bin/prometheus, for tests/prometheus.rs (the Prometheus metric source
 #               against a real server); those tests fail, never skip, without it
+#   iptables    iptables-{nft,legacy}-{save,restore}, for tests/capture.rs (`weir init` in
+#               network namespaces the tests create)
+#   iproute2    ip(8), for the same tests (network namespaces, veth pairs)
 set -euo pipefail
 need=()
 command -v kill >/dev/null || need+=(procps)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
+command -v iptables-legacy-restore >/dev/null || need+=(iptables)
+command -v ip >/dev/null || need+=(iproute2)
+command -v setpriv >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=()
   [ "$(id -u)" -eq 0 ] || sudo=(sudo)

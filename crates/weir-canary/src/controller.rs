@@ -1,21 +1,19 @@
 //! The canary state machine: Flagger's phases and semantics, plus a fast guard between checks.
 
-use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::clock::{Clock, SystemClock};
+use crate::event::{Event, EventKind, Phase};
 use crate::plan::Stage;
-use crate::report::{
-    Check, Decision, GateResult, HookResult, Report, RollbackLatency, Sample, Trigger, Verdict,
-};
+use crate::report::{HookResult, Outcome, Report, RollbackLatency, Sample, Trigger};
 use crate::sink::{Split, WeightSink};
 use crate::source::{MetricSource, Observation};
-use crate::spec::{CanarySpec, Gate, HookKind, Metric};
+use crate::spec::{CanarySpec, HookKind};
 use crate::webhook::{HttpWebhooks, WebhookClient, WebhookPayload};
+
+mod gates;
 
 /// How often the stable subset is probed for its first request after a rollback, and for how
 /// long at most.
@@ -26,108 +24,6 @@ const ROLLBACK_ATTEMPTS: u32 = 3;
 /// Without a fast guard, the wait between checks still wakes this often to see an abort or a
 /// rollback hook.
 const IDLE_TICK: Duration = Duration::from_secs(1);
-
-/// Flagger's canary phases.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-pub enum Phase {
-    /// The canary is at 0% and nothing has been judged yet.
-    Initialized,
-    /// Pre-rollout hooks, dark launch and weight stages.
-    Progressing,
-    /// Every stage passed; confirm-promotion hooks have not all answered 2xx yet.
-    WaitingPromotion,
-    /// The canary is being made the stable subset.
-    Promoting,
-    /// Promoted.
-    Succeeded,
-    /// Rolled back (or never started).
-    Failed,
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self, f)
-    }
-}
-
-/// What an [`Event`] reports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum EventKind {
-    /// The phase changed.
-    Phase,
-    /// The sink confirmed new weights.
-    Weights,
-    /// A webhook was called.
-    Webhook,
-    /// A check ran (its values are in the event).
-    Check,
-    /// The fast guard looked at the canary (its values are in the event). Not kept in the
-    /// report's timeline (the samples hold them): one a second would drown the rest.
-    Guard,
-    /// Something went wrong that rolls back: a breach, the threshold, a hook, a refusal.
-    Breach,
-    /// The sink confirmed the canary at 0%.
-    RolledBack,
-    /// The sink confirmed the promotion.
-    Promoted,
-    /// Something failed that does not stop the run (a post-rollout hook, a metric read).
-    Warning,
-}
-
-/// A progress report, one per thing that happened; the CLI prints a line (or moves a bar) per
-/// event, and the report keeps them as its timeline.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Event {
-    /// Time since the run started, in ms.
-    pub at_ms: u64,
-    /// What happened.
-    pub kind: EventKind,
-    /// The phase after it happened.
-    pub phase: Phase,
-    /// The canary's weight in force, in weight points of 100.
-    pub canary_weight: u32,
-    /// Failed checks so far.
-    pub failed_checks: u32,
-    /// The threshold they are counted against.
-    pub threshold: u32,
-    /// Requests in the latest observation of the canary.
-    pub requests: Option<u64>,
-    /// The canary's success rate in the latest observation, in %.
-    pub success_rate: Option<f64>,
-    /// The canary's p99 in the latest observation, in ms.
-    pub p99_ms: Option<f64>,
-    /// What happened, for humans.
-    pub message: String,
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "[{:>8.1}s] {:<16} canary {:>3}%",
-            self.at_ms as f64 / 1000.0,
-            self.phase.to_string(),
-            self.canary_weight
-        )?;
-        match self.success_rate {
-            Some(r) => write!(f, "  success {r:>6.2}%")?,
-            None => write!(f, "  success    n/a ")?,
-        }
-        match self.p99_ms {
-            Some(p) => write!(f, "  p99 {p:>8.1} ms")?,
-            None => write!(f, "  p99      n/a   ")?,
-        }
-        write!(
-            f,
-            "  requests {:>6}  failed checks {}/{}  {}",
-            self.requests.map_or("n/a".to_string(), |r| r.to_string()),
-            self.failed_checks,
-            self.threshold,
-            self.message
-        )
-    }
-}
 
 /// Stops a run from another thread (SIGTERM, an operator): the canary is rolled back at the
 /// next guard tick and the run ends Failed.
@@ -252,8 +148,8 @@ impl<'a> CanaryRun<'a> {
             EventKind::Phase,
             format!("canary {} on {}", self.spec.name, m.sink.describe()),
         );
-        let outcome = m.drive();
-        m.finish(outcome)
+        let end = m.drive();
+        m.finish(end)
     }
 }
 
@@ -281,7 +177,7 @@ struct Machine<'a> {
 }
 
 /// What [`Machine::drive`] ends with.
-enum Outcome {
+enum End {
     Promoted,
     /// Stopped; `touched` says whether the sink was ever called (and so needs a rollback).
     Stopped {
@@ -328,7 +224,7 @@ impl Machine<'_> {
     }
 
     /// The whole run up to promotion or the reason to stop.
-    fn drive(&mut self) -> Outcome {
+    fn drive(&mut self) -> End {
         let spec = self.spec;
         if !self.source.supports_queries()
             && let Some(g) = spec.analysis.gates.iter().find(|g| !g.is_builtin())
@@ -340,22 +236,22 @@ impl Machine<'_> {
                     g.name
                 ),
             );
-            return Outcome::Stopped {
+            return End::Stopped {
                 stop,
                 touched: false,
             };
         }
         // Start from a known 0%, whatever the route said before.
         if let Err(stop) = self.apply(0) {
-            return Outcome::Stopped {
+            return End::Stopped {
                 stop,
                 touched: true,
             };
         }
         self.set_phase(Phase::Progressing, "starting the analysis");
         match self.progress() {
-            Ok(()) => Outcome::Promoted,
-            Err(stop) => Outcome::Stopped {
+            Ok(()) => End::Promoted,
+            Err(stop) => End::Stopped {
                 stop,
                 touched: true,
             },
@@ -555,64 +451,6 @@ impl Machine<'_> {
             }
     }
 
-    /// One fast-guard look at the canary: a built-in gate out of range with at least
-    /// `minRequests` requests in the window stops the run.
-    fn guard_tick(&mut self, window: Duration) -> Result<(), Stop> {
-        let spec = self.spec;
-        let now = self.clock.now();
-        let obs = match self
-            .source
-            .observe(&spec.target.canary_version, window, now)
-        {
-            Ok(o) => o,
-            Err(e) => {
-                // No numbers is not a breach; the interval check counts it as a failure.
-                self.emit(
-                    EventKind::Warning,
-                    format!("fast guard could not read metrics: {e}"),
-                );
-                return Ok(());
-            }
-        };
-        self.record_sample(now, &obs, "guard");
-        self.last = Some(obs.clone());
-        let enough = obs.requests >= spec.analysis.min_requests;
-        let breach = spec.analysis.gates.iter().filter(|_| enough).find_map(|g| {
-            builtin_value(g, &obs)
-                .filter(|v| !g.passes(*v))
-                .map(|v| (g, v))
-        });
-        match breach {
-            None => {
-                self.emit(
-                    EventKind::Guard,
-                    format!(
-                        "fast guard: {} requests in {:.1}s",
-                        obs.requests,
-                        obs.window.as_secs_f64()
-                    ),
-                );
-                Ok(())
-            }
-            Some((g, v)) => {
-                let reason = format!(
-                    "fast guard: {} is {} over the last {:.1}s ({} requests), {}",
-                    g.name,
-                    fmt_value(g, v),
-                    obs.window.as_secs_f64(),
-                    obs.requests,
-                    describe_range(g)
-                );
-                self.emit(EventKind::Breach, reason.clone());
-                Err(Stop {
-                    trigger: Trigger::FastGuard,
-                    detected: now,
-                    reason,
-                })
-            }
-        }
-    }
-
     fn record_sample(&mut self, at: Instant, obs: &Observation, by: &'static str) {
         self.report.samples.push(Sample {
             at_ms: self.ms(at),
@@ -624,125 +462,30 @@ impl Machine<'_> {
         });
     }
 
-    /// One check: rollout hooks, then every gate. A failure is counted (and may stop the
-    /// run); `Ok(passed)` otherwise.
-    fn check(&mut self, stage: Stage) -> Result<bool, Stop> {
-        let spec = self.spec;
-        let hooks_ok = self.run_hooks(HookKind::Rollout);
-        let now = self.clock.now();
-        let version = spec.target.canary_version.clone();
-        let min = spec.analysis.min_requests;
-        let mut gates = Vec::new();
-        // Gates with the same window share one observation.
-        let mut seen: Vec<(Duration, Result<Observation, String>)> = Vec::new();
-        let mut observe = |source: &mut dyn MetricSource, window: Duration| {
-            if let Some((_, o)) = seen.iter().find(|(w, _)| *w == window) {
-                return o.clone();
-            }
-            let o = source
-                .observe(&version, window, now)
-                .map_err(|e| e.to_string());
-            seen.push((window, o.clone()));
-            o
-        };
-        let builtin: Vec<&Gate> = spec
-            .analysis
-            .gates
-            .iter()
-            .filter(|g| g.is_builtin())
-            .collect();
-        if builtin.is_empty() {
-            // No built-in gate: the check still needs traffic on the canary.
-            let window = spec.analysis.interval;
-            let result = match observe(self.source, window) {
-                Err(e) => GateResult::error("request-count", e),
-                Ok(o) => GateResult {
-                    name: "request-count".into(),
-                    value: Some(o.requests as f64),
-                    min: Some(min as f64),
-                    max: None,
-                    requests: Some(o.requests),
-                    verdict: if o.requests >= min {
-                        Verdict::Pass
-                    } else {
-                        Verdict::NoData
-                    },
-                },
-            };
-            gates.push(result);
-        }
-        for g in &spec.analysis.gates {
-            let result = match &g.metric {
-                Metric::Query(q) => match self.source.query(q, now) {
-                    Err(e) => GateResult::error(&g.name, e.to_string()),
-                    Ok(None) => GateResult::judged(g, None, None),
-                    Ok(Some(v)) => GateResult::judged(g, Some(v), None),
-                },
-                _ => match observe(self.source, g.interval) {
-                    Err(e) => GateResult::error(&g.name, e),
-                    Ok(o) if o.requests < min => GateResult {
-                        verdict: Verdict::NoData,
-                        ..GateResult::judged(g, builtin_value(g, &o), Some(o.requests))
-                    },
-                    Ok(o) => GateResult::judged(g, builtin_value(g, &o), Some(o.requests)),
-                },
-            };
-            gates.push(result);
-        }
-        // The observation over the longest window stands for the check in progress output.
-        if let Some(o) = seen
-            .iter()
-            .filter_map(|(w, o)| o.as_ref().ok().map(|o| (w, o)))
-            .max_by_key(|(w, _)| **w)
-            .map(|(_, o)| o.clone())
-        {
-            self.record_sample(now, &o, "check");
-            self.last = Some(o);
-        }
-        let passed = hooks_ok && gates.iter().all(|g| g.verdict == Verdict::Pass);
-        let summary = summarize(hooks_ok, &gates, min);
-        self.report.checks.push(Check {
-            at_ms: self.ms(now),
-            stage,
-            canary_weight: self.canary_weight,
-            hooks_ok,
-            gates,
-            passed,
-            failed_checks: self.failed_checks + u32::from(!passed),
-        });
-        if passed {
-            self.emit(EventKind::Check, format!("check passed: {summary}"));
-            return Ok(true);
-        }
-        self.emit(EventKind::Check, format!("check failed: {summary}"));
-        self.count_failure(&format!("check failed: {summary}"))?;
-        Ok(false)
-    }
-
     /// Rolls back when needed, runs post-rollout hooks, and closes the report.
-    fn finish(mut self, outcome: Outcome) -> Report {
-        match outcome {
-            Outcome::Promoted => {
+    fn finish(mut self, end: End) -> Report {
+        match end {
+            End::Promoted => {
                 self.set_phase(Phase::Succeeded, "promotion complete");
-                self.report.decision = Decision::Promoted;
+                self.report.outcome = Outcome::Promoted;
                 self.report.reason = format!(
                     "{} promoted after every gate passed",
                     self.spec.target.canary_subset
                 );
             }
-            Outcome::Stopped { stop, touched } => {
+            End::Stopped { stop, touched } => {
                 if touched {
                     self.roll_back(&stop);
-                    self.report.decision = Decision::RolledBack;
+                    self.report.outcome = Outcome::RolledBack;
                 } else {
-                    self.report.decision = Decision::NotStarted;
+                    self.report.outcome = Outcome::NotStarted;
                 }
                 self.report.reason = stop.reason.clone();
                 self.set_phase(Phase::Failed, stop.reason);
             }
         }
         self.report.phase = self.phase;
-        if self.report.decision != Decision::NotStarted && !self.run_hooks(HookKind::PostRollout) {
+        if self.report.outcome != Outcome::NotStarted && !self.run_hooks(HookKind::PostRollout) {
             self.emit(
                 EventKind::Warning,
                 "a post-rollout webhook failed (informational)".into(),
@@ -818,60 +561,4 @@ impl Machine<'_> {
         }
         None
     }
-}
-
-/// The value a built-in gate reads from an observation.
-fn builtin_value(g: &Gate, o: &Observation) -> Option<f64> {
-    match g.metric {
-        Metric::RequestSuccessRate => o.success_rate,
-        Metric::RequestDuration => o.p99_ms,
-        Metric::Query(_) => None,
-    }
-}
-
-fn fmt_value(g: &Gate, v: f64) -> String {
-    match g.metric {
-        Metric::RequestSuccessRate => format!("{v:.2}%"),
-        Metric::RequestDuration => format!("{v:.1} ms"),
-        Metric::Query(_) => format!("{v}"),
-    }
-}
-
-fn describe_range(g: &Gate) -> String {
-    match (g.min, g.max) {
-        (Some(lo), Some(hi)) => format!("allowed {lo} to {hi}"),
-        (Some(lo), None) => format!("min {lo}"),
-        (None, Some(hi)) => format!("max {hi}"),
-        (None, None) => "no range".into(),
-    }
-}
-
-fn summarize(hooks_ok: bool, gates: &[GateResult], min: u64) -> String {
-    let mut parts: Vec<String> = gates
-        .iter()
-        .map(|g| match (&g.verdict, g.value) {
-            (Verdict::Error(e), _) => format!("{} unreadable ({e})", g.name),
-            (Verdict::NoData, _) => format!(
-                "{} no data ({} requests, {} needed)",
-                g.name,
-                g.requests.map_or("?".into(), |r| r.to_string()),
-                min
-            ),
-            (v, Some(value)) => format!(
-                "{} {:.2} {}",
-                g.name,
-                value,
-                if *v == Verdict::Pass {
-                    "ok"
-                } else {
-                    "OUT OF RANGE"
-                }
-            ),
-            (v, None) => format!("{} {:?}", g.name, v),
-        })
-        .collect();
-    if !hooks_ok {
-        parts.insert(0, "a rollout webhook failed".into());
-    }
-    parts.join(", ")
 }

@@ -49,24 +49,27 @@
 
 mod clock;
 mod controller;
-mod http;
-mod metrics;
+mod event;
+mod exposition;
 mod plan;
 mod report;
 mod sink;
 mod source;
 mod spec;
+mod transport;
+mod units;
 mod webhook;
 
 pub use clock::{Clock, FakeClock, SystemClock};
-pub use controller::{Abort, CanaryRun, Event, EventKind, Phase};
-pub use metrics::{
-    ExpositionError, REQUEST_DURATION, REQUESTS_TOTAL, SeriesFilter, Snapshot, VersionStats,
-    histogram_quantile,
+pub use controller::{Abort, CanaryRun};
+pub use event::{Event, EventKind, Phase};
+pub use exposition::{
+    ExpositionError, REQUEST_DURATION, REQUESTS_TOTAL, SampleError, SeriesFilter, Snapshot,
+    SnapshotBuilder, VersionStats, histogram_quantile,
 };
 pub use plan::{Plan, Stage};
 pub use report::{
-    Check, Decision, GateResult, HookResult, Report, ReportError, RollbackLatency, Sample, Trigger,
+    Check, GateResult, HookResult, Outcome, Report, ReportError, RollbackLatency, Sample, Trigger,
     Verdict,
 };
 pub use sink::{AdminSink, Confirmation, FileSink, LiveSink, SinkError, Split, WeightSink};
@@ -77,4 +80,5 @@ pub use spec::{
     Analysis, CanarySpec, DarkLaunch, FastGuard, Gate, HookKind, Metric, SpecError, StringMatch,
     Target, Webhook,
 };
+pub use transport::TransportError;
 pub use webhook::{HttpWebhooks, WebhookClient, WebhookError, WebhookPayload};

@@ -1,12 +1,10 @@
 //! What a run leaves behind: `report.json` (the timeline, every check's values, the decision,
 //! the rollback latency) and `report.svg` (canary weight and success rate over time).
 
+use serde::Serialize;
 use std::path::Path;
-use std::time::Duration;
 
-use serde::{Serialize, Serializer};
-
-use crate::controller::{Event, Phase};
+use crate::event::{Event, Phase};
 use crate::plan::Stage;
 use crate::spec::{CanarySpec, Gate, HookKind, Target};
 
@@ -25,8 +23,9 @@ pub struct Report {
     pub plan: Vec<Stage>,
     /// The final phase: `Succeeded` or `Failed`.
     pub phase: Phase,
-    /// What was decided.
-    pub decision: Decision,
+    /// How the run ended (`decision` in `report.json`).
+    #[serde(rename = "decision")]
+    pub outcome: Outcome,
     /// Why, in one sentence.
     pub reason: String,
     /// Length of the run, in ms.
@@ -48,7 +47,7 @@ pub struct Report {
 /// The end of a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Decision {
+pub enum Outcome {
     /// The canary is the stable subset at 100%.
     Promoted,
     /// The canary was sent back to 0%.
@@ -204,7 +203,7 @@ impl Report {
             target: spec.target.clone(),
             plan: spec.plan.stages().to_vec(),
             phase: Phase::Initialized,
-            decision: Decision::NotStarted,
+            outcome: Outcome::NotStarted,
             reason: String::new(),
             duration_ms: 0,
             timeline: Vec::new(),
@@ -273,9 +272,4 @@ impl GateResult {
             verdict,
         }
     }
-}
-
-/// Serializes a duration as whole ms.
-pub(crate) fn ser_duration_ms<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
 }

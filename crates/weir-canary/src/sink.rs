@@ -10,6 +10,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::spec::Target;
+use crate::transport::TransportError;
 
 mod admin;
 mod file;
@@ -94,7 +95,17 @@ pub enum SinkError {
         /// The findings behind it, one line each.
         findings: Vec<String>,
     },
-    /// The change could not be made: unreachable, an unexpected status, an unreadable file.
+    /// A replica's admin API produced no answer (refused, timed out, cut short): the change
+    /// may or may not have been applied there.
+    #[error("{by}: {source}")]
+    Unreachable {
+        /// Which replica (the URL asked).
+        by: String,
+        /// What went wrong, with the client's error as its source.
+        #[source]
+        source: TransportError,
+    },
+    /// The change could not be made: an unexpected status, an unreadable file.
     #[error("{by}: {reason}")]
     Failed {
         /// Which replica or file.
@@ -120,7 +131,7 @@ impl SinkError {
         match self {
             SinkError::Refused { .. } => true,
             SinkError::Partial { failures, .. } => failures.iter().all(SinkError::is_refused),
-            SinkError::Failed { .. } => false,
+            SinkError::Unreachable { .. } | SinkError::Failed { .. } => false,
         }
     }
 }

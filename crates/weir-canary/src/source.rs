@@ -2,17 +2,21 @@
 //!
 //! - [`ScrapeSource::new`]: one or many sidecars' `/metrics`, scraped and summed; rates come
 //!   from the difference between the newest scrape and an older one kept in a short history.
-//! - [`ScrapeSource::from_text`]: the same over a function returning exposition text, which is
-//!   how a controller inside `weir serve --canary` reads the sidecar's own registry.
+//! - [`ScrapeSource::from_snapshots`]: the same over a function returning the counters of a
+//!   registry in the same process as a [`Snapshot`](crate::Snapshot), which is how a controller
+//!   inside `weir serve --canary` reads the sidecar it runs in;
+//!   [`ScrapeSource::from_text`] takes exposition text instead.
 //! - [`PrometheusSource`]: instant queries against Prometheus' HTTP API, the built-in gates
 //!   written as PromQL over the same `istio_*` series.
 
 use std::time::{Duration, Instant};
 
+use crate::exposition::ExpositionError;
+use crate::transport::TransportError;
+
 mod prometheus;
 mod scrape;
 
-pub(crate) use prometheus::promql_duration;
 pub use prometheus::{BuiltinQueries, PrometheusSource};
 pub use scrape::ScrapeSource;
 
@@ -76,13 +80,22 @@ pub trait MetricSource {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
-    /// An HTTP request failed or answered with an error status.
-    #[error("{url}: {reason}")]
+    /// An HTTP request produced no answer (refused, timed out, cut short).
+    #[error("{url}: {source}")]
     Http {
         /// The URL asked.
         url: String,
-        /// What went wrong.
-        reason: String,
+        /// What went wrong, with the client's error as its source.
+        #[source]
+        source: TransportError,
+    },
+    /// A scrape was answered with a status other than 200.
+    #[error("{url}: answered {status}")]
+    Status {
+        /// The URL asked.
+        url: String,
+        /// The HTTP status.
+        status: u16,
     },
     /// A sidecar's exposition text does not parse.
     #[error("{origin}: {source}")]
@@ -90,7 +103,8 @@ pub enum SourceError {
         /// Where the text came from.
         origin: String,
         /// The parse error.
-        source: crate::metrics::ExpositionError,
+        #[source]
+        source: ExpositionError,
     },
     /// Prometheus answered, but not with what a query should return.
     #[error("Prometheus query `{query}`: {reason}")]

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::controller::Phase;
-use crate::http::{Client, Method, Request};
+use crate::event::Phase;
 use crate::spec::Webhook;
+use crate::transport::{Client, Method, Request};
 
 /// The JSON body of a webhook call, as Flagger sends it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -69,10 +69,10 @@ impl WebhookClient for HttpWebhooks {
         self.client
             .send(&Request::json(Method::Post, &hook.url, &body, hook.timeout))
             .map(|reply| reply.status)
-            .map_err(|reason| WebhookError {
+            .map_err(|e| WebhookError {
                 name: hook.name.clone(),
                 url: hook.url.clone(),
-                reason,
+                reason: e.to_string(),
             })
     }
 }

@@ -356,7 +356,7 @@ fn healthy_runs_step_and_promote() {
         let run = Setup::new(spec(analysis, "")).run();
         let r = &run.report;
         assert!(r.succeeded(), "{analysis}: {}", r.reason);
-        assert_eq!(r.decision, Decision::Promoted);
+        assert_eq!(r.outcome, Outcome::Promoted);
         assert_eq!(run.canary_weights(), weights, "{analysis}");
         assert_eq!(run.ops.last(), Some(&Op::Promote), "{analysis}");
         assert_eq!(
@@ -444,7 +444,7 @@ fn no_data_is_never_a_pass() {
         .health(move |_| (rps, 100.0, 1.0))
         .run();
         let r = &run.report;
-        assert_eq!(r.decision, Decision::RolledBack, "{rps} rps");
+        assert_eq!(r.outcome, Outcome::RolledBack, "{rps} rps");
         for check in &r.checks {
             assert!(!check.passed);
             assert!(
@@ -746,7 +746,7 @@ fn custom_queries_need_a_source_that_runs_them() {
     let mut setup = Setup::new(spec(analysis, ""));
     setup.supports_queries = false;
     let run = setup.run();
-    assert_eq!(run.report.decision, Decision::NotStarted);
+    assert_eq!(run.report.outcome, Outcome::NotStarted);
     assert!(run.ops.is_empty(), "nothing changed");
     assert!(
         run.report.reason.contains("errors"),

@@ -392,6 +392,112 @@ fn admin_sink_rolls_every_replica_back_on_a_partial_failure() {
     assert!(err.to_string().contains("404"), "{err}");
 }
 
+// === transport errors ===
+
+/// A peer that accepts connections and writes `reply` (nothing at all when empty), then holds
+/// each connection open until stopped, or closes it at once when `hold` is false.
+fn raw_peer(reply: &'static str, hold: bool) -> (String, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let done = Arc::new(AtomicBool::new(false));
+    let stop = done.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        while !stop.load(Ordering::SeqCst) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    let _ = conn.write_all(reply.as_bytes());
+                    if hold {
+                        held.push(conn);
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    });
+    (url, done)
+}
+
+#[test]
+fn transport_errors_keep_their_cause_and_say_what_happened() {
+    use std::error::Error as _;
+    let window = Duration::from_secs(1);
+    let now = Instant::now();
+    // Which predicates hold, by name.
+    let transport = |e: &SourceError| -> Vec<&'static str> {
+        let SourceError::Http { source, .. } = e else {
+            panic!("not a transport error: {e}")
+        };
+        assert!(
+            source.source().is_some(),
+            "the client's error is kept: {source:?}"
+        );
+        let kinds = [
+            ("connect", source.is_connect()),
+            ("timeout", source.is_timeout()),
+            ("answer", source.is_answer()),
+        ];
+        kinds
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(k, _)| *k)
+            .collect()
+    };
+
+    // Nothing listens: a connect error, and the chain reaches the transport error.
+    let err = ScrapeSource::new([closed_port()])
+        .observe("v2", window, now)
+        .unwrap_err();
+    assert_eq!(transport(&err), ["connect"], "{err}");
+    assert!(err.source().is_some_and(|s| s.is::<TransportError>()));
+
+    // Accepted, never answered: a timeout after the scrape's own timeout.
+    let (silent, stop_silent) = raw_peer("", true);
+    let started = Instant::now();
+    let err = ScrapeSource::with_timeout([silent], Duration::from_millis(200))
+        .observe("v2", window, now)
+        .unwrap_err();
+    assert_eq!(transport(&err), ["timeout"], "{err}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    stop_silent.store(true, Ordering::SeqCst);
+
+    // A status, then a body cut short by the peer closing: the answer could not be read.
+    let (cut, stop_cut) = raw_peer(
+        "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nistio_",
+        false,
+    );
+    let err = ScrapeSource::with_timeout([cut], Duration::from_millis(200))
+        .observe("v2", window, now)
+        .unwrap_err();
+    assert_eq!(transport(&err), ["answer"], "{err}");
+    assert!(err.to_string().contains("reading the answer"), "{err}");
+    stop_cut.store(true, Ordering::SeqCst);
+
+    // A status, then a body that never ends: both predicates say so.
+    let (slow, stop_slow) = raw_peer("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nistio_", true);
+    let err = ScrapeSource::with_timeout([slow], Duration::from_millis(200))
+        .observe("v2", window, now)
+        .unwrap_err();
+    assert_eq!(transport(&err), ["timeout", "answer"], "{err}");
+    stop_slow.store(true, Ordering::SeqCst);
+
+    // A sink says the same about a replica it cannot reach, and it is not a refusal.
+    let err = AdminSink::new([closed_port()])
+        .set_weights(&target(), Split::canary(10))
+        .unwrap_err();
+    match &err {
+        SinkError::Unreachable { source, .. } => assert!(source.is_connect(), "{err}"),
+        other => panic!("not unreachable: {other}"),
+    }
+    assert!(!err.is_refused());
+}
+
 // === PrometheusSource ===
 
 #[test]

@@ -1,6 +1,7 @@
 //! The `weir serve --canary` wiring, in process and on a fake clock: weir-router's real
-//! `LiveTable` behind a [`LiveSink`], and a [`ScrapeSource::from_text`] whose "registry" is
-//! fed by routing simulated requests through the table in force.
+//! `LiveTable` behind a [`LiveSink`], and a [`ScrapeSource::from_snapshots`] whose "registry"
+//! is fed by routing simulated requests through the table in force and hands its counters over
+//! without text, as the sidecar's registry does.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -74,7 +75,7 @@ struct Traffic {
 }
 
 impl Traffic {
-    fn scrape(&mut self) -> String {
+    fn scrape(&mut self, filter: &SeriesFilter) -> Snapshot {
         let table = self.live.load();
         for _ in 0..200 {
             self.n += 1;
@@ -103,20 +104,21 @@ impl Traffic {
             };
             *self.counts.entry((version, code)).or_default() += 1;
         }
-        let mut text = String::from("# TYPE istio_requests_total counter\n");
+        let mut snapshot = Snapshot::builder(filter);
         for ((version, code), n) in &self.counts {
-            text.push_str(&format!(
-                "istio_requests_total{{destination_service_name=\"payment-svc\",destination_version=\"{version}\",response_code=\"{code}\"}} {n}\n"
-            ));
+            let code = code.to_string();
+            let labels = [
+                ("destination_service_name", "payment-svc"),
+                ("destination_version", version.as_str()),
+                ("response_code", code.as_str()),
+            ];
+            assert!(snapshot.requests(&labels, *n as f64));
             // Every request took 12 ms: all in the (10, 25] bucket.
-            for le in ["10", "25", "+Inf"] {
-                let c = if le == "10" { 0 } else { *n };
-                text.push_str(&format!(
-                    "istio_request_duration_milliseconds_bucket{{destination_version=\"{version}\",response_code=\"{code}\",le=\"{le}\"}} {c}\n"
-                ));
+            for (le, c) in [(10.0, 0), (25.0, *n), (f64::INFINITY, *n)] {
+                assert!(snapshot.duration_bucket(&labels, le, c as f64));
             }
         }
-        text
+        snapshot.finish()
     }
 }
 
@@ -131,8 +133,9 @@ fn run(fail_every: u64) -> (Report, Arc<LiveTable>) {
         counts: BTreeMap::new(),
         n: 0,
     }));
-    let mut source = ScrapeSource::from_text(move || traffic.lock().unwrap().scrape())
-        .filter(spec.series_filter());
+    let mut source =
+        ScrapeSource::from_snapshots(move |filter| Ok(traffic.lock().unwrap().scrape(filter)))
+            .filter(spec.series_filter());
     let mut sink = LiveSink::new(live.clone()).origin("weir canary");
     let report = CanaryRun::new(&spec, &mut source, &mut sink)
         .clock(FakeClock::new())
@@ -218,7 +221,8 @@ fn the_fast_guard_catches_a_weighted_canary_between_checks() {
         counts: BTreeMap::new(),
         n: 0,
     }));
-    let mut source = ScrapeSource::from_text(move || traffic.lock().unwrap().scrape());
+    let mut source =
+        ScrapeSource::from_snapshots(move |filter| Ok(traffic.lock().unwrap().scrape(filter)));
     let mut sink = LiveSink::new(live.clone());
     let report = CanaryRun::new(&spec, &mut source, &mut sink)
         .clock(FakeClock::new())

@@ -16,14 +16,13 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use weir_router::{Findings, LiveTable, RouteTable, WeightChange};
 
 use crate::reload::{ReloadError, Trigger};
+use crate::server::{self, ServerOptions};
 use crate::sidecar::Sidecar;
 
 /// Largest request body the admin API reads, in bytes.
@@ -32,47 +31,20 @@ const MAX_BODY: usize = 1 << 20;
 /// How long open admin connections get to finish once the sidecar has drained.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// Serves the admin API on `listener` until `shutdown` completes, then closes its connections.
+/// Serves the admin API on `listener` until `shutdown` completes, then closes its connections
+/// (giving them [`CLOSE_GRACE`] to finish).
 pub async fn serve(
     listener: TcpListener,
     sidecar: Arc<Sidecar>,
-    shutdown: impl Future<Output = ()>,
+    shutdown: impl Future<Output = ()> + Send,
 ) {
-    let graceful = GracefulShutdown::new();
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(error = %e, "admin API: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
+    let new_service = move |_peer| {
         let sidecar = Arc::clone(&sidecar);
-        let service = service_fn(move |req| handle(Arc::clone(&sidecar), req));
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "admin API: connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(CLOSE_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::debug!("admin API: connections still open at exit");
+        service_fn(move |req| handle(Arc::clone(&sidecar), req))
+    };
+    let options = ServerOptions::new("admin API", CLOSE_GRACE);
+    if let Err(e) = server::serve(Arc::new(new_service), listener, shutdown, options).await {
+        tracing::warn!(error = %e, "admin API: serving failed");
     }
 }
 

@@ -92,9 +92,11 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod capture;
 mod metrics;
 mod proxy;
 mod reload;
+mod server;
 mod sidecar;
 
 pub use metrics::{CONTENT_TYPE, DURATION_BUCKETS_MS, Metrics};

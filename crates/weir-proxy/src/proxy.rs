@@ -19,13 +19,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::Semaphore;
 use weir_router::{Extension, LiveTable};
 
 use crate::metrics::Metrics;
+use crate::server::{self, ServerOptions};
 
 mod body;
 mod clusters;
@@ -112,140 +111,32 @@ impl Proxy {
     /// in-flight requests/connections to finish (up to `drain`), then returns.
     ///
     /// With [`ProxyOptions::workers`] > 0 the listener is shared by that many worker threads,
-    /// each running a single-threaded runtime: the kernel spreads the connections over them,
-    /// and everything a connection does (its requests, their upstream connections, timers)
-    /// stays on one thread. With a multi-threaded runtime instead, tasks and memory move
-    /// between threads: on 2 cores that doubled weir's user CPU per request (8.8 vs 4.3 us).
+    /// each running a single-threaded runtime (see `server::workers`).
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send,
         drain: Duration,
     ) -> std::io::Result<()> {
-        let workers = self.options.workers;
-        if workers == 0 {
-            return self.serve_here(listener, shutdown, drain).await;
-        }
-        let shared = listener.into_std()?;
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut threads = Vec::with_capacity(workers);
-        for worker in 0..workers {
-            let listener = shared.try_clone()?;
-            let proxy = Arc::clone(&self);
-            let mut stop = stop_rx.clone();
-            let thread = std::thread::Builder::new()
-                .name(format!("weir-worker-{worker}"))
-                .spawn(move || -> std::io::Result<()> {
-                    upstream::pool::set_worker(worker);
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()?;
-                    let result = runtime.block_on(async move {
-                        let listener = TcpListener::from_std(listener)?;
-                        let stopped = async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        };
-                        proxy.serve_here(listener, stopped, drain).await
-                    });
-                    // Connections cut off by the drain timeout must not hold the thread.
-                    runtime.shutdown_timeout(Duration::from_millis(100));
-                    result
-                })?;
-            threads.push(thread);
-        }
-        drop(shared);
-        shutdown.await;
-        let _ = stop_tx.send(true);
-        tokio::task::spawn_blocking(move || {
-            for thread in threads {
-                match thread.join() {
-                    Ok(Err(e)) => tracing::warn!(error = %e, "proxy worker failed"),
-                    Err(_) => tracing::error!("proxy worker panicked"),
-                    Ok(Ok(())) => {}
-                }
-            }
-        })
-        .await
-        .map_err(std::io::Error::other)
-    }
-
-    /// The accept loop on the current runtime.
-    async fn serve_here(
-        self: Arc<Self>,
-        listener: TcpListener,
-        shutdown: impl Future<Output = ()>,
-        drain: Duration,
-    ) -> std::io::Result<()> {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .max_buf_size(self.options.max_request_head.max(8192))
-            .keep_alive(true);
-        builder
-            .http2()
-            .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(self.options.max_request_head).unwrap_or(u32::MAX));
-        tracing::debug!(workload = %self.options.workload, addr = ?listener.local_addr().ok(), "proxy serving");
-        // Dropped senders tell the drain that every connection is closed.
-        let (open_tx, mut open_rx) = mpsc::channel::<Infallible>(1);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                biased;
-                () = &mut shutdown => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off, keep serving.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                        continue;
-                    }
-                },
-            };
-            if let Err(e) = stream.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY");
-            }
+        let metrics = Arc::clone(&self.metrics);
+        let options = ServerOptions {
+            max_request_head: Some(self.options.max_request_head),
+            workers: self.options.workers,
+            on_worker: Some(upstream::pool::set_worker),
+            on_connection_error: Some(Arc::new(move |e| connection_error(&metrics, e))),
+            ..ServerOptions::new("proxy", drain)
+        };
+        tracing::debug!(workload = %self.options.workload, "proxy serving");
+        // One `ProxyService` per connection; its `handle` rather than its `Service` impl,
+        // because hyper's `service_fn` keeps the response future unboxed.
+        let new_service = move |peer: SocketAddr| {
             let proxy = self.service(peer);
-            // `ProxyService::handle` rather than the `Service` impl: hyper's `service_fn`
-            // keeps the future unboxed.
-            let service = hyper::service::service_fn(move |req| {
+            hyper::service::service_fn(move |req| {
                 let response = proxy.handle(req);
                 async move { Ok::<_, Infallible>(response.await) }
-            });
-            let builder = builder.clone();
-            let mut stop = stop_rx.clone();
-            let open = open_tx.clone();
-            let metrics = self.metrics.clone();
-            tokio::spawn(async move {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    r = conn.as_mut() => r,
-                    () = async { drop(stop.wait_for(|s| *s).await) } => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = result {
-                    connection_error(&metrics, &*e);
-                }
-                drop(open);
-            });
-        }
-        drop(listener);
-        let _ = stop_tx.send(true);
-        drop(open_tx);
-        if tokio::time::timeout(drain, open_rx.recv()).await.is_err() {
-            tracing::warn!(
-                in_flight = self.in_flight(),
-                "drain timeout: closing connections with requests in flight"
-            );
-        }
-        Ok(())
+            })
+        };
+        server::serve(Arc::new(new_service), listener, shutdown, options).await
     }
 
     fn start(&self) -> Recorder {

@@ -22,8 +22,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use weir_canary::{
-    Abort, AdminSink, CanaryRun, CanarySpec, Decision, Event, EventKind, FileSink, LiveSink,
-    MetricSource, Phase, PrometheusSource, Report, ScrapeSource, SpecError, Trigger, WeightSink,
+    Abort, AdminSink, CanaryRun, CanarySpec, Event, EventKind, FileSink, LiveSink, MetricSource,
+    Outcome, Phase, PrometheusSource, Report, ScrapeSource, SpecError, Trigger, WeightSink,
 };
 
 use prometheus_client::metrics::family::Family;
@@ -137,10 +137,10 @@ fn load_spec(path: &Path) -> Result<CanarySpec, ExitCode> {
 
 /// 0 promoted, 2 refused before anything changed, 1 otherwise.
 fn exit_code(report: &Report) -> ExitCode {
-    match report.decision {
-        Decision::Promoted => ExitCode::SUCCESS,
-        Decision::NotStarted => ExitCode::from(2),
-        Decision::RolledBack => ExitCode::from(1),
+    match report.outcome {
+        Outcome::Promoted => ExitCode::SUCCESS,
+        Outcome::NotStarted => ExitCode::from(2),
+        Outcome::RolledBack => ExitCode::from(1),
     }
 }
 
@@ -466,10 +466,10 @@ fn print_summary(report: &Report) {
         "canary {}: {} ({}) after {:.1} s: {}",
         report.name,
         report.phase,
-        match report.decision {
-            Decision::Promoted => "promoted",
-            Decision::RolledBack => "rolled back",
-            Decision::NotStarted => "not started",
+        match report.outcome {
+            Outcome::Promoted => "promoted",
+            Outcome::RolledBack => "rolled back",
+            Outcome::NotStarted => "not started",
         },
         report.duration_ms as f64 / 1000.0,
         report.reason

@@ -27,7 +27,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use weir_canary::{Abort, CanarySpec, Decision, Event, EventKind, Report};
+use weir_canary::{Abort, CanarySpec, Event, EventKind, Report};
 use weir_router::{Code, ConfigSource, GuardOptions, LiveTable};
 
 use crate::canary::{micros, run_in_process, trigger_name};
@@ -600,7 +600,7 @@ async fn act4(
         describe_split(&in_force),
         if latched { "held" } else { "NOT held" }
     );
-    let ok = report.decision == Decision::RolledBack
+    let ok = report.outcome == weir_canary::Outcome::RolledBack
         && rollback.is_some_and(|rb| rb.error.is_none())
         && settled
         && after.after_mark_v2 == 0

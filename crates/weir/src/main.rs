@@ -9,6 +9,7 @@ mod canary;
 mod client;
 mod demo;
 mod explain;
+mod init;
 mod output;
 mod serve;
 mod upstream;
@@ -32,6 +33,9 @@ enum Command {
     Explain(explain::ExplainArgs),
     /// Run the sidecar: the weighted proxy, its metrics and the admin API.
     Serve(serve::ServeArgs),
+    /// Install the nat rules that capture a pod's traffic for the sidecar (a pod's init
+    /// container, as istio-iptables). Needs NET_ADMIN and NET_RAW.
+    Init(init::InitArgs),
     /// Change a route's weights on a running sidecar, through its validator.
     SetWeights(client::SetWeightsArgs),
     /// Roll a running sidecar's canaries back to 0% (latched), or release the latch.
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Init(args) => init::run(args),
         Command::SetWeights(args) => client::set_weights(args),
         Command::Rollback(args) => client::rollback(args),
         Command::Canary(args) => canary::run(args),

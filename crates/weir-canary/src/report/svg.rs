@@ -3,8 +3,8 @@
 
 use std::fmt::Write;
 
-use super::{Decision, Report};
-use crate::controller::EventKind;
+use super::{Outcome, Report};
+use crate::event::EventKind;
 
 const W: f64 = 960.0;
 const H: f64 = 440.0;
@@ -63,10 +63,10 @@ pub(super) fn render(r: &Report) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
     );
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let outcome = match r.decision {
-        Decision::Promoted => "promoted",
-        Decision::RolledBack => "rolled back",
-        Decision::NotStarted => "not started",
+    let outcome = match r.outcome {
+        Outcome::Promoted => "promoted",
+        Outcome::RolledBack => "rolled back",
+        Outcome::NotStarted => "not started",
     };
     let _ = writeln!(
         s,

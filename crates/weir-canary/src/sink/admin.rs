@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{Confirmation, SinkError, Split, WeightSink};
-use crate::http::{Client, Method, Request};
 use crate::spec::Target;
+use crate::transport::{Client, Method, Request};
 
 /// A [`WeightSink`] over the admin APIs of one or many sidecars, e.g.
 /// `http://127.0.0.1:15000`.
@@ -96,9 +96,9 @@ impl AdminSink {
         let reply = self
             .client
             .send(&request)
-            .map_err(|reason| SinkError::Failed {
+            .map_err(|source| SinkError::Unreachable {
                 by: url.clone(),
-                reason,
+                source,
             })?;
         let answer: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
         match reply.status {

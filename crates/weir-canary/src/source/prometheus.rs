@@ -3,10 +3,12 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use weir_router::telemetry::{REQUEST_DURATION_BUCKET, REQUESTS_TOTAL, label};
 
 use super::{MetricSource, Observation, SourceError};
-use crate::http::{Client, Request};
-use crate::metrics::{REQUEST_DURATION, REQUESTS_TOTAL, SeriesFilter};
+use crate::exposition::SeriesFilter;
+use crate::transport::{Client, Request};
+use crate::units::promql_duration;
 
 /// A [`MetricSource`] that asks a Prometheus server, e.g. `http://127.0.0.1:9090`.
 ///
@@ -62,9 +64,9 @@ impl PrometheusSource {
         let reply = self
             .client
             .send(&request)
-            .map_err(|reason| SourceError::Http {
+            .map_err(|source| SourceError::Http {
                 url: url.clone(),
-                reason,
+                source,
             })?;
         parse_answer(&reply.body).map_err(|reason| SourceError::Query {
             query: promql.to_string(),
@@ -113,7 +115,11 @@ impl MetricSource for PrometheusSource {
 impl BuiltinQueries {
     /// The queries for the version whose `destination_version` is `version`, over `window`.
     pub fn new(filter: &SeriesFilter, version: &str, window: Duration) -> Self {
-        let mut matchers = vec![format!("destination_version=\"{}\"", escape(version))];
+        let mut matchers = vec![format!(
+            "{}=\"{}\"",
+            label::DESTINATION_VERSION,
+            escape(version)
+        )];
         matchers.extend(
             filter
                 .matchers()
@@ -140,9 +146,10 @@ impl BuiltinQueries {
     /// all, and without the fallback a 0% success rate would read as "no data".
     pub fn success_rate(&self) -> String {
         format!(
-            "(sum(rate({REQUESTS_TOTAL}{{{sel},response_code!~\"5.*\"}}[{r}])) or on() vector(0)) \
+            "(sum(rate({REQUESTS_TOTAL}{{{sel},{code}!~\"5.*\"}}[{r}])) or on() vector(0)) \
              / sum(rate({REQUESTS_TOTAL}{{{sel}}}[{r}])) * 100",
             sel = self.selector,
+            code = label::RESPONSE_CODE,
             r = self.range
         )
     }
@@ -150,19 +157,9 @@ impl BuiltinQueries {
     /// The 99th percentile duration in ms, Flagger's `request-duration`.
     pub fn p99(&self) -> String {
         format!(
-            "histogram_quantile(0.99, sum(rate({REQUEST_DURATION}_bucket{{{}}}[{}])) by (le))",
+            "histogram_quantile(0.99, sum(rate({REQUEST_DURATION_BUCKET}{{{}}}[{}])) by (le))",
             self.selector, self.range
         )
-    }
-}
-
-/// A window as a PromQL range: whole seconds as `30s`, anything finer in `ms`.
-pub(crate) fn promql_duration(d: Duration) -> String {
-    let ms = d.as_millis().max(1);
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
     }
 }
 

@@ -1,17 +1,18 @@
-//! Scraping `/metrics` (or reading exposition text in-process) and turning successive scrapes
-//! into window numbers.
+//! Scraping `/metrics` (or reading an in-process registry) and turning successive scrapes into
+//! window numbers.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::{MetricSource, Observation, SourceError};
-use crate::http::{Client, Request};
-use crate::metrics::{SeriesFilter, Snapshot};
+use crate::exposition::{SeriesFilter, Snapshot};
+use crate::transport::{Client, Request};
 
-type Fetch = Box<dyn FnMut() -> Result<Vec<(String, String)>, SourceError> + Send>;
+/// One scrape: a snapshot per target, read with the source's filter.
+type Fetch = Box<dyn FnMut(&SeriesFilter) -> Result<Vec<Snapshot>, SourceError> + Send>;
 
-/// A [`MetricSource`] over exposition text: the `/metrics` of one or many sidecars, or a
-/// function returning the text of an in-process registry.
+/// A [`MetricSource`] over sidecars' counters: the `/metrics` of one or many sidecars, or an
+/// in-process registry (its exposition text, or its counters handed over directly).
 ///
 /// Each call scrapes every target once (calls at the same `now` share one scrape) and keeps
 /// the result in a short history. A window's numbers are the newest scrape minus the newest
@@ -73,36 +74,68 @@ impl ScrapeSource {
     {
         let urls: Vec<String> = urls.into_iter().map(Into::into).collect();
         let client = Client::new();
-        Self::from_fetch(Box::new(move || {
+        Self::from_fetch(Box::new(move |filter| {
             urls.iter()
                 .map(|url| {
                     let mut request = Request::get(url, timeout);
                     request.token = token.as_deref();
-                    let reply = client.send(&request).map_err(|reason| SourceError::Http {
+                    let reply = client.send(&request).map_err(|source| SourceError::Http {
                         url: url.clone(),
-                        reason,
+                        source,
                     })?;
                     if reply.status != 200 {
-                        return Err(SourceError::Http {
+                        return Err(SourceError::Status {
                             url: url.clone(),
-                            reason: format!("answered {}", reply.status),
+                            status: reply.status,
                         });
                     }
-                    Ok((url.clone(), reply.body))
+                    parse(url, &reply.body, filter)
                 })
                 .collect()
         }))
     }
 
-    /// Reads exposition text from a function instead of over HTTP: the sidecar's own registry
-    /// when the controller runs inside `weir serve --canary`.
+    /// Reads exposition text from a function instead of over HTTP.
     pub fn from_text<F>(mut text: F) -> Self
     where
         F: FnMut() -> String + Send + 'static,
     {
-        Self::from_fetch(Box::new(move || {
-            Ok(vec![("in-process registry".to_string(), text())])
+        Self::from_fetch(Box::new(move |filter| {
+            Ok(vec![parse("in-process registry", &text(), filter)?])
         }))
+    }
+
+    /// Reads a registry in the same process without going through text: `snapshot` is called
+    /// once per scrape with the source's [filter](Self::filter) and returns the counters as a
+    /// [`Snapshot`], typically built with [`Snapshot::builder`] from the registry's series.
+    /// This is how a controller inside `weir serve --canary` reads the sidecar it runs in.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::time::{Duration, Instant};
+    /// use weir_canary::{MetricSource, ScrapeSource, Snapshot};
+    ///
+    /// let served = Arc::new(AtomicU64::new(0));
+    /// let counter = Arc::clone(&served);
+    /// let mut source = ScrapeSource::from_snapshots(move |filter| {
+    ///     let mut b = Snapshot::builder(filter);
+    ///     let labels = [("destination_version", "v2"), ("response_code", "200")];
+    ///     b.requests(&labels, counter.load(Ordering::Relaxed) as f64);
+    ///     Ok(b.finish())
+    /// });
+    /// let t0 = Instant::now();
+    /// source.observe("v2", Duration::from_secs(1), t0)?;
+    /// served.store(250, Ordering::Relaxed);
+    /// let o = source.observe("v2", Duration::from_secs(1), t0 + Duration::from_secs(1))?;
+    /// assert_eq!((o.requests, o.success_rate), (250, Some(100.0)));
+    /// # Ok::<(), weir_canary::SourceError>(())
+    /// ```
+    pub fn from_snapshots<F>(mut snapshot: F) -> Self
+    where
+        F: FnMut(&SeriesFilter) -> Result<Snapshot, SourceError> + Send + 'static,
+    {
+        Self::from_fetch(Box::new(move |filter| Ok(vec![snapshot(filter)?])))
     }
 
     fn from_fetch(fetch: Fetch) -> Self {
@@ -123,16 +156,7 @@ impl ScrapeSource {
     /// The scrape at `now`, taking it unless one was taken at this very instant.
     fn scrape(&mut self, now: Instant) -> Result<&Scrape, SourceError> {
         if self.history.back().is_none_or(|s| s.at != now) {
-            let texts = (self.fetch)()?;
-            let targets = texts
-                .iter()
-                .map(|(origin, text)| {
-                    Snapshot::parse(text, &self.filter).map_err(|source| SourceError::Exposition {
-                        origin: origin.clone(),
-                        source,
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let targets = (self.fetch)(&self.filter)?;
             self.history.push_back(Scrape { at: now, targets });
             self.prune(now);
         }
@@ -149,6 +173,14 @@ impl ScrapeSource {
             self.history.pop_front();
         }
     }
+}
+
+/// One target's exposition text, read with `filter`; `origin` names it in errors.
+fn parse(origin: &str, text: &str, filter: &SeriesFilter) -> Result<Snapshot, SourceError> {
+    Snapshot::parse(text, filter).map_err(|source| SourceError::Exposition {
+        origin: origin.to_string(),
+        source,
+    })
 }
 
 impl MetricSource for ScrapeSource {
@@ -250,5 +282,73 @@ mod tests {
         assert_eq!(source.request_count("v2", at(11)).unwrap(), Some(1100));
         // History is pruned to what the longest window needs.
         assert!(source.history.len() <= 12, "{}", source.history.len());
+    }
+
+    #[test]
+    fn snapshots_handed_over_read_like_the_text() {
+        // (ok, errors) counters of v2 in service "pay", and 1000 errors a tick of "other".
+        let counters = Arc::new(Mutex::new((0u64, 0u64)));
+        let (a, b) = (counters.clone(), counters.clone());
+        let filter = SeriesFilter::service("pay");
+        let mut text = ScrapeSource::from_text(move || {
+            let (ok, err) = *a.lock().unwrap();
+            format!(
+                "istio_requests_total{{destination_service_name=\"pay\",destination_version=\"v2\",response_code=\"200\"}} {ok}\n\
+                 istio_requests_total{{destination_service_name=\"pay\",destination_version=\"v2\",response_code=\"503\"}} {err}\n\
+                 istio_requests_total{{destination_service_name=\"other\",destination_version=\"v2\",response_code=\"503\"}} {}\n",
+                ok * 10
+            )
+        })
+        .filter(filter.clone());
+        let seen_filter = Arc::new(Mutex::new(None));
+        let seen = seen_filter.clone();
+        let mut direct = ScrapeSource::from_snapshots(move |f| {
+            *seen.lock().unwrap() = Some(f.clone());
+            let (ok, err) = *b.lock().unwrap();
+            let mut snap = Snapshot::builder(f);
+            let labels = |service, code| {
+                [
+                    ("destination_service_name", service),
+                    ("destination_version", "v2"),
+                    ("response_code", code),
+                ]
+            };
+            snap.requests(&labels("pay", "200"), ok as f64);
+            snap.requests(&labels("pay", "503"), err as f64);
+            snap.requests(&labels("other", "503"), (ok * 10) as f64);
+            Ok(snap.finish())
+        })
+        .filter(filter.clone());
+
+        let t0 = Instant::now();
+        let window = Duration::from_secs(3);
+        for s in 0..6u64 {
+            *counters.lock().unwrap() = (100 * s, 5 * s);
+            let at = t0 + Duration::from_secs(s);
+            let (x, y) = (
+                text.observe("v2", window, at).unwrap(),
+                direct.observe("v2", window, at).unwrap(),
+            );
+            assert_eq!(x, y, "second {s}");
+            assert_eq!(
+                text.request_count("v2", at).unwrap(),
+                direct.request_count("v2", at).unwrap()
+            );
+        }
+        let last = direct
+            .observe("v2", window, t0 + Duration::from_secs(5))
+            .unwrap();
+        assert_eq!((last.requests, last.window), (315, window));
+        assert_eq!(*seen_filter.lock().unwrap(), Some(filter));
+    }
+
+    #[test]
+    fn a_registry_that_cannot_be_read_fails_the_observation() {
+        let mut source =
+            ScrapeSource::from_snapshots(|_| Err(SourceError::Unsupported("the registry is gone")));
+        let err = source
+            .observe("v2", Duration::from_secs(1), Instant::now())
+            .unwrap_err();
+        assert!(err.to_string().contains("the registry is gone"), "{err}");
     }
 }

@@ -1,3 +1,4 @@
+use super::build::{DEFAULT_HOOK_TIMEOUT, DEFAULT_MIN_REQUESTS};
 use super::*;
 use crate::plan::Stage;
 

@@ -80,7 +80,8 @@ pub struct Options {
     pub body_bytes: usize,
     /// Count user-space instructions per request under callgrind instead of timing loads.
     pub callgrind: bool,
-    /// Set by `cargo bench`; without it (`cargo test --benches`) the harness does nothing.
+    /// Set by `cargo bench`; without it (`cargo test --benches`) the bench target does nothing
+    /// (the `bench-compare` binary runs either way).
     pub bench_mode: bool,
     /// `--help` was asked for.
     pub help: bool,
@@ -114,7 +115,7 @@ pub const USAGE: &str = "\
 weir proxy comparison: direct vs weir vs nginx vs HAProxy, same split, same load.
 
 usage: cargo bench --bench compare -- [OPTIONS]
-       bash benches/compare.sh [OPTIONS]
+       cargo run --release -p bench-compare -- [OPTIONS]
 
   --duration D       each measured run, e.g. 10s, 500ms (default 10s)
   --warmup D         unmeasured warm-up before them (default 2s)

@@ -1,41 +1,17 @@
-//! The comparison harness's own logic (`benches/compare/`), tested without running a load:
-//! option parsing, the three proxies' configs, oha's JSON, /proc parsing, the split check and
-//! the table. `cargo test -p weir-suite --test bench_harness`.
-
-#[allow(dead_code)]
-#[path = "../benches/compare/args.rs"]
-mod args;
-#[allow(dead_code)]
-#[path = "../benches/compare/configs.rs"]
-mod configs;
-#[allow(dead_code)]
-#[path = "../benches/compare/machine.rs"]
-mod machine;
-#[allow(dead_code)]
-#[path = "../benches/compare/oha.rs"]
-mod oha;
-#[allow(dead_code)]
-#[path = "../benches/compare/process.rs"]
-mod process;
-#[allow(dead_code)]
-#[path = "../benches/compare/procfs.rs"]
-mod procfs;
-#[allow(dead_code)]
-#[path = "../benches/compare/report.rs"]
-mod report;
-#[allow(dead_code)]
-#[path = "../benches/compare/upstream.rs"]
-mod upstream;
+//! The comparison harness's own logic, tested without running a load: option parsing, the
+//! three proxies' configs, oha's JSON, /proc parsing, the split check and the table.
+//! `cargo test -p bench-compare`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use args::Contender;
-use configs::Routing;
-use oha::LoadStats;
-use report::{Report, Resources, Row, RunInfo, Split};
+use bench_compare::args::{self, Contender};
+use bench_compare::configs::{self, Routing};
+use bench_compare::oha::{self, LoadStats};
+use bench_compare::report::{self, Report, Resources, Row, RunInfo, Split};
+use bench_compare::{callgrind, machine, process, procfs, upstream};
 
 fn routing(threads: u32) -> Routing {
     Routing {
@@ -48,8 +24,10 @@ fn routing(threads: u32) -> Routing {
 }
 
 fn lesson_yaml() -> String {
-    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config/payment-svc.yaml"))
-        .unwrap()
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/payment-svc.yaml"),
+    )
+    .unwrap()
 }
 
 // === args ===
@@ -687,10 +665,6 @@ fn rounds_fold_into_medians() {
 }
 
 // === callgrind ===
-
-#[allow(dead_code)]
-#[path = "../benches/compare/callgrind.rs"]
-mod callgrind;
 
 const ANNOTATE: &str = "\
 --------------------------------------------------------------------------------

@@ -1,39 +1,52 @@
-//! `cargo bench --bench compare -- --duration 10s`: what routing costs, side by side.
-//!
-//! Direct to v1 (the floor), weir, nginx and HAProxy, one after the other, each with the same
-//! routing (`x-canary: true` -> v2, else 90/10), the same worker threads (a sweep), the same
-//! load tool, connections and duration, against the same two upstreams. For each: requests/s
-//! at saturation, p50/p99/p99.9 at a fixed rate, CPU per 10k requests, peak memory, errors and
-//! the split the upstreams actually counted. Results go to `benches/results/<date>.{md,json}`
-//! and `benches/results/latest.md`. `--help` lists the options.
-//!
-//! Without cargo's `--bench` flag (`cargo test --benches`, CI) it does nothing.
-
-mod args;
-mod callgrind;
-mod configs;
-mod machine;
-mod oha;
-mod process;
-mod procfs;
-mod report;
-mod upstream;
+//! A whole comparison: tools checked, weir built, every contender measured round after round,
+//! the table written. [`main`] is what both entry points call.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
-use args::{Contender, Options};
-use configs::Routing;
-use oha::{LoadRun, LoadStats};
-use process::{Proxy, ProxyEnv, Upstreams};
-use report::{Report, Resources, Row, RunInfo, Split};
+use crate::args::{self, Contender, Options};
+use crate::callgrind;
+use crate::configs::Routing;
+use crate::machine;
+use crate::oha::{self, LoadRun, LoadStats};
+use crate::process::{self, Proxy, ProxyEnv, Upstreams};
+use crate::procfs;
+use crate::report::{self, Report, Resources, Row, RunInfo, Split};
+use crate::upstream;
 
 /// `x-canary: true` probes sent through each proxy before the load; all must reach v2.
 const HEADER_PROBES: u64 = 200;
 
-fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
+/// How the harness was started, which decides whether it runs and how it names itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// The root package's `compare` bench target: runs only under `cargo bench` (which passes
+    /// `--bench`), so that `cargo test --benches` and CI's build do not start a load.
+    CargoBench,
+    /// The `bench-compare` binary (`cargo run --release -p bench-compare -- ...`): always runs.
+    Binary,
+}
+
+impl Entry {
+    /// The command that reproduces a run, as written into the results.
+    fn command(self, shown: &[&str]) -> String {
+        let base = match self {
+            Entry::CargoBench => "cargo bench --bench compare",
+            Entry::Binary => "cargo run --release -p bench-compare",
+        };
+        if shown.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base} -- {}", shown.join(" "))
+        }
+    }
+}
+
+/// Runs the harness with the arguments after the program name; the exit code is the process's.
+/// `upstreams THREADS BODY` as the first arguments runs the two upstream servers instead (the
+/// harness starts itself again that way).
+pub fn main(argv: Vec<String>, entry: Entry) -> ExitCode {
     if argv.first().map(String::as_str) == Some("upstreams") {
         let threads = argv.get(1).and_then(|t| t.parse().ok()).unwrap_or(1);
         let body = argv.get(2).and_then(|b| b.parse().ok()).unwrap_or(1024);
@@ -50,8 +63,11 @@ fn main() -> ExitCode {
         print!("{}", args::USAGE);
         return ExitCode::SUCCESS;
     }
-    if !opts.bench_mode {
-        println!("compare: not run outside `cargo bench` (try `cargo bench --bench compare`)");
+    if entry == Entry::CargoBench && !opts.bench_mode {
+        println!(
+            "compare: not run outside `cargo bench` (try `cargo bench --bench compare`, or \
+             `cargo run --release -p bench-compare`)"
+        );
         return ExitCode::SUCCESS;
     }
     let shown: Vec<&str> = argv
@@ -59,11 +75,7 @@ fn main() -> ExitCode {
         .map(String::as_str)
         .filter(|a| *a != "--bench")
         .collect();
-    let command = if shown.is_empty() {
-        "cargo bench --bench compare".to_string()
-    } else {
-        format!("cargo bench --bench compare -- {}", shown.join(" "))
-    };
+    let command = entry.command(&shown);
     match run(&opts, command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -73,8 +85,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The workspace this crate sits in (`tools/bench-compare` -> `.`): where the lesson's config,
+/// `target/` and `benches/results/` are.
 fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("tools/bench-compare sits two levels below the workspace root")
+        .to_path_buf()
 }
 
 fn have(program: &str) -> bool {

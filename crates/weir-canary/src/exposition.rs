@@ -8,7 +8,9 @@
 //! ```
 //!
 //! [`Snapshot::parse`] keeps, per `destination_version`, the request count, the non-5xx count and
-//! the cumulative duration buckets, summed over every other label. Snapshots of several sidecars
+//! the cumulative duration buckets, summed over every other label. A registry in the same
+//! process skips the text: it hands its counters to a [`SnapshotBuilder`], the same code the
+//! parser feeds line by line. Snapshots of several sidecars
 //! [add](Snapshot::add) up; two snapshots of one sidecar taken at different times
 //! [subtract](Snapshot::since) to the traffic of the window between them.
 //!
@@ -37,11 +39,11 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-/// The request counter weir (and Istio) export.
-pub const REQUESTS_TOTAL: &str = "istio_requests_total";
-/// The request duration histogram, in ms, with Envoy's buckets.
-pub const REQUEST_DURATION: &str = "istio_request_duration_milliseconds";
-const DURATION_BUCKET: &str = "istio_request_duration_milliseconds_bucket";
+use weir_router::telemetry::{self, label as key};
+pub use weir_router::telemetry::{REQUEST_DURATION, REQUESTS_TOTAL};
+
+/// The histogram bucket label of the Prometheus exposition format.
+const LE: &str = "le";
 
 /// Which series count: the version label is always read; these narrow the rest.
 ///
@@ -69,16 +71,18 @@ impl SeriesFilter {
         let mut out: Vec<(&str, &str)> = self
             .service
             .iter()
-            .map(|s| ("destination_service_name", s.as_str()))
+            .map(|s| (key::DESTINATION_SERVICE_NAME, s.as_str()))
             .collect();
         out.extend(self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         out
     }
 
-    fn keeps(&self, labels: &[(String, String)]) -> bool {
-        self.matchers()
+    fn keeps<K: AsRef<str>, V: AsRef<str>>(&self, labels: &[(K, V)]) -> bool {
+        self.service
             .iter()
-            .all(|(k, v)| label(labels, k) == Some(*v))
+            .map(|s| (key::DESTINATION_SERVICE_NAME, s.as_str()))
+            .chain(self.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .all(|(k, v)| label(labels, k) == Some(v))
     }
 }
 
@@ -113,16 +117,32 @@ pub struct Snapshot {
     versions: BTreeMap<String, VersionStats>,
 }
 
+/// Gathers samples into a [`Snapshot`]: what [`Snapshot::parse`] does with every line, open to
+/// a registry in the same process that holds the counters themselves. Made by
+/// [`Snapshot::builder`].
+///
+/// Label sets are slices of `(key, value)` pairs; label sets of one version sum, as in a scrape.
+#[derive(Debug)]
+pub struct SnapshotBuilder<'f> {
+    filter: &'f SeriesFilter,
+    versions: BTreeMap<String, VersionStats>,
+    /// Buckets are gathered by bound first, so that series with the same `le` but other labels
+    /// (response code, source workload) sum into one bucket.
+    buckets: BTreeMap<String, BTreeMap<Bound, f64>>,
+}
+
+/// A sample [`SnapshotBuilder::sample`] cannot read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct SampleError(&'static str);
+
 // === impl Snapshot ===
 
 impl Snapshot {
     /// Reads the Istio series of an exposition, summing every label set of a version that the
     /// filter keeps. Other metric families are skipped without being parsed further.
     pub fn parse(text: &str, filter: &SeriesFilter) -> Result<Self, ExpositionError> {
-        let mut versions: BTreeMap<String, VersionStats> = BTreeMap::new();
-        // Buckets are gathered by bound first, so that series with the same `le` but other
-        // labels (response code, source workload) sum into one bucket.
-        let mut buckets: BTreeMap<String, BTreeMap<Bound, f64>> = BTreeMap::new();
+        let mut snapshot = Snapshot::builder(filter);
         for (index, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -130,49 +150,48 @@ impl Snapshot {
             }
             let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
             let name = &line[..name_end];
-            if name != REQUESTS_TOTAL && name != DURATION_BUCKET {
+            if !SnapshotBuilder::reads(name) {
                 continue;
             }
-            let sample = parse_sample(line, name_end).map_err(|reason| ExpositionError {
+            let refuse = |reason| ExpositionError {
                 line: index + 1,
                 reason,
                 text: line.chars().take(120).collect(),
-            })?;
-            if !filter.keeps(&sample.labels) {
-                continue;
-            }
-            let Some(version) = label(&sample.labels, "destination_version") else {
-                continue;
             };
-            if name == REQUESTS_TOTAL {
-                let stats = versions.entry(version.to_string()).or_default();
-                stats.requests += sample.value;
-                if !label(&sample.labels, "response_code").is_some_and(|c| c.starts_with('5')) {
-                    stats.non_5xx += sample.value;
-                }
-            } else {
-                let le = label(&sample.labels, "le").ok_or_else(|| ExpositionError {
-                    line: index + 1,
-                    reason: "a histogram bucket without an `le` label",
-                    text: line.chars().take(120).collect(),
-                })?;
-                let bound = parse_value(le).ok_or_else(|| ExpositionError {
-                    line: index + 1,
-                    reason: "an `le` label that is not a number",
-                    text: line.chars().take(120).collect(),
-                })?;
-                *buckets
-                    .entry(version.to_string())
-                    .or_default()
-                    .entry(Bound(bound))
-                    .or_default() += sample.value;
-            }
+            let sample = parse_sample(line, name_end).map_err(refuse)?;
+            snapshot
+                .sample(name, &sample.labels, sample.value)
+                .map_err(|e| refuse(e.0))?;
         }
-        for (version, by_bound) in buckets {
-            versions.entry(version).or_default().buckets =
-                by_bound.into_iter().map(|(b, c)| (b.0, c)).collect();
+        Ok(snapshot.finish())
+    }
+
+    /// A builder of a snapshot from samples handed over one by one (an in-process registry's
+    /// counters), counting only the series `filter` keeps.
+    ///
+    /// ```
+    /// use weir_canary::{SeriesFilter, Snapshot};
+    ///
+    /// let filter = SeriesFilter::service("payment-svc");
+    /// let mut b = Snapshot::builder(&filter);
+    /// let ok = [("destination_service_name", "payment-svc"), ("destination_version", "v2"), ("response_code", "200")];
+    /// let err = [("destination_service_name", "payment-svc"), ("destination_version", "v2"), ("response_code", "503")];
+    /// b.requests(&ok, 99.0);
+    /// b.requests(&err, 1.0);
+    /// for (le, cumulative) in [(10.0, 60.0), (50.0, 100.0), (f64::INFINITY, 100.0)] {
+    ///     b.duration_bucket(&ok, le, cumulative);
+    /// }
+    /// let snapshot = b.finish();
+    /// let v2 = snapshot.version("v2").unwrap();
+    /// assert_eq!(v2.success_rate(), Some(99.0));
+    /// assert_eq!(v2.p99_ms(), Some(10.0 + 40.0 * (99.0 - 60.0) / 40.0));
+    /// ```
+    pub fn builder(filter: &SeriesFilter) -> SnapshotBuilder<'_> {
+        SnapshotBuilder {
+            filter,
+            versions: BTreeMap::new(),
+            buckets: BTreeMap::new(),
         }
-        Ok(Snapshot { versions })
     }
 
     /// The stats of one version, if the exposition had any series for it.
@@ -209,6 +228,102 @@ impl Snapshot {
             })
             .collect();
         Snapshot { versions }
+    }
+}
+
+// === impl SnapshotBuilder ===
+
+impl SnapshotBuilder<'_> {
+    /// Whether samples of this metric name are read (every other name is skipped).
+    fn reads(name: &str) -> bool {
+        name == telemetry::REQUESTS_TOTAL || name == telemetry::REQUEST_DURATION_BUCKET
+    }
+
+    /// One sample as the exposition names it: [`REQUESTS_TOTAL`] counts requests,
+    /// `istio_request_duration_milliseconds_bucket` is a cumulative bucket whose bound is its
+    /// `le` label. Returns whether the sample counted: other names, series the filter drops and
+    /// series without `destination_version` do not.
+    pub fn sample<K: AsRef<str>, V: AsRef<str>>(
+        &mut self,
+        name: &str,
+        labels: &[(K, V)],
+        value: f64,
+    ) -> Result<bool, SampleError> {
+        if name == telemetry::REQUESTS_TOTAL {
+            return Ok(self.requests(labels, value));
+        }
+        if name != telemetry::REQUEST_DURATION_BUCKET {
+            return Ok(false);
+        }
+        let le =
+            label(labels, LE).ok_or(SampleError("a histogram bucket without an `le` label"))?;
+        let bound = parse_value(le)
+            .filter(|b| !b.is_nan())
+            .ok_or(SampleError("an `le` label that is not a number"))?;
+        Ok(self.duration_bucket(labels, bound, value))
+    }
+
+    /// `value` requests of one label set of [`REQUESTS_TOTAL`]; a `response_code` starting
+    /// with `5` counts as a failure. Returns whether the series counted.
+    pub fn requests<K: AsRef<str>, V: AsRef<str>>(
+        &mut self,
+        labels: &[(K, V)],
+        value: f64,
+    ) -> bool {
+        let Some(version) = self.version_of(labels) else {
+            return false;
+        };
+        let failed = label(labels, key::RESPONSE_CODE).is_some_and(|c| c.starts_with('5'));
+        let stats = self.versions.entry(version.to_string()).or_default();
+        stats.requests += value;
+        if !failed {
+            stats.non_5xx += value;
+        }
+        true
+    }
+
+    /// One bucket of [`REQUEST_DURATION`]: `cumulative` observations of at most `le_ms` ms
+    /// (`f64::INFINITY` for `+Inf`) in one label set. Returns whether the series counted.
+    pub fn duration_bucket<K: AsRef<str>, V: AsRef<str>>(
+        &mut self,
+        labels: &[(K, V)],
+        le_ms: f64,
+        cumulative: f64,
+    ) -> bool {
+        if le_ms.is_nan() {
+            return false;
+        }
+        let Some(version) = self.version_of(labels) else {
+            return false;
+        };
+        *self
+            .buckets
+            .entry(version.to_string())
+            .or_default()
+            .entry(Bound(le_ms))
+            .or_default() += cumulative;
+        true
+    }
+
+    /// The snapshot of every sample counted.
+    pub fn finish(self) -> Snapshot {
+        let mut versions = self.versions;
+        for (version, by_bound) in self.buckets {
+            versions.entry(version).or_default().buckets =
+                by_bound.into_iter().map(|(b, c)| (b.0, c)).collect();
+        }
+        Snapshot { versions }
+    }
+
+    /// The version of a series the filter keeps.
+    fn version_of<'l, K: AsRef<str>, V: AsRef<str>>(
+        &self,
+        labels: &'l [(K, V)],
+    ) -> Option<&'l str> {
+        if !self.filter.keeps(labels) {
+            return None;
+        }
+        label(labels, key::DESTINATION_VERSION)
     }
 }
 
@@ -360,11 +475,11 @@ struct Sample {
     value: f64,
 }
 
-fn label<'a>(labels: &'a [(String, String)], name: &str) -> Option<&'a str> {
+fn label<'a, K: AsRef<str>, V: AsRef<str>>(labels: &'a [(K, V)], name: &str) -> Option<&'a str> {
     labels
         .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.as_str())
+        .find(|(k, _)| k.as_ref() == name)
+        .map(|(_, v)| v.as_ref())
 }
 
 /// `name{a="x",b="y"} value [timestamp]`, the name already split off at `at`.
@@ -446,6 +561,206 @@ mod tests {
             ));
         }
         out
+    }
+
+    #[test]
+    fn test_bounds_are_envoys() {
+        let from_contract: Vec<String> = telemetry::DURATION_BUCKETS_MS
+            .iter()
+            .map(|b| b.to_string())
+            .chain(["+Inf".to_string()])
+            .collect();
+        assert_eq!(from_contract, ENVOY_BOUNDS);
+    }
+
+    /// Samples as a registry holds them: (metric name, labels, value).
+    type Row = (&'static str, &'static [(&'static str, &'static str)], f64);
+
+    const ROWS: &[Row] = &[
+        (
+            "istio_requests_total",
+            &[
+                ("destination_service_name", "pay"),
+                ("destination_version", "v2"),
+                ("response_code", "200"),
+            ],
+            90.0,
+        ),
+        (
+            "istio_requests_total",
+            &[
+                ("destination_service_name", "pay"),
+                ("destination_version", "v2"),
+                ("response_code", "503"),
+            ],
+            10.0,
+        ),
+        (
+            "istio_requests_total",
+            &[
+                ("destination_service_name", "pay"),
+                ("destination_version", "v1"),
+                ("response_code", "200"),
+            ],
+            400.0,
+        ),
+        // Another service: dropped by the filter.
+        (
+            "istio_requests_total",
+            &[
+                ("destination_service_name", "other"),
+                ("destination_version", "v2"),
+                ("response_code", "500"),
+            ],
+            1000.0,
+        ),
+        // No version: never counted.
+        (
+            "istio_requests_total",
+            &[
+                ("destination_service_name", "pay"),
+                ("response_code", "200"),
+            ],
+            7.0,
+        ),
+        // Another family: skipped.
+        ("weir_route_weight", &[("destination_version", "v2")], 50.0),
+        // Buckets of two response codes with the same bounds sum per bound; a quoted value.
+        (
+            "istio_request_duration_milliseconds_bucket",
+            &[
+                ("destination_service_name", "pay"),
+                ("destination_version", "v2"),
+                ("response_code", "200"),
+                ("le", "10"),
+            ],
+            80.0,
+        ),
+        (
+            "istio_request_duration_milliseconds_bucket",
+            &[
+                ("destination_service_name", "pay"),
+                ("destination_version", "v2"),
+                ("response_code", "200"),
+                ("le", "+Inf"),
+            ],
+            90.0,
+        ),
+        (
+            "istio_request_duration_milliseconds_bucket",
+            &[
+                ("destination_service_name", "pay"),
+                ("destination_version", "v2"),
+                ("response_code", "503"),
+                ("le", "10"),
+            ],
+            0.0,
+        ),
+        (
+            "istio_request_duration_milliseconds_bucket",
+            &[
+                ("destination_service_name", "pay"),
+                ("destination_version", "v2"),
+                ("response_code", "503"),
+                ("le", "+Inf"),
+            ],
+            10.0,
+        ),
+        (
+            "istio_request_duration_milliseconds_bucket",
+            &[
+                ("destination_service_name", "pay"),
+                ("destination_version", "v\"3"),
+                ("le", "2.5"),
+            ],
+            4.0,
+        ),
+    ];
+
+    fn exposition_of(rows: &[Row]) -> String {
+        rows.iter()
+            .map(|(name, labels, value)| {
+                let labels: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| {
+                        format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+                    })
+                    .collect();
+                format!("{name}{{{}}} {value}\n", labels.join(","))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_builder_and_the_parser_agree() {
+        for filter in [SeriesFilter::default(), SeriesFilter::service("pay")] {
+            let parsed = Snapshot::parse(&exposition_of(ROWS), &filter).unwrap();
+
+            let mut by_name = Snapshot::builder(&filter);
+            let counted: Vec<bool> = ROWS
+                .iter()
+                .map(|(name, labels, value)| by_name.sample(name, labels, *value).unwrap())
+                .collect();
+            assert_eq!(by_name.finish(), parsed, "{filter:?}");
+            let dropped = if filter.service.is_some() { 3 } else { 2 };
+            assert_eq!(
+                counted.iter().filter(|c| !**c).count(),
+                dropped,
+                "{filter:?}"
+            );
+
+            // The typed calls an in-process registry makes, with `le` as a number.
+            let mut typed = Snapshot::builder(&filter);
+            for (name, labels, value) in ROWS {
+                let le = labels.iter().find(|(k, _)| *k == "le").map(|(_, v)| *v);
+                let labels: Vec<(&str, &str)> =
+                    labels.iter().copied().filter(|(k, _)| *k != "le").collect();
+                match (*name, le) {
+                    ("istio_requests_total", _) => {
+                        typed.requests(&labels, *value);
+                    }
+                    ("istio_request_duration_milliseconds_bucket", Some(le)) => {
+                        typed.duration_bucket(&labels, parse_value(le).unwrap(), *value);
+                    }
+                    _ => {}
+                }
+            }
+            assert_eq!(typed.finish(), parsed, "{filter:?}");
+        }
+        let parsed = Snapshot::parse(&exposition_of(ROWS), &SeriesFilter::service("pay")).unwrap();
+        let v2 = parsed.version("v2").unwrap();
+        assert_eq!((v2.requests, v2.non_5xx), (100.0, 90.0));
+        assert_eq!(v2.buckets, vec![(10.0, 80.0), (f64::INFINITY, 100.0)]);
+        assert_eq!(parsed.version("v\"3").unwrap().buckets, vec![(2.5, 4.0)]);
+    }
+
+    #[test]
+    fn unreadable_samples_are_refused() {
+        let filter = SeriesFilter::default();
+        let mut b = Snapshot::builder(&filter);
+        let bucket = "istio_request_duration_milliseconds_bucket";
+        for (labels, reason) in [
+            (
+                &[("destination_version", "v2")][..],
+                "a histogram bucket without an `le` label",
+            ),
+            (
+                &[("destination_version", "v2"), ("le", "ten")][..],
+                "an `le` label that is not a number",
+            ),
+            (
+                &[("destination_version", "v2"), ("le", "NaN")][..],
+                "an `le` label that is not a number",
+            ),
+        ] {
+            assert_eq!(
+                b.sample(bucket, labels, 1.0),
+                Err(SampleError(reason)),
+                "{labels:?}"
+            );
+        }
+        assert!(!b.duration_bucket(&[("destination_version", "v2")], f64::NAN, 1.0));
+        assert_eq!(b.finish(), Snapshot::default());
     }
 
     const SIDECAR: &str = r#"# HELP istio_requests_total Total requests.

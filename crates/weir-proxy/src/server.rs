@@ -1,0 +1,130 @@
+//! One accept loop for every listener of the sidecar: the proxy and the admin API.
+//!
+//! ```text
+//! listener -> accept (TCP_NODELAY; back off when accept fails) -> new_service(peer)
+//!          -> one task per connection (HTTP/1.1 and h2c, upgrades)
+//! shutdown -> stop accepting -> every connection closes gracefully -> wait up to `drain`
+//! ```
+//!
+//! What is served on a connection is the caller's: anything that makes a hyper service for a
+//! peer ([`NewService`]; a closure `Fn(SocketAddr) -> S` is one). The proxy makes one that
+//! forwards, the admin API one that answers from the sidecar's state.
+//!
+//! With [`ServerOptions::workers`] > 0 the listener is shared by that many threads, each with
+//! its own single-threaded runtime (see [`workers`]); with 0 the loop runs on the caller's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tokio::net::TcpListener;
+
+mod accept;
+mod workers;
+
+/// The error type hyper accepts from services and bodies.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Called with what a connection died of (after hyper answered what it could).
+pub(crate) type ConnectionErrorHook = Arc<dyn Fn(&(dyn std::error::Error + 'static)) + Send + Sync>;
+
+/// Makes the hyper service that serves one accepted connection.
+pub(crate) trait NewService: Send + Sync + 'static {
+    /// The response body.
+    type Body: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static;
+    /// The per-connection service.
+    type Service: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<Self::Body>,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Send
+        + 'static;
+
+    /// The service for a connection from `peer`.
+    fn new_service(&self, peer: SocketAddr) -> Self::Service;
+}
+
+impl<F, S, B> NewService for F
+where
+    F: Fn(SocketAddr) -> S + Send + Sync + 'static,
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<B>,
+            Error: Into<BoxError>,
+            Future: Send + 'static,
+        > + Send
+        + 'static,
+    B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static,
+{
+    type Body = B;
+    type Service = S;
+
+    fn new_service(&self, peer: SocketAddr) -> S {
+        self(peer)
+    }
+}
+
+/// How a listener is served.
+#[derive(Clone)]
+pub(crate) struct ServerOptions {
+    /// Which listener, for the logs (`proxy`, `admin API`).
+    pub name: &'static str,
+    /// Longest request head accepted, in bytes; larger is answered 431. `None`: hyper's
+    /// default.
+    pub max_request_head: Option<usize>,
+    /// How long a connection gets to send a complete request head.
+    pub header_read_timeout: Duration,
+    /// Worker threads sharing the listener; 0 serves on the caller's runtime.
+    pub workers: usize,
+    /// How long open connections get to finish once the shutdown began.
+    pub drain: Duration,
+    /// Runs first on every worker thread, with its number.
+    pub on_worker: Option<fn(usize)>,
+    /// Told what a connection died of; `None` logs it at debug level.
+    pub on_connection_error: Option<ConnectionErrorHook>,
+}
+
+impl ServerOptions {
+    /// A listener named `name`, on the caller's runtime, with hyper's limits.
+    pub(crate) fn new(name: &'static str, drain: Duration) -> Self {
+        ServerOptions {
+            name,
+            max_request_head: None,
+            header_read_timeout: Duration::from_secs(30),
+            workers: 0,
+            drain,
+            on_worker: None,
+            on_connection_error: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerOptions")
+            .field("name", &self.name)
+            .field("max_request_head", &self.max_request_head)
+            .field("workers", &self.workers)
+            .field("drain", &self.drain)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves `listener` with a service from `new` per connection until `shutdown` resolves, then
+/// stops accepting and waits for open connections to finish (up to `options.drain`).
+pub(crate) async fn serve<N: NewService>(
+    new: Arc<N>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+    options: ServerOptions,
+) -> std::io::Result<()> {
+    if options.workers == 0 {
+        accept::serve(new, listener, shutdown, &options).await
+    } else {
+        workers::serve(new, listener, shutdown, options).await
+    }
+}

@@ -1,0 +1,105 @@
+//! The accept loop on the current runtime, and the graceful drain of its connections.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+
+use super::{NewService, ServerOptions};
+
+/// How long the loop waits after a failed accept (out of file descriptors and the like)
+/// before trying again, instead of spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// HTTP/1.1 and h2c on one port, with the options' limits.
+fn http(options: &ServerOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut http1 = builder.http1();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .keep_alive(true);
+    if let Some(max) = options.max_request_head {
+        http1.max_buf_size(max.max(8192));
+    }
+    let mut http2 = builder.http2();
+    http2.timer(TokioTimer::new());
+    if let Some(max) = options.max_request_head {
+        http2.max_header_list_size(u32::try_from(max).unwrap_or(u32::MAX));
+    }
+    builder
+}
+
+/// Accepts on `listener` until `shutdown` resolves, then drains (see [`super::serve`]).
+pub(super) async fn serve<N: NewService>(
+    new: Arc<N>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    options: &ServerOptions,
+) -> std::io::Result<()> {
+    let name = options.name;
+    let builder = http(options);
+    tracing::debug!(server = name, addr = ?listener.local_addr().ok(), "serving");
+    // Every connection task holds a sender: when all are dropped, every connection is closed.
+    let (open_tx, mut open_rx) = mpsc::channel::<Infallible>(1);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(server = name, error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(server = name, error = %e, "TCP_NODELAY");
+        }
+        let service = new.new_service(peer);
+        let builder = builder.clone();
+        let mut stop = stop_rx.clone();
+        let open = open_tx.clone();
+        let on_error = options.on_connection_error.clone();
+        tokio::spawn(async move {
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = async { drop(stop.wait_for(|s| *s).await) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                match on_error {
+                    Some(hook) => hook(&*e),
+                    None => tracing::debug!(server = name, error = %e, "connection error"),
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(open_tx);
+    if tokio::time::timeout(options.drain, open_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            server = name,
+            drain = ?options.drain,
+            "drain timeout: closing the connections still open"
+        );
+    }
+    Ok(())
+}
