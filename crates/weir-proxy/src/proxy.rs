@@ -139,11 +139,10 @@ impl Proxy {
         server::serve(Arc::new(new_service), listener, shutdown, options).await
     }
 
-    fn start(&self) -> Recorder {
-        Recorder::start(
-            self.metrics.unknown_series().clone(),
-            self.in_flight.clone(),
-        )
+    /// Starts counting a request into `series` (the destination's; `None`: no destination).
+    fn start(&self, series: Option<&Arc<telemetry::ClusterSeries>>) -> Recorder {
+        let series = series.unwrap_or_else(|| self.metrics.unknown_series());
+        Recorder::start(Arc::clone(series), Arc::clone(&self.in_flight))
     }
 }
 

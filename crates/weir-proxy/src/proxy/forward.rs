@@ -42,17 +42,17 @@ where
     B::Error: Into<BoxError>,
 {
     let start = Instant::now();
-    let mut rec = proxy.start();
-    rec.grpc = is_grpc(req.headers());
     let version = req.version();
     let mut flags = ResponseFlags::NONE;
     // The one load of the request: routes and the proxy's clusters, same generation.
     let published = proxy.live.load();
-    let routed = match route::route(&published, proxy.clusters, &RequestHead::of(&req)) {
+    let routed = route::route(&published, proxy.clusters, &RequestHead::of(&req));
+    let mut rec = proxy.start(routed.as_ref().ok().map(|r| &r.cluster.series));
+    rec.grpc = is_grpc(req.headers());
+    let routed = match routed {
         Ok(r) => r,
         Err(f) => return f.respond(rec, version, flags),
     };
-    rec.series = routed.cluster.series.clone();
     let rule = routed.decision.rule;
     if let Err(f) = fault::inject(rule, &mut flags).await {
         return f.respond(rec, version, flags);
