@@ -11,7 +11,6 @@
 //! Every failure becomes a response with Envoy's meaning and flag (see [`ResponseFlags`]), is
 //! counted, and is marked in the `x-weir-flags` response header.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -131,10 +130,7 @@ impl Proxy {
         // because hyper's `service_fn` keeps the response future unboxed.
         let new_service = move |peer: SocketAddr| {
             let proxy = self.service(peer);
-            hyper::service::service_fn(move |req| {
-                let response = proxy.handle(req);
-                async move { Ok::<_, Infallible>(response.await) }
-            })
+            hyper::service::service_fn(move |req| proxy.handle(req))
         };
         server::serve(Arc::new(new_service), listener, shutdown, options).await
     }

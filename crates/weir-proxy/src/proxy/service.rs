@@ -41,18 +41,20 @@ impl ProxyService {
         ProxyService { proxy, downstream }
     }
 
-    /// Routes and forwards one request; the future owns what it needs (`'static`).
+    /// Routes and forwards one request; the future owns what it needs (`'static`) and never
+    /// fails. One async layer over the pipeline, built in place: wrapping it in another
+    /// `async` block would move the whole pipeline state once more per request.
     pub fn handle<B>(
         &self,
         req: Request<B>,
-    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static + use<B>
+    ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + Send + 'static + use<B>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let proxy = Arc::clone(&self.proxy);
         let downstream = Arc::clone(&self.downstream);
-        async move { forward::handle(&proxy, &downstream, req).await }
+        async move { Ok(forward::handle(&proxy, &downstream, req).await) }
     }
 }
 
@@ -66,8 +68,7 @@ where
     type Future = ResponseFuture;
 
     fn call(&self, req: Request<B>) -> Self::Future {
-        let response = self.handle(req);
-        Box::pin(async move { Ok(response.await) })
+        Box::pin(self.handle(req))
     }
 }
 
