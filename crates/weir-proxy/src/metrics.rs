@@ -1,20 +1,18 @@
 //! The sidecar's metrics, under Istio's names so that Flagger's queries and the usual Grafana
 //! and Kiali dashboards read them unchanged, plus weir's own (`weir_route_weight`, ...).
 //!
-//! Request metrics are kept lock-free on the hot path: every cluster of a table gets a
-//! [`ClusterSeries`] when the proxy first sees the table, and a request that ends without a
-//! response flag finds its series in a fixed slot of it (one atomic load). Series with a flag
-//! (errors) go through a map behind a mutex: that path is taken by failures only.
+//! This module is the registry and its OpenMetrics encoding; the counters a request touches
+//! are in `proxy::telemetry` (every cluster of a table gets a `ClusterSeries` when the table
+//! is published, and a request that ends without a response flag finds its series in a fixed
+//! slot of it).
 //!
 //! `istio_requests_total` and the `_count` of `istio_request_duration_milliseconds` are read from
 //! the same atomic counter, so the two never disagree in a scrape.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
@@ -25,20 +23,14 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
-use weir_router::{ClusterLabels, LiveTable, RouteTable};
+use weir_router::{ClusterLabels, LiveTable, Published};
 
-use weir_router::telemetry::ResponseFlags;
+use crate::proxy::telemetry::{ClusterSeries, RequestSeries, Series, SeriesKey};
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text; Prometheus reads it).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub use weir_router::telemetry::DURATION_BUCKETS_MS;
-use weir_router::telemetry::DURATION_BUCKETS_US;
-
-/// Status codes with a lock-free slot: 100..=599, times two protocols.
-const FIRST_CODE: u16 = 100;
-const LAST_CODE: u16 = 599;
-const SLOTS: usize = (LAST_CODE - FIRST_CODE + 1) as usize * 2;
 
 /// All of the sidecar's metrics. One per process, shared by the proxy, the admin API and the
 /// reloader.
@@ -59,46 +51,6 @@ impl std::fmt::Debug for Metrics {
             .field("source_workload", &self.requests.workload)
             .finish_non_exhaustive()
     }
-}
-
-/// One request series: a response code, response flags and protocol for one destination.
-#[derive(Debug, Default)]
-pub struct Series {
-    count: AtomicU64,
-    sum_us: AtomicU64,
-    /// Per bucket (not cumulative); the last one is `+Inf`.
-    buckets: [AtomicU64; 20],
-}
-
-/// The request series of one destination (cluster labels). Shared by every table whose cluster
-/// has the same labels, so a reload keeps counting into the same series.
-pub struct ClusterSeries {
-    labels: Arc<ClusterLabels>,
-    /// Flag-less series by `(code - 100) * 2 + grpc`.
-    slots: Box<[OnceLock<Arc<Series>>]>,
-    all: Arc<RequestSeries>,
-}
-
-impl std::fmt::Debug for ClusterSeries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterSeries")
-            .field("labels", &self.labels)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Clone, Debug)]
-struct SeriesKey {
-    labels: Arc<ClusterLabels>,
-    code: u16,
-    flags: ResponseFlags,
-    grpc: bool,
-}
-
-struct RequestSeries {
-    workload: Arc<str>,
-    series: Mutex<HashMap<SeriesKey, Arc<Series>>>,
-    clusters: Mutex<HashMap<Arc<ClusterLabels>, Arc<ClusterSeries>>>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
@@ -255,97 +207,6 @@ impl Metrics {
     }
 }
 
-// === impl RequestSeries ===
-
-impl RequestSeries {
-    fn cluster(this: &Arc<Self>, labels: &Arc<ClusterLabels>) -> Arc<ClusterSeries> {
-        let mut clusters = this.clusters.lock().unwrap_or_else(|p| p.into_inner());
-        clusters
-            .entry(labels.clone())
-            .or_insert_with(|| {
-                Arc::new(ClusterSeries {
-                    labels: labels.clone(),
-                    slots: (0..SLOTS).map(|_| OnceLock::new()).collect(),
-                    all: this.clone(),
-                })
-            })
-            .clone()
-    }
-
-    fn series(&self, key: SeriesKey) -> Arc<Series> {
-        let mut map = self.series.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(key).or_default().clone()
-    }
-}
-
-// === impl ClusterSeries ===
-
-impl ClusterSeries {
-    /// Counts one request that ended with `code` (0 when no response was sent) after
-    /// `elapsed`.
-    pub(crate) fn record(&self, code: u16, flags: ResponseFlags, grpc: bool, elapsed: Duration) {
-        let series = if flags.is_empty() && (FIRST_CODE..=LAST_CODE).contains(&code) {
-            let slot = usize::from(code - FIRST_CODE) * 2 + usize::from(grpc);
-            self.slots[slot].get_or_init(|| self.slow(code, flags, grpc))
-        } else {
-            &self.slow(code, flags, grpc)
-        };
-        series.observe(elapsed);
-    }
-
-    fn slow(&self, code: u16, flags: ResponseFlags, grpc: bool) -> Arc<Series> {
-        self.all.series(SeriesKey {
-            labels: self.labels.clone(),
-            code,
-            flags,
-            grpc,
-        })
-    }
-
-    /// The labels of this destination.
-    pub(crate) fn labels(&self) -> &Arc<ClusterLabels> {
-        &self.labels
-    }
-}
-
-// === impl Series ===
-
-impl Series {
-    #[inline]
-    fn observe(&self, elapsed: Duration) {
-        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let bucket = DURATION_BUCKETS_US
-            .iter()
-            .position(|&bound| us <= bound)
-            .unwrap_or(DURATION_BUCKETS_US.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-// === impl SeriesKey ===
-
-impl PartialEq for SeriesKey {
-    fn eq(&self, other: &Self) -> bool {
-        self.code == other.code
-            && self.flags == other.flags
-            && self.grpc == other.grpc
-            && (Arc::ptr_eq(&self.labels, &other.labels) || self.labels == other.labels)
-    }
-}
-
-impl Eq for SeriesKey {}
-
-impl Hash for SeriesKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.labels.hash(state);
-        self.code.hash(state);
-        self.flags.hash(state);
-        self.grpc.hash(state);
-    }
-}
-
 /// The label set of a request series, as Istio's telemetry writes it.
 struct RequestLabelSet<'a> {
     workload: &'a str,
@@ -412,12 +273,6 @@ impl EncodeLabelSet for MirrorLabels {
 #[derive(Debug)]
 struct RequestCollector(Arc<RequestSeries>);
 
-impl std::fmt::Debug for RequestSeries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RequestSeries").finish_non_exhaustive()
-    }
-}
-
 impl Collector for RequestCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let mut rows: Vec<(SeriesKey, Arc<Series>)> = {
@@ -481,7 +336,7 @@ impl Collector for RequestCollector {
 
 /// Encodes what the table in force says: `weir_route_weight`, `weir_config_generation`.
 #[derive(Debug)]
-struct TableCollector(Arc<RouteTable>);
+struct TableCollector(Arc<Published>);
 
 struct WeightLabels<'a> {
     virtual_service: &'a str,
@@ -551,7 +406,9 @@ impl Collector for TableCollector {
 mod tests {
     use super::*;
     use prometheus_client::metrics::gauge::Gauge;
+    use std::time::Duration;
     use weir_router::ConfigSource;
+    use weir_router::telemetry::ResponseFlags;
 
     const CONFIG: &str = include_str!("../../../config/payment-svc.yaml");
 

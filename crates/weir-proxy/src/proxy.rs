@@ -11,7 +11,6 @@
 //! Every failure becomes a response with Envoy's meaning and flag (see [`ResponseFlags`]), is
 //! counted, and is marked in the `x-weir-flags` response header.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,12 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::HeaderValue;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use weir_router::LiveTable;
+use weir_router::{Extension, LiveTable};
 
 use crate::metrics::Metrics;
 use crate::server::{self, ServerOptions};
@@ -34,63 +30,28 @@ mod clusters;
 mod forward;
 mod headers;
 mod mirror;
-mod pool;
+mod options;
+mod service;
+pub(crate) mod telemetry;
+mod upstream;
 
-use body::{Recorder, UpstreamBody};
-use clusters::Clusters;
+use clusters::ClusterTable;
+use telemetry::Recorder;
+use upstream::Upstream;
+
+pub use body::ResponseBody;
+pub use options::ProxyOptions;
+pub use service::ProxyService;
 pub use weir_router::telemetry::ResponseFlags;
-
-/// Settings of the data path. `workload` is required; everything else has a default.
-#[derive(Clone, Debug)]
-pub struct ProxyOptions {
-    /// This sidecar's workload (`source_workload`).
-    pub workload: String,
-    /// Longest request head accepted, in bytes; larger is answered 431 (Envoy: 60 KiB).
-    pub max_request_head: usize,
-    /// Largest request body read into memory so that it can be retried or mirrored, in bytes.
-    /// Larger bodies (and bodies of unknown length) are streamed: not retried, not mirrored.
-    pub replay_buffer_limit: usize,
-    /// Upstream connect timeout.
-    pub connect_timeout: Duration,
-    /// How long an idle upstream connection stays in the pool.
-    pub pool_idle_timeout: Duration,
-    /// Mirrored copies in flight at most; more are dropped (and counted).
-    pub max_mirrors_in_flight: usize,
-    /// Timeout of a mirrored copy when its rule has none.
-    pub mirror_timeout: Duration,
-    /// Worker threads, each with its own single-threaded runtime accepting on the listener
-    /// and its own idle upstream connections (as nginx's worker processes): a request never
-    /// changes threads. 0 serves on the caller's runtime instead.
-    pub workers: usize,
-}
-
-impl Default for ProxyOptions {
-    fn default() -> Self {
-        ProxyOptions {
-            workload: "weir".to_string(),
-            max_request_head: 60 * 1024,
-            replay_buffer_limit: 64 * 1024,
-            connect_timeout: Duration::from_secs(10),
-            pool_idle_timeout: Duration::from_secs(60),
-            max_mirrors_in_flight: 256,
-            mirror_timeout: Duration::from_secs(10),
-            workers: 0,
-        }
-    }
-}
 
 /// The proxy: shared by every connection; [`Proxy::serve`] runs it on a listener.
 pub struct Proxy {
     live: Arc<LiveTable>,
+    /// This proxy's [`ClusterTable`] in every table `live` publishes.
+    clusters: Extension<ClusterTable>,
     metrics: Arc<Metrics>,
     options: ProxyOptions,
-    /// HTTP/1.1 upstream connections (also WebSocket upgrades).
-    h1: Client<HttpConnector, UpstreamBody>,
-    /// HTTP/2 with prior knowledge, for gRPC arriving over h2c.
-    h2: Client<HttpConnector, UpstreamBody>,
-    clusters: Clusters,
-    /// How weir's own HTTP/1.1 pool connects and keeps connections.
-    pool: pool::PoolOptions,
+    upstream: Upstream,
     mirrors: Arc<Semaphore>,
     in_flight: Arc<AtomicUsize>,
 }
@@ -106,7 +67,7 @@ impl std::fmt::Debug for Proxy {
 
 /// What the proxy knows of a downstream connection.
 #[derive(Debug)]
-struct Downstream {
+pub(crate) struct Downstream {
     peer: SocketAddr,
     /// The client's IP as a header value, made once per connection for `x-forwarded-for`.
     peer_header: HeaderValue,
@@ -115,37 +76,29 @@ struct Downstream {
 // === impl Proxy ===
 
 impl Proxy {
-    /// A proxy routing on `live`, counting into `metrics`.
+    /// A proxy routing on `live`, counting into `metrics`. It registers its cluster table
+    /// (parsed endpoints, load balancers, metric series) as an extension of `live`, so that
+    /// every table published from now on carries it, built by the writer; dropping the proxy
+    /// removes it.
     pub fn new(live: Arc<LiveTable>, metrics: Arc<Metrics>, options: ProxyOptions) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(options.connect_timeout));
-        connector.enforce_http(true);
-        let h1 = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(options.pool_idle_timeout)
-            .build(connector.clone());
-        let h2 = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(options.pool_idle_timeout)
-            .timer(TokioTimer::new())
-            .http2_only(true)
-            .build(connector);
+        let for_clusters = Arc::clone(&metrics);
+        let clusters =
+            live.extend(move |table, previous| ClusterTable::build(table, previous, &for_clusters));
         Arc::new(Proxy {
             live,
+            clusters,
             metrics,
             mirrors: Arc::new(Semaphore::new(options.max_mirrors_in_flight)),
-            pool: pool::PoolOptions {
-                connect_timeout: options.connect_timeout,
-                idle_timeout: options.pool_idle_timeout,
-                max_idle: 256,
-            },
+            upstream: Upstream::new(&options),
             options,
-            h1,
-            h2,
-            clusters: Clusters::default(),
             in_flight: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// The service answering the requests of one downstream connection from `peer`: mount
+    /// it in any hyper or tower server.
+    pub fn service(self: &Arc<Self>, peer: SocketAddr) -> ProxyService {
+        ProxyService::new(Arc::clone(self), Arc::new(Downstream::new(peer)))
     }
 
     /// Requests in progress: from the head read until the response body is sent.
@@ -168,32 +121,42 @@ impl Proxy {
         let options = ServerOptions {
             max_request_head: Some(self.options.max_request_head),
             workers: self.options.workers,
-            on_worker: Some(pool::set_worker),
+            on_worker: Some(upstream::pool::set_worker),
             on_connection_error: Some(Arc::new(move |e| connection_error(&metrics, e))),
             ..ServerOptions::new("proxy", drain)
         };
         tracing::debug!(workload = %self.options.workload, "proxy serving");
+        // One `ProxyService` per connection; its `handle` rather than its `Service` impl,
+        // because hyper's `service_fn` keeps the response future unboxed.
         let new_service = move |peer: SocketAddr| {
-            let downstream = Arc::new(Downstream {
-                peer,
-                peer_header: HeaderValue::from_str(&peer.ip().to_string())
-                    .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
-            });
-            let proxy = Arc::clone(&self);
-            hyper::service::service_fn(move |req| {
-                let proxy = proxy.clone();
-                let downstream = downstream.clone();
-                async move { Ok::<_, Infallible>(forward::handle(proxy, downstream, req).await) }
-            })
+            let proxy = self.service(peer);
+            hyper::service::service_fn(move |req| proxy.handle(req))
         };
         server::serve(Arc::new(new_service), listener, shutdown, options).await
     }
 
-    fn start(&self) -> Recorder {
-        Recorder::start(
-            self.metrics.unknown_series().clone(),
-            self.in_flight.clone(),
-        )
+    /// Starts counting a request into `series` (the destination's; `None`: no destination).
+    fn start(&self, series: Option<&Arc<telemetry::ClusterSeries>>) -> Recorder {
+        let series = series.unwrap_or_else(|| self.metrics.unknown_series());
+        Recorder::start(Arc::clone(series), Arc::clone(&self.in_flight))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.live.remove_extension(self.clusters);
+    }
+}
+
+// === impl Downstream ===
+
+impl Downstream {
+    fn new(peer: SocketAddr) -> Self {
+        Downstream {
+            peer,
+            peer_header: HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! cargo run -p weir-router --example embed
 //!
 //! A Rust service embedding weir-router: a hyper server that routes each request with the
-//! lesson's VirtualService and answers with the version it picked, then a client that sends
-//! it traffic, rolls the canary back, and shows the split before and after.
+//! lesson's VirtualService, picks the endpoint with the DestinationRule's load balancer (as
+//! the sidecar would), and answers with the version and endpoint it picked; then a client
+//! that sends it traffic, rolls the canary back, and shows the split before and after.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -14,22 +15,44 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use weir_router::{ConfigSource, LiveTable, RequestHead};
+use weir_router::balance::{Balancers, hash_key};
+use weir_router::{ConfigSource, Extension, LiveTable, RequestHead};
 
 async fn route(
     live: Arc<LiveTable>,
+    balancers: Extension<Balancers>,
+    peer: std::net::SocketAddr,
     req: Request<hyper::body::Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let table = live.load(); // one atomic load, kept for the whole request
-    Ok(match table.decide_random(&RequestHead::of(&req)) {
-        Ok(d) => Response::new(Full::new(Bytes::from(
-            d.cluster.labels.destination_version.to_string(),
-        ))),
-        Err(no_route) => Response::builder()
-            .status(StatusCode::NOT_FOUND)
-            .body(Full::new(Bytes::from(no_route.to_string())))
-            .unwrap(),
-    })
+    let head = RequestHead::of(&req);
+    // One atomic load, kept for the whole request: the table and its balancers.
+    let published = live.load();
+    let decision = match published.decide_random(&head) {
+        Ok(d) => d,
+        Err(no_route) => {
+            return Ok(Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(Full::new(Bytes::from(no_route.to_string())))
+                .unwrap());
+        }
+    };
+    let balancer = published
+        .extension(balancers)
+        .expect("registered at start")
+        .cluster(decision.destination.cluster);
+    let Some(pick) = balancer.pick(hash_key(balancer.policy(), &head, Some(peer.ip()))) else {
+        return Ok(Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body(Full::new(Bytes::from_static(b"no healthy upstream")))
+            .unwrap());
+    };
+    // A real service would forward to the endpoint now, holding `pick.lease` until the
+    // response is done (least request counts it in flight).
+    let endpoint = &decision.cluster.endpoints[pick.index];
+    Ok(Response::new(Full::new(Bytes::from(format!(
+        "{} {}",
+        decision.cluster.labels.destination_version, endpoint.authority
+    )))))
 }
 
 async fn split(
@@ -68,16 +91,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("{w}");
     }
     let live = Arc::new(live);
+    // Load-balancer state (round-robin cursors, in-flight counts) published with every table.
+    let balancers = live.extend(Balancers::build);
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let server_live = live.clone();
     tokio::spawn(async move {
         loop {
-            let (stream, _) = listener.accept().await.unwrap();
+            let (stream, peer) = listener.accept().await.unwrap();
             let live = server_live.clone();
             tokio::spawn(async move {
-                let svc = service_fn(move |req| route(live.clone(), req));
+                let svc = service_fn(move |req| route(live.clone(), balancers, peer, req));
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;

@@ -47,7 +47,13 @@
 //! // value % 100 = 95 falls in v2's interval [90, 100).
 //! let decision = table.decide(&RequestHead::of(&req), 95).unwrap();
 //! assert_eq!(decision.destination.subset.as_deref(), Some("v2"));
-//! assert_eq!(decision.cluster.endpoints[0].authority, "127.0.0.1:18082");
+//!
+//! // Within the subset, the DestinationRule's load balancer picks the endpoint, as the
+//! // sidecar does. A service keeps the balancers beside the table: `live.extend(Balancers::build)`
+//! // (see the `balance` module), so that cursors and in-flight counts survive table swaps.
+//! let balancer = weir_router::balance::Balancer::for_cluster(decision.cluster, None);
+//! let pick = balancer.pick(None).expect("v2 has an endpoint");
+//! assert_eq!(decision.cluster.endpoints[pick.index].authority, "127.0.0.1:18082");
 //! ```
 //!
 //! ## Embedding in a hyper service
@@ -85,6 +91,7 @@
 
 #![deny(missing_docs)]
 
+pub mod balance;
 mod compile;
 mod decide;
 mod duration;
@@ -111,7 +118,7 @@ pub use duration::parse_duration;
 pub use explain::{Explanation, Skipped};
 pub use finding::{Code, Finding, Findings, Location, Severity};
 pub use guard::{GuardOptions, check_weights, validate};
-pub use live::{Applied, LiveTable, Refused, WeightChange};
+pub use live::{Applied, Extension, LiveTable, Published, Refused, WeightChange};
 pub use matcher::{HeaderCondition, Mismatch, QueryCondition, RequestMatch, StringMatcher};
 pub use request::RequestHead;
 pub use source::ConfigSource;

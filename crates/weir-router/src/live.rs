@@ -1,7 +1,32 @@
 //! The live table: one [`RouteTable`] behind an `ArcSwap`, read lock-free by every request and
 //! replaced whole by writers, each write through the same validator.
+//!
+//! An embedder that keeps its own state per table (the proxy's parsed authorities, load
+//! balancers and metric series; [`Balancers`](crate::balance::Balancers) for a router-only
+//! service) registers an *extension* with [`LiveTable::extend`]. The writer builds every
+//! extension from the new table inside its critical section and publishes table and
+//! extensions with the same `store`: a request does one load and finds both, built for the
+//! same generation, with no generation check and no lock.
+//!
+//! ```
+//! use weir_router::{ConfigSource, LiveTable, RouteTable};
+//! # let yaml = include_str!("../../../config/payment-svc.yaml");
+//! let (live, _warnings) = LiveTable::from_sources(&[ConfigSource::new("p.yaml", yaml)]).unwrap();
+//! // Per table: how many clusters it has, and how many tables came before since the
+//! // extension was registered (carried over from the previous table's extension).
+//! let slot = live.extend(|table: &RouteTable, previous: Option<&(usize, u32)>| {
+//!     (table.clusters().len(), previous.map_or(0, |p| p.1 + 1))
+//! });
+//! let published = live.load(); // one load: the table and its extension
+//! assert_eq!(published.extension(slot), Some(&(published.clusters().len(), 0)));
+//! live.rollback(None).unwrap();
+//! assert_eq!(live.load().extension(slot).unwrap().1, 1);
+//! ```
 
+use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
+use std::marker::PhantomData;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
@@ -66,17 +91,38 @@ impl Refused {
     }
 }
 
+type AnyExtension = Box<dyn Any + Send + Sync>;
+type Builder =
+    Box<dyn Fn(&RouteTable, Option<&(dyn Any + Send + Sync)>) -> AnyExtension + Send + Sync>;
+
 struct Writer {
     generation: u64,
     /// `namespace/name` of VirtualServices whose canaries are held at 0%.
     latched: BTreeSet<String>,
+    /// Extension builders by slot; `None` once removed.
+    builders: Vec<Option<Builder>>,
+}
+
+/// What readers load: the route table in force and the extensions built from it, published
+/// together. Derefs to the [`RouteTable`].
+pub struct Published {
+    table: RouteTable,
+    /// By slot; `None` for a removed extension.
+    extensions: Box<[Option<AnyExtension>]>,
+}
+
+/// The handle of an extension registered with [`LiveTable::extend`]: finds it in any
+/// [`Published`] of that table. `Copy`, so a request can use it without a clone.
+pub struct Extension<E> {
+    slot: usize,
+    _type: PhantomData<fn() -> E>,
 }
 
 /// The table in force. Readers call [`load`](LiveTable::load) (one atomic load, never blocks);
 /// writers build a new table off to the side, validate it against the current one, and publish
 /// it with one store, so a reader sees the old table or the new one, never a mix.
 pub struct LiveTable {
-    current: ArcSwap<RouteTable>,
+    current: ArcSwap<Published>,
     writer: Mutex<Writer>,
 }
 
@@ -93,10 +139,14 @@ impl LiveTable {
     pub fn new(mut table: RouteTable) -> Self {
         table.generation = 1;
         LiveTable {
-            current: ArcSwap::from_pointee(table),
+            current: ArcSwap::from_pointee(Published {
+                table,
+                extensions: Box::default(),
+            }),
             writer: Mutex::new(Writer {
                 generation: 1,
                 latched: BTreeSet::new(),
+                builders: Vec::new(),
             }),
         }
     }
@@ -114,16 +164,69 @@ impl LiveTable {
         }
     }
 
-    /// The table in force: one atomic load. Keep the guard for the whole request so that the
-    /// request is routed, forwarded and counted under one generation.
+    /// The table in force and its extensions: one atomic load. Keep the guard for the whole
+    /// request so that the request is routed, forwarded and counted under one generation.
     #[inline]
-    pub fn load(&self) -> Guard<Arc<RouteTable>> {
+    pub fn load(&self) -> Guard<Arc<Published>> {
         self.current.load()
     }
 
-    /// The table in force as an owned `Arc`.
-    pub fn load_full(&self) -> Arc<RouteTable> {
+    /// The table in force as an owned `Arc` (for work that outlives a request).
+    pub fn load_full(&self) -> Arc<Published> {
         self.current.load_full()
+    }
+
+    /// Registers an extension: state the caller keeps beside every table, built by `build`
+    /// from the new table and the previous table's extension (`None` the first time), so that
+    /// state meant to survive a swap (round-robin cursors, in-flight counts) is carried over.
+    ///
+    /// `build` runs now for the table in force (which is republished under the same
+    /// generation), then inside the writer's critical section on every publish (replace,
+    /// weight change, rollback, promote): never on a request. It must be quick and must not
+    /// call back into this `LiveTable`.
+    pub fn extend<E, F>(&self, build: F) -> Extension<E>
+    where
+        E: Send + Sync + 'static,
+        F: Fn(&RouteTable, Option<&E>) -> E + Send + Sync + 'static,
+    {
+        let builder: Builder = Box::new(move |table, previous| {
+            let previous = previous.and_then(|p| p.downcast_ref::<E>());
+            Box::new(build(table, previous))
+        });
+        let mut w = self.lock();
+        let current = self.current.load_full();
+        let slot = w.builders.len();
+        let mut extensions: Vec<Option<AnyExtension>> = Vec::with_capacity(slot + 1);
+        for (i, b) in w.builders.iter().enumerate() {
+            extensions.push(
+                b.as_ref()
+                    .map(|b| b(&current.table, current.extension_any(i))),
+            );
+        }
+        extensions.push(Some(builder(&current.table, None)));
+        w.builders.push(Some(builder));
+        self.current.store(Arc::new(Published {
+            table: current.table.clone(),
+            extensions: extensions.into_boxed_slice(),
+        }));
+        Extension {
+            slot,
+            _type: PhantomData,
+        }
+    }
+
+    /// Stops building an extension (its owner is gone). Tables published afterwards do not
+    /// carry it; [`Published::extension`] answers `None` for it from then on.
+    pub fn remove_extension<E>(&self, extension: Extension<E>) {
+        let mut w = self.lock();
+        if let Some(b) = w.builders.get_mut(extension.slot) {
+            *b = None;
+        }
+        let current = self.current.load_full();
+        let table = current.table.clone();
+        drop(current);
+        let generation = w.generation;
+        self.store(&w, table, generation);
     }
 
     /// The generation in force.
@@ -144,11 +247,25 @@ impl LiveTable {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn publish(&self, w: &mut Writer, mut table: RouteTable) -> u64 {
+    fn publish(&self, w: &mut Writer, table: RouteTable) -> u64 {
         w.generation += 1;
-        table.generation = w.generation;
-        self.current.store(Arc::new(table));
+        self.store(w, table, w.generation);
         w.generation
+    }
+
+    /// Builds every extension for `table` and publishes both with one store.
+    fn store(&self, w: &Writer, mut table: RouteTable, generation: u64) {
+        table.generation = generation;
+        let extensions = {
+            let previous = self.current.load();
+            w.builders
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b.as_ref().map(|b| b(&table, previous.extension_any(i))))
+                .collect()
+        };
+        self.current
+            .store(Arc::new(Published { table, extensions }));
     }
 
     /// Replaces the whole config (a file reload, `POST /reload`). The new config is validated,
@@ -161,7 +278,7 @@ impl LiveTable {
     ) -> Result<Applied, Refused> {
         let mut w = self.lock();
         let current = self.current.load_full();
-        let compiled = validate(sources, Some(&current), options);
+        let compiled = validate(sources, Some(&current.table), options);
         let table = match compiled.table {
             Some(t) if !compiled.findings.has_errors() => t,
             _ => {
@@ -187,7 +304,7 @@ impl LiveTable {
         };
         let mut w = self.lock();
         let current = self.current.load_full();
-        let mut next = (*current).clone();
+        let mut next = current.table.clone();
         let vs_index = next
             .virtual_service_index(&change.virtual_service)
             .ok_or_else(|| {
@@ -269,7 +386,7 @@ impl LiveTable {
             promotion: change.promotion,
             ..GuardOptions::default()
         };
-        let findings = check_weights(Some(&current), &next, options);
+        let findings = check_weights(Some(&current.table), &next, options);
         if findings.has_errors() {
             return Err(Refused { findings });
         }
@@ -288,7 +405,7 @@ impl LiveTable {
         let current = self.current.load_full();
         let keys = target_keys(&current, virtual_service)?;
         w.latched.extend(keys);
-        let next = apply_latches((*current).clone(), &w.latched);
+        let next = apply_latches(current.table.clone(), &w.latched);
         let generation = self.publish(&mut w, next);
         Ok(Applied {
             generation,
@@ -316,7 +433,7 @@ impl LiveTable {
     pub fn promote(&self, virtual_service: &str, subset: &str) -> Result<Applied, Refused> {
         let mut w = self.lock();
         let current = self.current.load_full();
-        let mut next = (*current).clone();
+        let mut next = current.table.clone();
         let vs_index = next.virtual_service_index(virtual_service).ok_or_else(|| {
             Refused::one(
                 Code::InvalidValue,
@@ -363,7 +480,7 @@ impl LiveTable {
         vs.stable_subset = Some(subset.to_string());
         w.latched.remove(&vs.key());
         let findings = check_weights(
-            Some(&current),
+            Some(&current.table),
             &next,
             GuardOptions {
                 force: true,
@@ -379,6 +496,66 @@ impl LiveTable {
             generation,
             findings,
         })
+    }
+}
+
+// === impl Published ===
+
+impl Published {
+    /// The route table.
+    #[inline]
+    pub fn table(&self) -> &RouteTable {
+        &self.table
+    }
+
+    /// The extension registered as `extension`, built for this table; `None` if it was
+    /// removed (or belongs to another `LiveTable`).
+    #[inline]
+    pub fn extension<E: 'static>(&self, extension: Extension<E>) -> Option<&E> {
+        self.extension_any(extension.slot)?.downcast_ref()
+    }
+
+    fn extension_any(&self, slot: usize) -> Option<&(dyn Any + Send + Sync)> {
+        self.extensions.get(slot)?.as_deref()
+    }
+}
+
+impl Deref for Published {
+    type Target = RouteTable;
+
+    #[inline]
+    fn deref(&self) -> &RouteTable {
+        &self.table
+    }
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Published")
+            .field("generation", &self.table.generation)
+            .field("extensions", &self.extensions.len())
+            .finish()
+    }
+}
+
+// === impl Extension ===
+
+impl<E> Clone for Extension<E> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<E> Copy for Extension<E> {}
+
+impl<E> std::fmt::Debug for Extension<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Extension({} #{})",
+            std::any::type_name::<E>(),
+            self.slot
+        )
     }
 }
 

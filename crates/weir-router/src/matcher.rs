@@ -389,7 +389,7 @@ impl RequestMatch {
             }
         }
         for q in &self.query_params {
-            match query_value(req.query(), &q.name) {
+            match req.query_param(&q.name) {
                 Some(v) if q.matcher.matches(v) => {}
                 Some(v) => {
                     return Err(fail(Mismatch::Query {
@@ -435,12 +435,4 @@ fn header_value<'r>(req: &RequestHead<'r>, name: &HeaderName) -> Option<Cow<'r, 
             Some(Cow::Owned(joined))
         }
     }
-}
-
-/// The first value of a query parameter; a key without `=` has the empty value.
-fn query_value<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
-    })
 }

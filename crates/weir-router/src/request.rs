@@ -56,4 +56,13 @@ impl<'a> RequestHead<'a> {
     pub fn query(&self) -> Option<&'a str> {
         self.uri.query()
     }
+
+    /// The first value of a query parameter; a key without `=` has the empty value. The one
+    /// query-string reader: request matching and the consistent-hash key both use it.
+    pub fn query_param(&self, name: &str) -> Option<&'a str> {
+        self.query()?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+    }
 }

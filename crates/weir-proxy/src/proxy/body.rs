@@ -2,18 +2,19 @@
 //! [`Recorder`] that counts a request once its response has been sent or abandoned.
 
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
-use super::clusters::EndpointLease;
-use crate::metrics::ClusterSeries;
+use super::telemetry::Recorder;
 use weir_router::telemetry::ResponseFlags;
+
+/// The errors of bodies of any type.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of a request sent upstream.
 #[derive(Debug)]
@@ -22,22 +23,50 @@ pub(crate) enum UpstreamBody {
     Empty,
     /// A body read into memory beforehand, so that it can be sent again (retries, mirrors).
     Full(Option<Bytes>),
-    /// The downstream body, streamed as it arrives.
+    /// A hyper server's request body, streamed as it arrives.
     Stream(Incoming),
+    /// An embedder's request body of another type, streamed (boxed: only streamed bodies of
+    /// types other than hyper's pay for it).
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl UpstreamBody {
+    /// Streams `body`: hyper's `Incoming` as it is, any other type boxed.
+    pub fn stream<B>(body: B) -> Self
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let mut slot = Some(body);
+        if let Some(incoming) =
+            (&mut slot as &mut dyn std::any::Any).downcast_mut::<Option<Incoming>>()
+        {
+            return incoming
+                .take()
+                .map_or(UpstreamBody::Empty, UpstreamBody::Stream);
+        }
+        match slot {
+            Some(body) => UpstreamBody::Boxed(body.map_err(Into::into).boxed_unsync()),
+            None => UpstreamBody::Empty,
+        }
+    }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             UpstreamBody::Empty => Poll::Ready(None),
             UpstreamBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            UpstreamBody::Stream(incoming) => Pin::new(incoming).poll_frame(cx),
+            UpstreamBody::Stream(incoming) => Pin::new(incoming)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(Into::into))),
+            UpstreamBody::Boxed(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -46,6 +75,7 @@ impl Body for UpstreamBody {
             UpstreamBody::Empty => true,
             UpstreamBody::Full(data) => data.is_none(),
             UpstreamBody::Stream(incoming) => incoming.is_end_stream(),
+            UpstreamBody::Boxed(body) => body.is_end_stream(),
         }
     }
 
@@ -56,6 +86,7 @@ impl Body for UpstreamBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             UpstreamBody::Stream(incoming) => incoming.size_hint(),
+            UpstreamBody::Boxed(body) => body.size_hint(),
         }
     }
 }
@@ -64,14 +95,14 @@ impl Body for UpstreamBody {
 /// is counted when the body has been sent (or dropped), so the duration covers the whole
 /// response, as Envoy's does.
 #[derive(Debug)]
-pub(crate) struct ResponseBody {
+pub struct ResponseBody {
     inner: UpstreamBody,
     recorder: Option<Recorder>,
 }
 
 impl ResponseBody {
     /// The upstream's body, streamed.
-    pub fn upstream(body: Incoming, recorder: Recorder) -> Self {
+    pub(crate) fn upstream(body: Incoming, recorder: Recorder) -> Self {
         ResponseBody {
             inner: UpstreamBody::Stream(body),
             recorder: Some(recorder),
@@ -79,7 +110,7 @@ impl ResponseBody {
     }
 
     /// A body made by the proxy (an error message).
-    pub fn local(text: &'static str, recorder: Recorder) -> Self {
+    pub(crate) fn local(text: &'static str, recorder: Recorder) -> Self {
         ResponseBody {
             inner: if text.is_empty() {
                 UpstreamBody::Empty
@@ -93,12 +124,12 @@ impl ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -134,50 +165,5 @@ impl Drop for ResponseBody {
             // The client went away before the whole response was sent.
             r.flags |= ResponseFlags::DC;
         }
-    }
-}
-
-/// Counts one request in the metrics when dropped, with what it knows by then: a request
-/// dropped before a response was chosen is a client that went away (`DC`, code 0).
-#[derive(Debug)]
-pub(crate) struct Recorder {
-    pub series: Arc<ClusterSeries>,
-    pub code: u16,
-    pub flags: ResponseFlags,
-    pub grpc: bool,
-    start: Instant,
-    in_flight: Arc<AtomicUsize>,
-    /// The endpoint the response comes from: counted as busy until the body is done.
-    pub lease: Option<EndpointLease>,
-}
-
-impl Recorder {
-    /// Starts timing a request; counts it in flight until dropped.
-    pub fn start(series: Arc<ClusterSeries>, in_flight: Arc<AtomicUsize>) -> Self {
-        in_flight.fetch_add(1, Ordering::AcqRel);
-        Recorder {
-            series,
-            code: 0,
-            flags: ResponseFlags::DC,
-            grpc: false,
-            start: Instant::now(),
-            in_flight,
-            lease: None,
-        }
-    }
-
-    /// Sets the outcome reported when the request ends.
-    pub fn outcome(&mut self, code: http::StatusCode, flags: ResponseFlags) {
-        self.code = code.as_u16();
-        self.flags = flags;
-    }
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        self.series
-            .record(self.code, self.flags, self.grpc, self.start.elapsed());
-        self.lease.take();
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

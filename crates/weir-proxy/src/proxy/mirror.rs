@@ -2,9 +2,9 @@
 //! slows or fails the primary request: it is sent from its own task, bounded by a semaphore
 //! (a copy that finds no permit is dropped and counted), and its response is discarded.
 
-use std::sync::Arc;
 use std::time::Duration;
 
+use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method, Request, Version, header};
 use http_body_util::BodyExt;
@@ -12,13 +12,34 @@ use http_body_util::BodyExt;
 use super::Proxy;
 use super::body::UpstreamBody;
 use super::clusters::ClusterRuntime;
-use super::forward::{Payload, endpoint_uri};
+use super::forward::body::Payload;
+use super::forward::fault::chance;
+use super::forward::route::Routed;
+use super::upstream::endpoint_uri;
 use crate::metrics::MirrorResult;
+
+/// Sends the copies the routed rule asks for (each with its share of requests).
+pub(super) fn send_all(
+    proxy: &Proxy,
+    routed: &Routed<'_>,
+    parts: &Parts,
+    path: &PathAndQuery,
+    payload: &Payload,
+) {
+    let rule = routed.decision.rule;
+    for m in &rule.mirrors {
+        if chance(m.per_million) {
+            let cluster = routed.clusters.cluster(m.cluster);
+            let (method, headers) = (&parts.method, &parts.headers);
+            send(proxy, cluster, method, path, headers, payload, rule.timeout);
+        }
+    }
+}
 
 /// Sends a copy of the request to `cluster` (with `Host: <host>-shadow`), unless the body
 /// streams (it can be read once only) or too many copies are in flight.
-pub(super) fn send(
-    proxy: &Arc<Proxy>,
+fn send(
+    proxy: &Proxy,
     cluster: &ClusterRuntime,
     method: &Method,
     path: &PathAndQuery,
@@ -50,7 +71,7 @@ pub(super) fn send(
     let mut copy = headers.clone();
     copy.insert(header::HOST, cluster.shadow_host.clone());
     *req.headers_mut() = copy;
-    let client = proxy.h1.clone();
+    let client = proxy.upstream.h1().clone();
     let metrics = proxy.metrics.clone();
     let labels = labels.clone();
     let timeout = timeout.unwrap_or(proxy.options.mirror_timeout);

@@ -17,7 +17,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::body::UpstreamBody;
+use crate::proxy::body::UpstreamBody;
 
 /// Idle connections to one endpoint, the most recently used on top (it is the likeliest to
 /// be alive and warm): one stack per proxy worker thread, so that a connection is used by the

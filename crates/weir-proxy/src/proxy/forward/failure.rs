@@ -1,0 +1,185 @@
+//! Why the proxy answers a request itself, and the one table from a failure to the answer:
+//! status, Envoy's response flag and body text (Envoy's own texts, so that clients and
+//! dashboards that parse them keep working).
+
+use http::{HeaderMap, HeaderValue, StatusCode, Version, header};
+
+use super::super::body::ResponseBody;
+use super::super::headers::X_WEIR_FLAGS;
+use super::super::telemetry::Recorder;
+use super::super::upstream::pool;
+use weir_router::telemetry::ResponseFlags;
+
+/// Why a request gets a response made by the proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No VirtualService or rule routes the request.
+    NoRoute,
+    /// The rule's fault injection aborted the request with this status.
+    FaultAbort(StatusCode),
+    /// The request body did not arrive before the route timeout.
+    BodyTimeout,
+    /// The client's request body broke off (or exceeded what was announced).
+    BodyBroken,
+    /// The subset has no endpoint.
+    NoHealthy,
+    /// Connecting failed.
+    Connect,
+    /// The connection closed or was reset before the response head.
+    Reset,
+    /// The upstream spoke invalid HTTP.
+    Protocol,
+    /// The per-try timeout expired.
+    TryTimeout,
+    /// The route timeout expired.
+    RouteTimeout,
+    /// The proxy's own state is missing (a bug): the cluster table of the route table.
+    Internal,
+}
+
+// === impl Failure ===
+
+impl Failure {
+    /// The answer: status, response flag, body.
+    pub fn local(self) -> (StatusCode, ResponseFlags, &'static str) {
+        const RESET: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n";
+        match self {
+            Failure::NoRoute => (
+                StatusCode::NOT_FOUND,
+                ResponseFlags::NR,
+                "no route: no VirtualService or rule matches the request\n",
+            ),
+            Failure::FaultAbort(status) => (status, ResponseFlags::FI, "fault filter abort\n"),
+            Failure::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                ResponseFlags::UT,
+                "request body not received\n",
+            ),
+            Failure::BodyBroken => (
+                StatusCode::BAD_REQUEST,
+                ResponseFlags::DC,
+                "request body not received\n",
+            ),
+            Failure::NoHealthy => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlags::UH,
+                "no healthy upstream\n",
+            ),
+            Failure::Connect => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ResponseFlags::UF,
+                "upstream connect error or disconnect/reset before headers. reset reason: connection failure\n",
+            ),
+            Failure::Reset => (StatusCode::SERVICE_UNAVAILABLE, ResponseFlags::UC, RESET),
+            Failure::Protocol => (
+                StatusCode::BAD_GATEWAY,
+                ResponseFlags::UC,
+                "upstream protocol error\n",
+            ),
+            Failure::TryTimeout | Failure::RouteTimeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                ResponseFlags::UT,
+                "upstream request timeout\n",
+            ),
+            Failure::Internal => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ResponseFlags::NONE,
+                "weir: no cluster table for the route table in force (a bug; please report it)\n",
+            ),
+        }
+    }
+
+    /// The response to the client, counted by `rec`; `flags` are those the request gathered
+    /// before failing (`DI`, `URX`).
+    pub fn respond(
+        self,
+        mut rec: Recorder,
+        version: Version,
+        flags: ResponseFlags,
+    ) -> http::Response<ResponseBody> {
+        let (status, flag, text) = self.local();
+        let flags = flags | flag;
+        rec.outcome(status, flags);
+        let grpc = rec.grpc;
+        let mut resp = http::Response::new(ResponseBody::local(text, rec));
+        *resp.status_mut() = status;
+        *resp.version_mut() = version;
+        let headers = resp.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        if grpc {
+            // gRPC clients read the status from here when there is no trailer (UNAVAILABLE).
+            headers.insert("grpc-status", HeaderValue::from_static("14"));
+        }
+        mark(headers, flags);
+        resp
+    }
+
+    /// What a hyper-util client error means.
+    pub fn classify(e: hyper_util::client::legacy::Error) -> Failure {
+        if e.is_connect() {
+            return Failure::Connect;
+        }
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            if let Some(h) = s.downcast_ref::<hyper::Error>() {
+                if h.is_parse() || h.is_parse_status() {
+                    return Failure::Protocol;
+                }
+                return Failure::Reset;
+            }
+            source = s.source();
+        }
+        Failure::Reset
+    }
+}
+
+impl From<pool::SendError> for Failure {
+    fn from(e: pool::SendError) -> Self {
+        match e {
+            pool::SendError::Connect => Failure::Connect,
+            pool::SendError::Reset => Failure::Reset,
+            pool::SendError::Protocol => Failure::Protocol,
+        }
+    }
+}
+
+/// Marks a response with the request's flags (`x-weir-flags`).
+pub(crate) fn mark(headers: &mut HeaderMap, flags: ResponseFlags) {
+    if let Ok(v) = HeaderValue::from_str(&flags.to_string()) {
+        headers.insert(X_WEIR_FLAGS.clone(), v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Envoy's answers, one row per failure.
+    #[test]
+    fn every_failure_maps_to_envoys_status_and_flag() {
+        let rows = [
+            (Failure::NoRoute, 404, "NR"),
+            (Failure::FaultAbort(StatusCode::IM_A_TEAPOT), 418, "FI"),
+            (Failure::BodyTimeout, 408, "UT"),
+            (Failure::BodyBroken, 400, "DC"),
+            (Failure::NoHealthy, 503, "UH"),
+            (Failure::Connect, 503, "UF"),
+            (Failure::Reset, 503, "UC"),
+            (Failure::Protocol, 502, "UC"),
+            (Failure::TryTimeout, 504, "UT"),
+            (Failure::RouteTimeout, 504, "UT"),
+            (Failure::Internal, 500, "-"),
+        ];
+        for (failure, status, flag) in rows {
+            let (s, f, text) = failure.local();
+            assert_eq!(
+                (s.as_u16(), f.to_string().as_str()),
+                (status, flag),
+                "{failure:?}"
+            );
+            assert!(text.ends_with('\n'), "{failure:?}");
+        }
+        assert!(Failure::Connect.local().2.contains("connection failure"));
+        assert!(Failure::Reset.local().2.contains("connection termination"));
+    }
+}

@@ -1,0 +1,202 @@
+//! Hot-path counters: the per-destination request series a request is counted into when it
+//! ends, and the [`Recorder`] that does it. Lock-free for requests that end without a
+//! response flag (one `OnceLock` slot per status code and protocol); series with a flag
+//! (errors) go through a map behind a mutex, a path taken by failures only. The registry and
+//! the OpenMetrics encoding are `crate::metrics`'.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use weir_router::ClusterLabels;
+use weir_router::balance::Lease;
+use weir_router::telemetry::{DURATION_BUCKETS_US, ResponseFlags};
+
+/// Status codes with a lock-free slot: 100..=599, times two protocols.
+const FIRST_CODE: u16 = 100;
+const LAST_CODE: u16 = 599;
+const SLOTS: usize = (LAST_CODE - FIRST_CODE + 1) as usize * 2;
+
+/// One request series: a response code, response flags and protocol for one destination.
+#[derive(Debug, Default)]
+pub(crate) struct Series {
+    pub(crate) count: AtomicU64,
+    pub(crate) sum_us: AtomicU64,
+    /// Per bucket (not cumulative); the last one is `+Inf`.
+    pub(crate) buckets: [AtomicU64; 20],
+}
+
+/// The request series of one destination (cluster labels). Shared by every table whose cluster
+/// has the same labels, so a reload keeps counting into the same series.
+pub(crate) struct ClusterSeries {
+    labels: Arc<ClusterLabels>,
+    /// Flag-less series by `(code - 100) * 2 + grpc`.
+    slots: Box<[OnceLock<Arc<Series>>]>,
+    all: Arc<RequestSeries>,
+}
+
+impl std::fmt::Debug for ClusterSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSeries")
+            .field("labels", &self.labels)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct SeriesKey {
+    pub(crate) labels: Arc<ClusterLabels>,
+    pub(crate) code: u16,
+    pub(crate) flags: ResponseFlags,
+    pub(crate) grpc: bool,
+}
+
+pub(crate) struct RequestSeries {
+    pub(crate) workload: Arc<str>,
+    pub(crate) series: Mutex<HashMap<SeriesKey, Arc<Series>>>,
+    pub(crate) clusters: Mutex<HashMap<Arc<ClusterLabels>, Arc<ClusterSeries>>>,
+}
+
+// === impl RequestSeries ===
+
+impl RequestSeries {
+    pub(crate) fn cluster(this: &Arc<Self>, labels: &Arc<ClusterLabels>) -> Arc<ClusterSeries> {
+        let mut clusters = this.clusters.lock().unwrap_or_else(|p| p.into_inner());
+        clusters
+            .entry(labels.clone())
+            .or_insert_with(|| {
+                Arc::new(ClusterSeries {
+                    labels: labels.clone(),
+                    slots: (0..SLOTS).map(|_| OnceLock::new()).collect(),
+                    all: this.clone(),
+                })
+            })
+            .clone()
+    }
+
+    fn series(&self, key: SeriesKey) -> Arc<Series> {
+        let mut map = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key).or_default().clone()
+    }
+}
+
+// === impl ClusterSeries ===
+
+impl ClusterSeries {
+    /// Counts one request that ended with `code` (0 when no response was sent) after
+    /// `elapsed`.
+    pub(crate) fn record(&self, code: u16, flags: ResponseFlags, grpc: bool, elapsed: Duration) {
+        let series = if flags.is_empty() && (FIRST_CODE..=LAST_CODE).contains(&code) {
+            let slot = usize::from(code - FIRST_CODE) * 2 + usize::from(grpc);
+            self.slots[slot].get_or_init(|| self.slow(code, flags, grpc))
+        } else {
+            &self.slow(code, flags, grpc)
+        };
+        series.observe(elapsed);
+    }
+
+    fn slow(&self, code: u16, flags: ResponseFlags, grpc: bool) -> Arc<Series> {
+        self.all.series(SeriesKey {
+            labels: self.labels.clone(),
+            code,
+            flags,
+            grpc,
+        })
+    }
+
+    /// The labels of this destination.
+    pub(crate) fn labels(&self) -> &Arc<ClusterLabels> {
+        &self.labels
+    }
+}
+
+// === impl Series ===
+
+impl Series {
+    #[inline]
+    fn observe(&self, elapsed: Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = DURATION_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(DURATION_BUCKETS_US.len());
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// === impl SeriesKey ===
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.code == other.code
+            && self.flags == other.flags
+            && self.grpc == other.grpc
+            && (Arc::ptr_eq(&self.labels, &other.labels) || self.labels == other.labels)
+    }
+}
+
+impl Eq for SeriesKey {}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.labels.hash(state);
+        self.code.hash(state);
+        self.flags.hash(state);
+        self.grpc.hash(state);
+    }
+}
+
+impl std::fmt::Debug for RequestSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestSeries").finish_non_exhaustive()
+    }
+}
+
+/// Counts one request in the metrics when dropped, with what it knows by then: a request
+/// dropped before a response was chosen is a client that went away (`DC`, code 0).
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    pub series: Arc<ClusterSeries>,
+    pub code: u16,
+    pub flags: ResponseFlags,
+    pub grpc: bool,
+    start: Instant,
+    in_flight: Arc<AtomicUsize>,
+    /// The endpoint the response comes from: counted as busy until the body is done.
+    pub lease: Option<Lease>,
+}
+
+impl Recorder {
+    /// Starts timing a request; counts it in flight until dropped.
+    pub fn start(series: Arc<ClusterSeries>, in_flight: Arc<AtomicUsize>) -> Self {
+        in_flight.fetch_add(1, Ordering::AcqRel);
+        Recorder {
+            series,
+            code: 0,
+            flags: ResponseFlags::DC,
+            grpc: false,
+            start: Instant::now(),
+            in_flight,
+            lease: None,
+        }
+    }
+
+    /// Sets the outcome reported when the request ends.
+    pub fn outcome(&mut self, code: http::StatusCode, flags: ResponseFlags) {
+        self.code = code.as_u16();
+        self.flags = flags;
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.series
+            .record(self.code, self.flags, self.grpc, self.start.elapsed());
+        self.lease.take();
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}

@@ -1,0 +1,162 @@
+//! Sending a request to a picked endpoint. [`Upstream::send`] hides the choice between weir's
+//! own HTTP/1.1 pool (the common case), hyper-util's HTTP/2 client and hyper-util's HTTP/1.1
+//! client for upgrades, and the URI form each wants.
+//!
+//! The retry stage sees only the [`Send`] trait, so that its tests can answer from a fake
+//! upstream without sockets.
+
+use std::future::Future;
+
+use http::uri::{PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::body::UpstreamBody;
+use super::clusters::EndpointRuntime;
+use super::forward::failure::Failure;
+use super::options::ProxyOptions;
+
+pub(crate) mod pool;
+
+/// How a request travels to its endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// HTTP/1.1 on weir's own per-endpoint pool, origin-form.
+    Pooled,
+    /// HTTP/2 with prior knowledge (h2c), for HTTP2/GRPC ports and gRPC over h2.
+    Http2,
+    /// HTTP/1.1 that may switch protocols (WebSocket): hyper-util's client, which hands over
+    /// the connection.
+    Upgrade,
+}
+
+/// One try's request, before it is addressed to an endpoint.
+#[derive(Debug)]
+pub(crate) struct Outgoing<'a> {
+    pub method: &'a Method,
+    pub path: &'a PathAndQuery,
+    pub headers: HeaderMap,
+    pub body: UpstreamBody,
+}
+
+/// What the retry stage sends through: [`Bound`] in the proxy, a fake in tests.
+pub(crate) trait Send {
+    /// The response body.
+    type Body;
+
+    /// Sends one try to `endpoint`. `Err` when no response head came back.
+    fn send(
+        &self,
+        endpoint: &EndpointRuntime,
+        request: Outgoing<'_>,
+    ) -> impl Future<Output = Result<Response<Self::Body>, Failure>> + std::marker::Send;
+}
+
+/// The upstream clients of a proxy.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    /// HTTP/1.1 for upgrades and mirrored copies.
+    h1: Client<HttpConnector, UpstreamBody>,
+    /// HTTP/2 with prior knowledge.
+    h2: Client<HttpConnector, UpstreamBody>,
+    /// How weir's own HTTP/1.1 pool connects and keeps connections.
+    pool: pool::PoolOptions,
+}
+
+/// The upstream with the protocol of one request: a [`Send`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bound<'u> {
+    pub upstream: &'u Upstream,
+    pub protocol: Protocol,
+}
+
+// === impl Upstream ===
+
+impl Upstream {
+    pub fn new(options: &ProxyOptions) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(options.connect_timeout));
+        connector.enforce_http(true);
+        let h1 = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(options.pool_idle_timeout)
+            .build(connector.clone());
+        let h2 = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(options.pool_idle_timeout)
+            .timer(TokioTimer::new())
+            .http2_only(true)
+            .build(connector);
+        Upstream {
+            h1,
+            h2,
+            pool: pool::PoolOptions {
+                connect_timeout: options.connect_timeout,
+                idle_timeout: options.pool_idle_timeout,
+                max_idle: 256,
+            },
+        }
+    }
+
+    /// Sends `request` to `endpoint` over `protocol`.
+    pub async fn send(
+        &self,
+        protocol: Protocol,
+        endpoint: &EndpointRuntime,
+        request: Outgoing<'_>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let mut req = Request::new(request.body);
+        *req.method_mut() = request.method.clone();
+        *req.headers_mut() = request.headers;
+        match protocol {
+            Protocol::Pooled => {
+                // weir's pool sends origin-form on a connection to the endpoint.
+                *req.uri_mut() = Uri::from(request.path.clone());
+                pool::send(&endpoint.idle, endpoint.authority.as_str(), req, self.pool)
+                    .await
+                    .map_err(Failure::from)
+            }
+            Protocol::Http2 | Protocol::Upgrade => {
+                // hyper-util's client connects to the authority of an absolute URI.
+                *req.uri_mut() = endpoint_uri(&endpoint.authority, request.path);
+                let client = if protocol == Protocol::Http2 {
+                    *req.version_mut() = Version::HTTP_2;
+                    &self.h2
+                } else {
+                    &self.h1
+                };
+                client.request(req).await.map_err(Failure::classify)
+            }
+        }
+    }
+
+    /// The HTTP/1.1 client of mirrored copies (a copy runs in its own task).
+    pub fn h1(&self) -> &Client<HttpConnector, UpstreamBody> {
+        &self.h1
+    }
+}
+
+impl Send for Bound<'_> {
+    type Body = Incoming;
+
+    fn send(
+        &self,
+        endpoint: &EndpointRuntime,
+        request: Outgoing<'_>,
+    ) -> impl Future<Output = Result<Response<Incoming>, Failure>> + std::marker::Send {
+        self.upstream.send(self.protocol, endpoint, request)
+    }
+}
+
+/// `http://<endpoint><path>`: hyper-util's client connects to the URI's authority.
+pub(crate) fn endpoint_uri(authority: &http::uri::Authority, path: &PathAndQuery) -> Uri {
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority.clone());
+    parts.path_and_query = Some(path.clone());
+    Uri::from_parts(parts).expect("scheme, authority and path make a URI")
+}
