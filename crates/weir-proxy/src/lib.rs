@@ -103,6 +103,7 @@ mod reload;
 mod server;
 mod sidecar;
 mod start;
+mod telemetry;
 
 pub use feed::{ConfigFeed, FeedError, FileFeed};
 pub use metrics::{CONTENT_TYPE, DURATION_BUCKETS_MS, Metrics};

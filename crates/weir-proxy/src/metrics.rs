@@ -25,7 +25,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use weir_router::{ClusterLabels, LiveTable, Published};
 
-use crate::proxy::telemetry::{ClusterSeries, RequestSeries, Series, SeriesKey};
+use crate::telemetry::{ClusterSeries, RequestSeries, Series, SeriesKey};
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text; Prometheus reads it).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

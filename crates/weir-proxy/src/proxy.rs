@@ -27,16 +27,17 @@ use crate::server::{self, ServerOptions};
 
 mod body;
 mod clusters;
+pub(crate) mod failure;
 mod forward;
 mod headers;
 mod mirror;
 mod options;
+pub(crate) mod pool;
 mod service;
-pub(crate) mod telemetry;
 mod upstream;
 
+use crate::telemetry::{self, Recorder};
 use clusters::ClusterTable;
-use telemetry::Recorder;
 use upstream::Upstream;
 
 pub use body::ResponseBody;
@@ -121,7 +122,7 @@ impl Proxy {
         let options = ServerOptions {
             max_request_head: Some(self.options.max_request_head),
             workers: self.options.workers,
-            on_worker: Some(upstream::pool::set_worker),
+            on_worker: Some(pool::set_worker),
             on_connection_error: Some(Arc::new(move |e| connection_error(&metrics, e))),
             ..ServerOptions::new("proxy", drain)
         };

@@ -409,7 +409,7 @@ impl RequestMatch {
 #[inline]
 fn request_port(req: &RequestHead<'_>) -> u16 {
     let authority = req.authority().unwrap_or("");
-    let host = crate::table::strip_port(authority);
+    let host = crate::request::strip_port(authority);
     authority
         .get(host.len() + 1..)
         .and_then(|p| p.parse().ok())

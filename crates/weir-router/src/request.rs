@@ -66,3 +66,22 @@ impl<'a> RequestHead<'a> {
         })
     }
 }
+
+/// `host:port` -> `host`; `[::1]:80` -> `[::1]`. A hand-written scan from the end: the port
+/// is a handful of digits, and this runs on every request.
+#[inline]
+pub(crate) fn strip_port(authority: &str) -> &str {
+    let bytes = authority.as_bytes();
+    let mut i = bytes.len();
+    while i > 0 && bytes[i - 1].is_ascii_digit() {
+        i -= 1;
+    }
+    // `host:` followed by digits only, and not the inside of a bare IPv6 literal.
+    if i > 0 && i < bytes.len() && bytes[i - 1] == b':' {
+        let host = &authority[..i - 1];
+        if !host.contains(':') || host.ends_with(']') {
+            return host;
+        }
+    }
+    authority
+}

@@ -10,7 +10,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
-use super::telemetry::Recorder;
+use crate::telemetry::Recorder;
 use weir_router::telemetry::ResponseFlags;
 
 /// The errors of bodies of any type.
@@ -110,6 +110,13 @@ impl ResponseBody {
     }
 
     /// A body made by the proxy (an error message).
+    pub(crate) fn local_owned(text: String, recorder: Recorder) -> Self {
+        ResponseBody {
+            inner: UpstreamBody::Full(Some(Bytes::from(text))),
+            recorder: Some(recorder),
+        }
+    }
+
     pub(crate) fn local(text: &'static str, recorder: Recorder) -> Self {
         ResponseBody {
             inner: if text.is_empty() {

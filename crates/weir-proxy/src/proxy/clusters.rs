@@ -16,9 +16,9 @@ use http::uri::Authority;
 use weir_router::RouteTable;
 use weir_router::balance::{Balancer, Lease};
 
-use super::telemetry::ClusterSeries;
-use super::upstream::pool::IdleConns;
+use super::pool::IdleConns;
 use crate::metrics::Metrics;
+use crate::telemetry::ClusterSeries;
 
 /// The proxy's side of one [`RouteTable`]: [`ClusterRuntime`] by cluster index.
 #[derive(Debug)]

@@ -9,7 +9,7 @@
 //! per-request allocation beyond what a stage needs. Every exit path hands the [`Recorder`]
 //! to a response, so every request is counted once.
 //!
-//! [`Recorder`]: super::telemetry::Recorder
+//! [`Recorder`]: crate::telemetry::Recorder
 
 use bytes::Bytes;
 use http::{Request, Response, Version};
@@ -24,7 +24,7 @@ use super::upstream::Bound;
 use super::{Downstream, Proxy, mirror};
 
 pub(crate) mod body;
-pub(crate) mod failure;
+
 pub(crate) mod fault;
 pub(crate) mod respond;
 pub(crate) mod retry;
@@ -51,7 +51,7 @@ where
     rec.grpc = is_grpc(req.headers());
     let routed = match routed {
         Ok(r) => r,
-        Err(f) => return f.respond(rec, version, flags),
+        Err((f, text)) => return f.respond_saying(text, rec, version, flags),
     };
     let rule = routed.decision.rule;
     if let Err(f) = fault::inject(rule, &mut flags).await {

@@ -16,10 +16,9 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::UpstreamBody;
 use super::clusters::EndpointRuntime;
-use super::forward::failure::Failure;
+use super::failure::Failure;
 use super::options::ProxyOptions;
-
-pub(crate) mod pool;
+use super::pool;
 
 /// How a request travels to its endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

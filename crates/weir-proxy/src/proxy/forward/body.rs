@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 
 use super::super::body::{BoxError, UpstreamBody};
-use super::failure::Failure;
+use super::super::failure::Failure;
 
 /// The request body as the proxy holds it before forwarding.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 use weir_router::telemetry::ResponseFlags;
 use weir_router::{Rule, random_value};
 
-use super::failure::Failure;
+use super::super::failure::Failure;
 
 /// Applies the rule's fault, if any: sleeps for a delay (adding `DI` to `flags`), or fails
 /// with the abort status.

@@ -11,9 +11,9 @@ use weir_router::balance::Lease;
 use weir_router::telemetry::ResponseFlags;
 
 use super::super::body::ResponseBody;
+use super::super::failure::mark;
 use super::super::headers::strip_hop_by_hop;
-use super::super::telemetry::Recorder;
-use super::failure::mark;
+use crate::telemetry::Recorder;
 
 /// The response to the client. `downstream_upgrade` is the client's side of an upgrade the
 /// request asked for: when the upstream switches protocols, the two are joined.

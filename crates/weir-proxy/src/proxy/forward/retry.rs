@@ -12,9 +12,9 @@ use weir_router::{RetryPolicy, random_value};
 
 use super::super::body::UpstreamBody;
 use super::super::clusters::ClusterRuntime;
+use super::super::failure::Failure;
 use super::super::upstream::{Outgoing, Send};
 use super::body::Payload;
-use super::failure::Failure;
 
 /// One request as the retry stage replays it.
 #[derive(Debug)]

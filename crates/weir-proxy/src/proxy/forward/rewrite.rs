@@ -35,7 +35,7 @@ pub(crate) fn head(
     let rule = routed.decision.rule;
     let request = RequestHead::new(&parts.method, &parts.uri, &parts.headers);
     let hash = weir_router::balance::hash_key(routed.cluster.balancer.policy(), &request, peer_ip);
-    let path = upstream_path(rule, &request);
+    let path = upstream_path(rule, routed.decision.matched, &request);
 
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
@@ -73,7 +73,11 @@ pub(crate) fn head(
 /// The path and query sent upstream: the request's, with `rewrite.uri` applied. When the
 /// matching item's `uri` condition is a prefix, the prefix is replaced; otherwise the whole
 /// path is (Istio's semantics).
-pub(crate) fn upstream_path(rule: &Rule, head: &RequestHead<'_>) -> PathAndQuery {
+pub(crate) fn upstream_path(
+    rule: &Rule,
+    matched: Option<usize>,
+    head: &RequestHead<'_>,
+) -> PathAndQuery {
     let original = || {
         head.uri
             .path_and_query()
@@ -84,7 +88,8 @@ pub(crate) fn upstream_path(rule: &Rule, head: &RequestHead<'_>) -> PathAndQuery
         return original();
     };
     let path = head.path();
-    let matched = rule.matches.iter().find(|m| m.matches(head));
+    // The match item the router found (no second run of the matchers).
+    let matched = matched.and_then(|i| rule.matches.get(i));
     let rest = match matched.and_then(|m| m.uri.as_ref()) {
         Some(StringMatcher::Prefix(p)) => path.get(p.len()..).unwrap_or(""),
         _ => "",
@@ -173,7 +178,7 @@ spec:
             let head = RequestHead::of(&req);
             let d = table.decide(&head, 0).expect("routes");
             assert_eq!(
-                upstream_path(d.rule, &head).as_str(),
+                upstream_path(d.rule, d.matched, &head).as_str(),
                 want,
                 "{matches} {rewrite} {path}"
             );

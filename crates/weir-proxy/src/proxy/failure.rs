@@ -4,10 +4,10 @@
 
 use http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 
-use super::super::body::ResponseBody;
-use super::super::headers::X_WEIR_FLAGS;
-use super::super::telemetry::Recorder;
-use super::super::upstream::pool;
+use super::body::ResponseBody;
+use super::headers::X_WEIR_FLAGS;
+use super::pool;
+use crate::telemetry::Recorder;
 use weir_router::telemetry::ResponseFlags;
 
 /// Why a request gets a response made by the proxy.
@@ -93,15 +93,31 @@ impl Failure {
     /// before failing (`DI`, `URX`).
     pub fn respond(
         self,
+        rec: Recorder,
+        version: Version,
+        flags: ResponseFlags,
+    ) -> http::Response<ResponseBody> {
+        self.respond_saying(None, rec, version, flags)
+    }
+
+    /// [`respond`](Failure::respond) with `text` as the body instead of the failure's own
+    /// (e.g. the `NR` answer naming the host and the hosts that are known).
+    pub fn respond_saying(
+        self,
+        text: Option<String>,
         mut rec: Recorder,
         version: Version,
         flags: ResponseFlags,
     ) -> http::Response<ResponseBody> {
-        let (status, flag, text) = self.local();
+        let (status, flag, own) = self.local();
         let flags = flags | flag;
         rec.outcome(status, flags);
         let grpc = rec.grpc;
-        let mut resp = http::Response::new(ResponseBody::local(text, rec));
+        let body = match text {
+            Some(text) => ResponseBody::local_owned(text, rec),
+            None => ResponseBody::local(own, rec),
+        };
+        let mut resp = http::Response::new(body);
         *resp.status_mut() = status;
         *resp.version_mut() = version;
         let headers = resp.headers_mut();
