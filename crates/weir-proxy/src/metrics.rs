@@ -180,6 +180,36 @@ impl Metrics {
         metric
     }
 
+    /// Every request series as plain values, for a reader in the same process (the
+    /// in-process canary) that must not encode and re-parse the exposition text: the labels
+    /// as `/metrics` writes them, the request count, and the duration buckets as
+    /// `(upper bound in ms, cumulative count)`, the last bound `+Inf`. Off the hot path: takes
+    /// the series map's lock once and copies the counters.
+    pub fn for_each_request(&self, mut visit: impl FnMut(&[(&str, &str)], u64, &[(f64, u64)])) {
+        let rows: Vec<(SeriesKey, Arc<Series>)> = {
+            let map = self
+                .requests
+                .series
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            map.iter().map(|(k, s)| (k.clone(), s.clone())).collect()
+        };
+        let workload = &*self.requests.workload;
+        for (key, series) in &rows {
+            let code = key.code.to_string();
+            let flags = key.flags.to_string();
+            let labels = request_labels(workload, key, &code, &flags);
+            let mut buckets = [(0.0, 0u64); 20];
+            let mut cumulative = 0;
+            for (i, b) in buckets.iter_mut().enumerate() {
+                cumulative += series.buckets[i].load(Ordering::Relaxed);
+                let bound = DURATION_BUCKETS_MS.get(i).copied().unwrap_or(f64::INFINITY);
+                *b = (bound, cumulative);
+            }
+            visit(&labels, series.count.load(Ordering::Relaxed), &buckets);
+        }
+    }
+
     /// Counts a rollback (`weir_rollbacks_total`).
     pub fn record_rollback(&self) {
         self.rollbacks.inc();
@@ -215,31 +245,47 @@ struct RequestLabelSet<'a> {
 
 impl EncodeLabelSet for RequestLabelSet<'_> {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let l = &self.key.labels;
         let flags = self.key.flags.to_string();
-        let protocol = if self.key.grpc { "grpc" } else { "http" };
-        ("reporter", "source").encode(encoder.encode_label())?;
-        ("source_workload", self.workload).encode(encoder.encode_label())?;
-        ("destination_service", &*l.destination_service).encode(encoder.encode_label())?;
-        ("destination_service_name", &*l.destination_service_name)
-            .encode(encoder.encode_label())?;
-        (
-            "destination_service_namespace",
-            &*l.destination_service_namespace,
-        )
-            .encode(encoder.encode_label())?;
-        ("destination_workload", &*l.destination_workload).encode(encoder.encode_label())?;
-        (
-            "destination_workload_namespace",
-            &*l.destination_service_namespace,
-        )
-            .encode(encoder.encode_label())?;
-        ("destination_version", &*l.destination_version).encode(encoder.encode_label())?;
-        ("response_code", self.key.code).encode(encoder.encode_label())?;
-        ("response_flags", flags.as_str()).encode(encoder.encode_label())?;
-        ("request_protocol", protocol).encode(encoder.encode_label())?;
+        let code = self.key.code.to_string();
+        for pair in request_labels(self.workload, self.key, &code, &flags) {
+            pair.encode(encoder.encode_label())?;
+        }
         Ok(())
     }
+}
+
+/// The labels of a request series, in the order `/metrics` writes them: the one definition
+/// the exposition and [`Metrics::for_each_request`] share.
+fn request_labels<'a>(
+    workload: &'a str,
+    key: &'a SeriesKey,
+    code: &'a str,
+    flags: &'a str,
+) -> [(&'static str, &'a str); 11] {
+    use weir_router::telemetry::label;
+    let l = &key.labels;
+    [
+        (label::REPORTER, "source"),
+        (label::SOURCE_WORKLOAD, workload),
+        (label::DESTINATION_SERVICE, &l.destination_service),
+        (label::DESTINATION_SERVICE_NAME, &l.destination_service_name),
+        (
+            label::DESTINATION_SERVICE_NAMESPACE,
+            &l.destination_service_namespace,
+        ),
+        (label::DESTINATION_WORKLOAD, &l.destination_workload),
+        (
+            label::DESTINATION_WORKLOAD_NAMESPACE,
+            &l.destination_service_namespace,
+        ),
+        (label::DESTINATION_VERSION, &l.destination_version),
+        (label::RESPONSE_CODE, code),
+        (label::RESPONSE_FLAGS, flags),
+        (
+            label::REQUEST_PROTOCOL,
+            if key.grpc { "grpc" } else { "http" },
+        ),
+    ]
 }
 
 impl EncodeLabelSet for ResultLabel {
@@ -434,6 +480,45 @@ mod tests {
         ));
         assert!(text.contains("weir_config_generation 1\n"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    /// The in-process canary reads `for_each_request`, the dashboards read `/metrics`: every
+    /// series the one shows, the other shows with the same labels and numbers.
+    #[test]
+    fn for_each_request_hands_over_what_the_exposition_shows() {
+        let live = live();
+        let table = live.load();
+        let metrics = Metrics::new("frontend");
+        let v1 = metrics.cluster_series(&table.clusters()[0].labels);
+        v1.record(200, ResponseFlags::NONE, false, Duration::from_micros(700));
+        v1.record(200, ResponseFlags::NONE, false, Duration::from_millis(30));
+        v1.record(503, ResponseFlags::UF, false, Duration::from_millis(3));
+        let text = metrics.encode(&live);
+        let mut seen = 0;
+        metrics.for_each_request(|labels, count, buckets| {
+            seen += 1;
+            let set: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let set = set.join(",");
+            assert!(
+                text.contains(&format!("istio_requests_total{{{set}}} {count}\n")),
+                "{set} {count} not in\n{text}"
+            );
+            for (le, cumulative) in buckets {
+                let le = if le.is_infinite() {
+                    "+Inf".to_string()
+                } else {
+                    format!("{le:?}")
+                };
+                assert!(
+                    text.contains(&format!(
+                        "istio_request_duration_milliseconds_bucket{{le=\"{le}\",{set}}} {cumulative}\n"
+                    )),
+                    "bucket {le} {cumulative} of {set} not in\n{text}"
+                );
+            }
+            assert_eq!(buckets.last().map(|b| b.1), Some(count));
+        });
+        assert_eq!(seen, 2, "one series per code and flags");
     }
 
     #[test]

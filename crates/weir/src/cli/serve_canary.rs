@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use weir_canary::{
-    Abort, CanaryRun, CanarySpec, Event, EventKind, LiveSink, Phase, Report, ScrapeSource,
+    Abort, CanaryRun, CanarySpec, Event, EventKind, LiveSink, Phase, Report, ScrapeSource, Snapshot,
 };
 use weir_proxy::{Metrics, Sidecar};
 
@@ -25,10 +25,20 @@ pub fn run_in_process(
     abort: Abort,
     mut observer: impl FnMut(&Event),
 ) -> Report {
+    // The sidecar's counters handed over as values each tick: no exposition text written
+    // and parsed again.
     let metrics = Arc::clone(&sidecar.metrics);
-    let live = Arc::clone(&sidecar.live);
-    let mut source =
-        ScrapeSource::from_text(move || metrics.encode(&live)).filter(spec.series_filter());
+    let mut source = ScrapeSource::from_snapshots(move |filter| {
+        let mut snapshot = Snapshot::builder(filter);
+        metrics.for_each_request(|labels, count, buckets| {
+            snapshot.requests(labels, count as f64);
+            for &(le_ms, cumulative) in buckets {
+                snapshot.duration_bucket(labels, le_ms, cumulative as f64);
+            }
+        });
+        Ok(snapshot.finish())
+    })
+    .filter(spec.series_filter());
     let mut sink = LiveSink::new(Arc::clone(&sidecar.live)).origin(format!("canary {}", spec.name));
     let metrics = Arc::clone(&sidecar.metrics);
     let gauges = CanaryGauges::registered(&metrics);
