@@ -1,5 +1,6 @@
-//! The sidecar's metrics, under Istio's names so that Flagger's queries and the usual Grafana
-//! and Kiali dashboards read them unchanged, plus weir's own (`weir_route_weight`, ...).
+//! The sidecar's metrics, under Istio's names and labels as the outbound side reports them
+//! (`reporter="source"`), plus weir's own (`weir_route_weight`, ...). Flagger's built-in
+//! queries select the inbound side (`reporter="destination"`), which weir does not report yet.
 //!
 //! This module is the registry and its OpenMetrics encoding; the counters a request touches
 //! are in `proxy::telemetry` (every cluster of a table gets a `ClusterSeries` when the table
