@@ -401,10 +401,7 @@ pub fn merged_nat_table(current: &str, ours: Option<&[String]>) -> String {
         if line == "COMMIT" {
             break;
         }
-        if line
-            .split_whitespace()
-            .any(|w| is_ours(w.trim_start_matches(':')))
-        {
+        if mentions_ours(line) {
             continue;
         }
         if line.starts_with(':') {
@@ -439,8 +436,10 @@ pub fn merged_nat_table(current: &str, ours: Option<&[String]>) -> String {
     out
 }
 
-fn is_ours(word: &str) -> bool {
-    CHAINS.contains(&word)
+/// Whether an `iptables-save` line declares, fills or jumps to one of weir's chains.
+fn mentions_ours(line: &str) -> bool {
+    line.split_whitespace()
+        .any(|w| CHAINS.contains(&w.trim_start_matches(':')))
 }
 
 /// Which iptables programs to run.
@@ -473,55 +472,13 @@ impl Backend {
 
     /// The nat table now (`iptables-save -t nat`).
     pub fn save_nat(&self) -> Result<String, CaptureError> {
-        let tool = self.save.display().to_string();
-        let out = Command::new(&self.save)
-            .args(["-t", "nat"])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| CaptureError::Spawn {
-                tool: tool.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(CaptureError::Failed {
-                tool,
-                status: out.status,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        let out = run(&self.save, &["-t", "nat"], None)?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// Replaces the nat table with `table` in one `iptables-restore`.
     pub fn restore_nat(&self, table: &str) -> Result<(), CaptureError> {
-        let tool = self.restore.display().to_string();
-        let mut child = Command::new(&self.restore)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| CaptureError::Spawn {
-                tool: tool.clone(),
-                source,
-            })?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A write error shows up as the tool's failure below.
-            let _ = stdin.write_all(table.as_bytes());
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| CaptureError::Spawn {
-                tool: tool.clone(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(CaptureError::Failed {
-                tool,
-                status: out.status,
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-        Ok(())
+        run(&self.restore, &[], Some(table)).map(drop)
     }
 
     /// Installs `options`' rules for `family`, replacing any weir rules already there.
@@ -540,14 +497,49 @@ impl Backend {
     /// Removes every weir rule and chain; nothing to remove is not an error.
     pub fn remove(&self) -> Result<(), CaptureError> {
         let current = self.save_nat()?;
-        if !current
-            .split_whitespace()
-            .any(|w| is_ours(w.trim_start_matches(':')))
-        {
+        if !current.lines().any(mentions_ours) {
             return Ok(());
         }
         self.restore_nat(&merged_nat_table(&current, None))
     }
+}
+
+/// Runs an iptables tool with `input` on its stdin (none: stdin closed) and returns its
+/// stdout; a tool that cannot start or exits non-zero is an error carrying its stderr.
+fn run(
+    tool: &std::path::Path,
+    args: &[&str],
+    input: Option<&str>,
+) -> Result<Vec<u8>, CaptureError> {
+    let name = tool.display().to_string();
+    let spawn_error = |source| CaptureError::Spawn {
+        tool: name.clone(),
+        source,
+    };
+    let mut child = Command::new(tool)
+        .args(args)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // A write error shows up as the tool's failure below.
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(spawn_error)?;
+    if !out.status.success() {
+        return Err(CaptureError::Failed {
+            tool: name,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
 }
 
 #[cfg(test)]
