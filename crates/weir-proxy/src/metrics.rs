@@ -26,7 +26,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use weir_router::{ClusterLabels, LiveTable, Published};
 
-use crate::telemetry::{ClusterSeries, RequestSeries, Series, SeriesKey};
+use crate::telemetry::{ClusterSeries, RequestSeries, SeriesKey};
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text; Prometheus reads it).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -187,14 +187,7 @@ impl Metrics {
     /// `(upper bound in ms, cumulative count)`, the last bound `+Inf`. Off the hot path: takes
     /// the series map's lock once and copies the counters.
     pub fn for_each_request(&self, mut visit: impl FnMut(&[(&str, &str)], u64, &[(f64, u64)])) {
-        let rows: Vec<(SeriesKey, Arc<Series>)> = {
-            let map = self
-                .requests
-                .series
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            map.iter().map(|(k, s)| (k.clone(), s.clone())).collect()
-        };
+        let rows = self.requests.rows();
         let workload = &*self.requests.workload;
         for (key, series) in &rows {
             let code = key.code.to_string();
@@ -322,10 +315,7 @@ struct RequestCollector(Arc<RequestSeries>);
 
 impl Collector for RequestCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let mut rows: Vec<(SeriesKey, Arc<Series>)> = {
-            let map = self.0.series.lock().unwrap_or_else(|p| p.into_inner());
-            map.iter().map(|(k, s)| (k.clone(), s.clone())).collect()
-        };
+        let mut rows = self.0.rows();
         rows.sort_by(|(a, _), (b, _)| {
             (
                 &a.labels.destination_service,

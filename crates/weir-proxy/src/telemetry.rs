@@ -62,6 +62,13 @@ pub(crate) struct RequestSeries {
 // === impl RequestSeries ===
 
 impl RequestSeries {
+    /// Every series and its key, copied out of the map so that readers (a scrape, the
+    /// in-process canary) hold the lock only for the copy.
+    pub(crate) fn rows(&self) -> Vec<(SeriesKey, Arc<Series>)> {
+        let map = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, s)| (k.clone(), s.clone())).collect()
+    }
+
     pub(crate) fn cluster(this: &Arc<Self>, labels: &Arc<ClusterLabels>) -> Arc<ClusterSeries> {
         let mut clusters = this.clusters.lock().unwrap_or_else(|p| p.into_inner());
         clusters
