@@ -61,6 +61,9 @@ pub enum Code {
     RollbackLatched,
     /// A canary spec (`kind: Canary`) is malformed or describes an impossible plan.
     InvalidCanarySpec,
+    /// A config text is over a parsing limit (size, nesting, alias expansion, documents,
+    /// rules, hosts).
+    ConfigTooLarge,
 }
 
 impl Code {
@@ -86,6 +89,7 @@ impl Code {
             Code::NoVirtualService => "WEIR013",
             Code::RollbackLatched => "WEIR014",
             Code::InvalidCanarySpec => "WEIR015",
+            Code::ConfigTooLarge => "WEIR016",
         }
     }
 
@@ -111,6 +115,7 @@ impl Code {
             Code::NoVirtualService => "no VirtualService",
             Code::RollbackLatched => "rollback latched",
             Code::InvalidCanarySpec => "invalid canary spec",
+            Code::ConfigTooLarge => "config over a parsing limit",
         }
     }
 }

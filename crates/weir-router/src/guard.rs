@@ -31,7 +31,17 @@ pub fn validate(
     against: Option<&RouteTable>,
     options: GuardOptions,
 ) -> Compiled {
-    let mut compiled = compile_with(sources, options.hosts);
+    guard_compiled(compile_with(sources, options.hosts), against, options)
+}
+
+/// The checks of [`validate`] on a config already compiled: the writer of a live table
+/// compiles (the expensive part) before it takes its lock, and checks against the table in
+/// force under the lock.
+pub fn guard_compiled(
+    mut compiled: Compiled,
+    against: Option<&RouteTable>,
+    options: GuardOptions,
+) -> Compiled {
     if let Some(table) = &mut compiled.table {
         let mut extra = Vec::new();
         for vs in &mut table.virtual_services {

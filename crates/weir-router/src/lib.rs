@@ -101,6 +101,7 @@ mod guard;
 pub mod hash;
 mod live;
 mod matcher;
+pub mod path;
 #[allow(missing_docs)]
 mod raw;
 mod request;
@@ -117,7 +118,7 @@ pub use decide::{Decision, NoRoute, cookie_value, pick_weighted, random_value, s
 pub use duration::parse_duration;
 pub use explain::{Explanation, Skipped};
 pub use finding::{Code, Finding, Findings, Location, Severity};
-pub use guard::{GuardOptions, check_weights, validate};
+pub use guard::{GuardOptions, check_weights, guard_compiled, validate};
 pub use live::{Applied, Extension, LiveTable, Published, Refused, WeightChange};
 pub use matcher::{HeaderCondition, Mismatch, QueryCondition, RequestMatch, StringMatcher};
 pub use request::RequestHead;

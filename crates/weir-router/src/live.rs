@@ -31,8 +31,9 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
 
+use crate::compile::compile_with;
 use crate::finding::{Code, Finding, Findings, Location};
-use crate::guard::{GuardOptions, check_weights, validate};
+use crate::guard::{GuardOptions, check_weights, guard_compiled, validate};
 use crate::source::ConfigSource;
 use crate::table::{RouteTable, Rule, VirtualService, find_cluster};
 
@@ -276,9 +277,12 @@ impl LiveTable {
         sources: &[ConfigSource],
         options: GuardOptions,
     ) -> Result<Applied, Refused> {
+        // Parsing and compiling (bounded, but the bulk of the work) happen before the writer
+        // lock: a rollback or a weight change never waits behind a config parse.
+        let compiled = compile_with(sources, options.hosts);
         let mut w = self.lock();
         let current = self.current.load_full();
-        let compiled = validate(sources, Some(&current.table), options);
+        let compiled = guard_compiled(compiled, Some(&current.table), options);
         let table = match compiled.table {
             Some(t) if !compiled.findings.has_errors() => t,
             _ => {
