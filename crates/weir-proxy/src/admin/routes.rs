@@ -4,8 +4,11 @@
 use http::StatusCode;
 use weir_router::{LiveTable, RouteTable};
 
+use weir_router::state::{VirtualServiceState, describe};
+
 use super::api::{
-    ConfigResponse, DestinationView, RoutesResponse, RuleView, SourceView, VirtualServiceView,
+    AdminStateView, ConfigResponse, DestinationView, ROUTES_API_VERSION, ROUTES_KIND,
+    RoutesResponse, RuleView, SourceView, StateView, VirtualServiceView,
 };
 use super::reply::{AdminResponse, json, text, with_type};
 use crate::sidecar::Sidecar;
@@ -51,7 +54,9 @@ pub(super) fn config(live: &LiveTable, query: Option<&str>) -> AdminResponse {
 }
 
 /// The table in force, as `GET /routes` shows it.
-pub(super) fn routes(live: &LiveTable) -> RoutesResponse {
+pub(super) fn routes(sidecar: &Sidecar) -> RoutesResponse {
+    let live = &sidecar.live;
+    let admin_state = live.admin_state();
     let table = live.load_full();
     let virtual_services = table
         .virtual_services()
@@ -62,6 +67,10 @@ pub(super) fn routes(live: &LiveTable) -> RoutesResponse {
             hosts: vs.hosts.clone(),
             stable_subset: vs.stable_subset.clone(),
             latched: live.is_latched(&vs.key()),
+            admin_state: admin_state
+                .virtual_services
+                .get(&vs.key())
+                .map(admin_state_view),
             weight_policy: serde_json::to_value(vs.policy)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
@@ -89,8 +98,39 @@ pub(super) fn routes(live: &LiveTable) -> RoutesResponse {
         })
         .collect();
     RoutesResponse {
+        api_version: ROUTES_API_VERSION.to_string(),
+        kind: ROUTES_KIND.to_string(),
+        boot_id: sidecar.boot_id.clone(),
         generation: table.generation(),
+        state: StateView {
+            path: sidecar.state.file().map(|f| f.path().display().to_string()),
+            problem: sidecar.state.problem(),
+        },
         virtual_services,
+    }
+}
+
+fn admin_state_view(entry: &VirtualServiceState) -> AdminStateView {
+    let file = describe(&entry.file);
+    let admin = describe(&entry.rules);
+    let (wins, note) = if entry.latched {
+        (
+            "rollback latch",
+            "rolled back: its canaries stay at 0% whatever the file says, until `weir rollback --release`".to_string(),
+        )
+    } else {
+        (
+            "admin state",
+            format!(
+                "the admin API set these weights over the file's; they hold across reloads and restarts while the file says {file}. Editing this VirtualService in the file makes the file win"
+            ),
+        )
+    };
+    AdminStateView {
+        wins: wins.to_string(),
+        file,
+        admin,
+        note,
     }
 }
 

@@ -77,19 +77,57 @@ pub(super) fn put_weights(sidecar: &Sidecar, body: &[u8]) -> AdminResponse {
     }
 }
 
-pub(super) fn rollback(sidecar: &Sidecar, body: &[u8], release: bool) -> AdminResponse {
+/// The VirtualService a [`RollbackRequest`] body names (`None`: an empty body or none named,
+/// meaning every one), or the answer refusing the body or an unknown name.
+fn target(sidecar: &Sidecar, body: &[u8]) -> Result<Option<String>, AdminResponse> {
     let req: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RollbackRequest::default()
     } else {
-        match parse(body) {
-            Ok(r) => r,
-            Err(rejection) => return rejection.into(),
-        }
+        parse(body).map_err(AdminResponse::from)?
     };
-    let target = req.virtual_service.as_deref();
-    if let Some(resp) = target.and_then(|name| unknown_virtual_service(&sidecar.live, name)) {
-        return resp;
+    if let Some(resp) = req
+        .virtual_service
+        .as_deref()
+        .and_then(|name| unknown_virtual_service(&sidecar.live, name))
+    {
+        return Err(resp);
     }
+    Ok(req.virtual_service)
+}
+
+/// `DELETE /state`: the config is the truth again (admin weights and promotions dropped,
+/// latches kept).
+pub(super) fn discard(sidecar: &Sidecar, body: &[u8]) -> AdminResponse {
+    let named = match target(sidecar, body) {
+        Ok(named) => named,
+        Err(resp) => return resp,
+    };
+    let target = named.as_deref();
+    match sidecar.live.discard_admin_weights(target) {
+        Ok(applied) => {
+            tracing::info!(
+                virtual_service = target.unwrap_or("(all)"),
+                generation = applied.generation,
+                "admin weights discarded through the admin API: the config's weights are served"
+            );
+            json(
+                StatusCode::OK,
+                &ChangeResponse {
+                    generation: applied.generation,
+                    findings: findings(&applied.findings),
+                },
+            )
+        }
+        Err(refused) => refusal("refused", &refused.findings),
+    }
+}
+
+pub(super) fn rollback(sidecar: &Sidecar, body: &[u8], release: bool) -> AdminResponse {
+    let named = match target(sidecar, body) {
+        Ok(named) => named,
+        Err(resp) => return resp,
+    };
+    let target = named.as_deref();
     let started = Instant::now();
     let result = if release {
         sidecar.live.release(target)
