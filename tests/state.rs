@@ -106,6 +106,32 @@ async fn a_promotion_survives_a_reload_and_a_restart_and_routes_says_which_wins(
     );
     assert!(view["admin"].as_str().unwrap().contains("v2=100"), "{view}");
 
+    // GET /config: what is served, apart from the file as read.
+    let (status, config) = weir.admin_json("GET", "/config", Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    let served = &config["in_force"];
+    assert_eq!(served["differs_from_file"], true, "{config}");
+    let vs = &served["virtual_services"][0];
+    assert_eq!(vs["source"], "admin state", "{config}");
+    assert_eq!(vs["rules"][1]["destinations"][0]["subset"], "v2");
+    assert_eq!(vs["rules"][1]["destinations"][0]["weight"], 100);
+    assert_eq!(vs["file_rules"][1]["destinations"][0]["weight"], 90);
+    assert!(
+        config["file"]["sources"][0]["yaml"]
+            .as_str()
+            .unwrap()
+            .contains("weight: 90"),
+        "the file as read"
+    );
+    let (_, _, yaml) = weir.admin_raw("GET", "/config?format=yaml", &[], "").await;
+    let yaml = String::from_utf8(yaml.to_vec()).unwrap();
+    assert!(
+        yaml.contains(
+            "# NOT AS WRITTEN BELOW: production/payment-svc is served from the admin state: "
+        ),
+        "{yaml}"
+    );
+
     let boot = r["boot_id"].clone();
     let weir = weir.restart("KILL");
     let r = routes(&weir).await;

@@ -113,11 +113,47 @@ pub struct LocationView {
     pub path: String,
 }
 
-/// `GET /config`: the sources in force.
+/// `GET /config`: what is in force (the config with the admin state applied), apart from the
+/// config as read from its files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigResponse {
     /// The generation in force.
     pub generation: u64,
+    /// What is served.
+    pub in_force: InForceView,
+    /// The config as read: what the files say, which admin writes may have overridden.
+    pub file: FileView,
+}
+
+/// What is served, by VirtualService.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InForceView {
+    /// Whether any VirtualService is served otherwise than its file says.
+    pub differs_from_file: bool,
+    /// Every VirtualService, in file order.
+    pub virtual_services: Vec<InForceVirtualService>,
+}
+
+/// One VirtualService as served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InForceVirtualService {
+    /// `namespace/name`.
+    pub name: String,
+    /// `file` (as the file says), `admin state` (admin weights or a promotion over the
+    /// file's) or `rollback latch` (canaries held at 0%).
+    pub source: String,
+    /// The stable subset.
+    pub stable_subset: Option<String>,
+    /// Its rules' destinations and weights, as served.
+    pub rules: Vec<weir_router::state::RuleState>,
+    /// Its rules as the file says, when they differ from `rules`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_rules: Option<Vec<weir_router::state::RuleState>>,
+}
+
+/// The config as read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileView {
     /// Every source, in order.
     pub sources: Vec<SourceView>,
 }

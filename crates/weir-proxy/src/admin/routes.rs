@@ -4,11 +4,12 @@
 use http::StatusCode;
 use weir_router::{LiveTable, RouteTable};
 
-use weir_router::state::{VirtualServiceState, describe};
+use weir_router::state::{AdminState, VirtualServiceState, describe, rules_of};
 
 use super::api::{
-    AdminStateView, ConfigResponse, DestinationView, ROUTES_API_VERSION, ROUTES_KIND,
-    RoutesResponse, RuleView, SourceView, StateView, VirtualServiceView,
+    AdminStateView, ConfigResponse, DestinationView, FileView, InForceView, InForceVirtualService,
+    ROUTES_API_VERSION, ROUTES_KIND, RoutesResponse, RuleView, SourceView, StateView,
+    VirtualServiceView,
 };
 use super::reply::{AdminResponse, json, text, with_type};
 use crate::sidecar::Sidecar;
@@ -22,12 +23,28 @@ pub(super) fn readyz(sidecar: &Sidecar) -> AdminResponse {
     }
 }
 
-/// The sources in force: JSON by default, or the YAML itself with `?format=yaml`.
+/// What is in force, apart from the config as read: JSON by default; with `?format=yaml` the
+/// files' YAML under a comment block saying what is served otherwise.
 pub(super) fn config(live: &LiveTable, query: Option<&str>) -> AdminResponse {
     let table = live.load_full();
+    let state = live.admin_state();
+    let in_force = in_force(&table, &state);
     let yaml = query.is_some_and(|q| q.split('&').any(|kv| kv == "format=yaml"));
     if yaml {
-        let mut out = format!("# generation {}\n", table.generation());
+        let mut out = format!("# generation {} in force\n", table.generation());
+        for vs in in_force
+            .virtual_services
+            .iter()
+            .filter(|v| v.file_rules.is_some())
+        {
+            out.push_str(&format!(
+                "# NOT AS WRITTEN BELOW: {} is served from the {}: {} (the file says {})\n",
+                vs.name,
+                vs.source,
+                describe(&vs.rules),
+                describe(vs.file_rules.as_deref().unwrap_or_default())
+            ));
+        }
         for source in table.sources() {
             out.push_str(&format!("# source: {}\n", source.name));
             out.push_str(&source.text);
@@ -41,16 +58,47 @@ pub(super) fn config(live: &LiveTable, query: Option<&str>) -> AdminResponse {
         StatusCode::OK,
         &ConfigResponse {
             generation: table.generation(),
-            sources: table
-                .sources()
-                .iter()
-                .map(|s| SourceView {
-                    file: s.name.to_string(),
-                    yaml: s.text.to_string(),
-                })
-                .collect(),
+            in_force,
+            file: FileView {
+                sources: table
+                    .sources()
+                    .iter()
+                    .map(|s| SourceView {
+                        file: s.name.to_string(),
+                        yaml: s.text.to_string(),
+                    })
+                    .collect(),
+            },
         },
     )
+}
+
+fn in_force(table: &RouteTable, state: &AdminState) -> InForceView {
+    let virtual_services: Vec<InForceVirtualService> = table
+        .virtual_services()
+        .iter()
+        .map(|vs| {
+            let entry = state.virtual_services.get(&vs.key());
+            let rules = rules_of(vs);
+            let file_rules = entry.map(|e| e.file.clone()).filter(|f| *f != rules);
+            let source = match entry {
+                Some(e) if e.latched => "rollback latch",
+                Some(_) if file_rules.is_some() => "admin state",
+                _ => "file",
+            };
+            InForceVirtualService {
+                name: vs.key(),
+                source: source.to_string(),
+                stable_subset: vs.stable_subset.clone(),
+                rules,
+                file_rules,
+            }
+        })
+        .collect();
+    InForceView {
+        differs_from_file: virtual_services.iter().any(|v| v.file_rules.is_some()),
+        virtual_services,
+    }
 }
 
 /// The table in force, as `GET /routes` shows it.
