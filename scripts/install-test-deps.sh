@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs, when missing. Idempotent.
 #   procps      kill(1), for the signal tests
+#   curl        HTTP from inside the network namespaces of tests/pod.rs (the pods' apps)
 #   prometheus  /usr/bin/prometheus, for tests/prometheus.rs (the Prometheus metric source
 #               against a real server); those tests fail, never skip, without it
 #   iptables    iptables-{nft,legacy}-{save,restore}, for tests/capture.rs (`weir init` in
@@ -9,6 +10,7 @@
 set -euo pipefail
 need=()
 command -v kill >/dev/null || need+=(procps)
+command -v curl >/dev/null || need+=(curl)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 command -v iptables-legacy-restore >/dev/null || need+=(iptables)
 command -v ip >/dev/null || need+=(iproute2)

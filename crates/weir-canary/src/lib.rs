@@ -56,6 +56,7 @@ mod report;
 mod sink;
 mod source;
 mod spec;
+mod template;
 mod transport;
 mod units;
 mod webhook;
@@ -80,5 +81,6 @@ pub use spec::{
     Analysis, CanarySpec, DarkLaunch, FastGuard, Gate, HookKind, Metric, SpecError, StringMatch,
     Target, Webhook,
 };
+pub use template::FlaggerQueries;
 pub use transport::TransportError;
 pub use webhook::{HttpWebhooks, WebhookClient, WebhookError, WebhookPayload};

@@ -575,6 +575,76 @@ fn prometheus_source_sends_the_builtin_promql_and_reads_the_answers() {
     assert_eq!(empty.seen().len(), 1);
 }
 
+/// A Prometheus answering each query from `answers` (an empty vector for a query it lacks).
+fn prometheus_answering(answers: BTreeMap<String, &'static str>) -> Server {
+    Server::start(move |req| {
+        let result = match answers.get(&req.query["query"]) {
+            Some(v) => format!(r#"[{{"metric":{{}},"value":[1700000000.5,"{v}"]}}]"#),
+            None => "[]".to_string(),
+        };
+        (
+            200,
+            format!(r#"{{"status":"success","data":{{"resultType":"vector","result":{result}}}}}"#),
+        )
+    })
+}
+
+#[test]
+fn prometheus_source_sends_flaggers_builtin_queries_verbatim() {
+    let flagger = FlaggerQueries::new("default", "podinfo");
+    let minute = Duration::from_secs(60);
+    // What Flagger's own tests expect it to send for namespace default, target podinfo, 1m.
+    let success = concat!(
+        r#" sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="default", destination_workload=~"podinfo", response_code!~"5.*" }[1m] ) )"#,
+        r#" / sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="default", destination_workload=~"podinfo" }[1m] ) ) * 100"#
+    );
+    let duration = r#" histogram_quantile( 0.99, sum( rate( istio_request_duration_milliseconds_bucket{ reporter="destination", destination_workload_namespace="default", destination_workload=~"podinfo" }[1m] ) ) by (le) )"#;
+    let prom = prometheus_answering(
+        [
+            (flagger.requests(minute), "240"),
+            (success.to_string(), "80"),
+            (duration.to_string(), "48.5"),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let mut source = PrometheusSource::new(prom.url()).flagger(flagger.clone(), "v2");
+    let o = source.observe("v2", minute, Instant::now()).unwrap();
+    assert_eq!(
+        (o.requests, o.success_rate, o.p99_ms),
+        (240, Some(80.0), Some(48.5))
+    );
+    let sent: Vec<String> = prom
+        .seen()
+        .iter()
+        .map(|s| s.query["query"].clone())
+        .collect();
+    assert_eq!(
+        sent,
+        vec![flagger.requests(minute), success.into(), duration.into()]
+    );
+    // These queries cannot tell versions apart: asking for another one is an error, not the
+    // canary's numbers under the stable's name.
+    let err = source.observe("v1", minute, Instant::now()).unwrap_err();
+    assert!(err.to_string().contains("canary's workload only"), "{err}");
+
+    // Requests but no non-5xx series at all: Flagger's query answers nothing; every request
+    // failed, which is 0%, not "no data".
+    let failing = prometheus_answering(
+        [
+            (flagger.requests(minute), "30"),
+            (duration.to_string(), "2"),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let o = PrometheusSource::new(failing.url())
+        .flagger(flagger, "v2")
+        .observe("v2", minute, Instant::now())
+        .unwrap();
+    assert_eq!((o.requests, o.success_rate), (30, Some(0.0)));
+}
+
 // === webhooks ===
 
 #[test]

@@ -25,9 +25,11 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use weir_canary::{
-    Abort, AdminSink, CanaryRun, CanarySpec, Event, EventKind, FileSink, MetricSource, Outcome,
-    PrometheusSource, Report, ScrapeSource, SpecError, Trigger, WeightSink,
+    Abort, AdminSink, CanaryRun, CanarySpec, Event, EventKind, FileSink, FlaggerQueries,
+    MetricSource, Outcome, PrometheusSource, Report, ScrapeSource, SpecError, Trigger, WeightSink,
 };
+
+use weir_router::telemetry::label;
 
 use super::admin_client::base_url;
 
@@ -54,6 +56,12 @@ pub struct CanaryArgs {
     /// the sidecars. Required for custom PromQL metrics.
     #[arg(long, value_name = "URL")]
     prometheus: Option<String>,
+    /// The PromQL of the built-in gates with --prometheus: `flagger` sends Flagger's own Istio
+    /// queries (reporter="destination", the Canary's namespace, destination_workload=~ its
+    /// spec.targetRef.name), which need inbound sidecars on the canary's pods; `versions`
+    /// counts the callers' outbound series (reporter="source") by destination_version.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = Queries::Flagger, requires = "prometheus")]
+    queries: Queries,
     /// Write the weights into this VirtualService file (rewritten in place; the sidecars
     /// reload it) instead of calling the admin APIs.
     #[arg(long, value_name = "CONFIG")]
@@ -61,6 +69,15 @@ pub struct CanaryArgs {
     /// Where report.json and report.svg go.
     #[arg(long, value_name = "DIR", default_value = "weir-report")]
     report: PathBuf,
+}
+
+/// Which PromQL the built-in gates send to Prometheus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Queries {
+    /// Flagger's built-in Istio queries, verbatim.
+    Flagger,
+    /// weir's per-version queries over the callers' outbound series.
+    Versions,
 }
 
 /// `weir canary`.
@@ -85,9 +102,7 @@ pub fn run(args: CanaryArgs) -> Result<ExitCode> {
     }
     let admins: Vec<String> = args.admin.iter().map(|a| base_url(a)).collect();
     let mut source: Box<dyn MetricSource> = match (&args.prometheus, admins.is_empty()) {
-        (Some(url), _) => {
-            Box::new(PrometheusSource::new(base_url(url)).filter(spec.series_filter()))
-        }
+        (Some(url), _) => Box::new(prometheus_source(&spec, base_url(url), args.queries)),
         (None, true) => {
             eprintln!(
                 "weir canary: no metric source: pass the sidecars' --admin URL (their /metrics are scraped) or --prometheus URL"
@@ -139,6 +154,23 @@ pub fn run(args: CanaryArgs) -> Result<ExitCode> {
         Err(e) => eprintln!("weir canary: {e}"),
     }
     Ok(exit_code(&report))
+}
+
+fn prometheus_source(spec: &CanarySpec, url: String, queries: Queries) -> PrometheusSource {
+    let source = PrometheusSource::new(url);
+    match queries {
+        Queries::Flagger => source.flagger(
+            FlaggerQueries::new(&spec.namespace, &spec.target.workload),
+            &spec.target.canary_version,
+        ),
+        Queries::Versions => {
+            let mut filter = spec.series_filter();
+            filter
+                .labels
+                .insert(label::REPORTER.to_string(), "source".to_string());
+            source.filter(filter)
+        }
+    }
 }
 
 /// Loads a spec; a refusal is printed (every finding) and becomes exit code 2.
