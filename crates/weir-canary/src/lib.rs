@@ -52,6 +52,7 @@ mod controller;
 mod event;
 mod exposition;
 mod plan;
+mod replicas;
 mod report;
 mod sink;
 mod source;
@@ -69,11 +70,15 @@ pub use exposition::{
     SnapshotBuilder, VersionStats, histogram_quantile,
 };
 pub use plan::{Plan, Stage};
+pub use replicas::{ReplicaSet, Resolve, SystemResolver};
 pub use report::{
     Check, GateResult, HookResult, Outcome, Report, ReportError, RollbackLatency, Sample, Trigger,
     Verdict,
 };
-pub use sink::{AdminSink, Confirmation, FileSink, LiveSink, SinkError, Split, WeightSink};
+pub use sink::{
+    AdminSink, Confirmation, DnsAdminSink, FileSink, LiveSink, ReplicaChange, SinkError, Split,
+    WeightSink,
+};
 pub use source::{
     BuiltinQueries, MetricSource, Observation, PrometheusSource, ScrapeSource, SourceError,
 };
