@@ -196,13 +196,12 @@ async fn silent_connections_under_a_1024_fd_limit_never_make_weir_unreachable() 
     // The admin API answers at once: while the proxy still holds silent connections.
     let text = weir.metrics().await;
     let mut open_after_admin = 0;
-    for s in held
-        .iter_mut()
-        .rev()
-        .take(50)
-        .chain(held.iter_mut().take(50))
-    {
-        if closed_within(s, Duration::from_millis(1)).await.is_none() {
+    let n = held.len();
+    for i in (0..50).chain(n - 50..n) {
+        if closed_within(&mut held[i], Duration::from_millis(1))
+            .await
+            .is_none()
+        {
             open_after_admin += 1;
         }
     }

@@ -18,6 +18,7 @@ use crate::feed::FeedError;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::server::ConnectionLimits;
+use crate::state::StateStatus;
 
 /// What a sidecar needs to start.
 #[derive(Clone, Debug)]
@@ -43,6 +44,9 @@ pub struct SidecarOptions {
     pub limits: ConnectionLimits,
     /// How request paths are normalised (Istio's default: [`Normalization::Base`]).
     pub path_normalization: Normalization,
+    /// The state file keeping admin writes across restarts (see [`crate::state`]);
+    /// [`start`](crate::start) defaults it to `<first config>.weir-state.json`.
+    pub state: Option<PathBuf>,
 }
 
 impl Default for SidecarOptions {
@@ -58,6 +62,7 @@ impl Default for SidecarOptions {
             workers: 0,
             limits: ConnectionLimits::DEFAULT,
             path_normalization: Normalization::Base,
+            state: None,
         }
     }
 }
@@ -149,6 +154,10 @@ pub struct Sidecar {
     pub reloader: Arc<Reloader>,
     /// The admin API's bearer token, if one is required.
     pub admin_token: Option<String>,
+    /// The state file and its problems.
+    pub state: Arc<StateStatus>,
+    /// Changes on every start: a client that sees another boot id knows the sidecar restarted.
+    pub boot_id: String,
     draining: AtomicBool,
 }
 
@@ -158,12 +167,15 @@ impl Sidecar {
         metrics: Arc<Metrics>,
         reloader: Arc<Reloader>,
         admin_token: Option<String>,
+        state: Arc<StateStatus>,
     ) -> Self {
         Sidecar {
             live,
             metrics,
             reloader,
             admin_token,
+            state,
+            boot_id: format!("{:016x}", rand::random::<u64>()),
             draining: AtomicBool::new(false),
         }
     }

@@ -106,6 +106,7 @@ pub mod path;
 mod raw;
 mod request;
 mod source;
+pub mod state;
 mod table;
 pub mod telemetry;
 pub mod yaml;
@@ -118,7 +119,7 @@ pub use decide::{Decision, NoRoute, cookie_value, pick_weighted, random_value, s
 pub use duration::parse_duration;
 pub use explain::{Explanation, Skipped};
 pub use finding::{Code, Finding, Findings, Location, Severity};
-pub use guard::{GuardOptions, check_weights, guard_compiled, validate};
+pub use guard::{GuardOptions, check_weights, validate};
 pub use live::{Applied, Extension, LiveTable, Published, Refused, WeightChange};
 pub use matcher::{HeaderCondition, Mismatch, QueryCondition, RequestMatch, StringMatcher};
 pub use request::RequestHead;
