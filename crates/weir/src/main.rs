@@ -9,6 +9,12 @@ mod cli;
 mod demo;
 
 use cli::{admin_client, canary, explain, init, serve, validate};
+
+/// jemalloc returns freed memory to the system on a timer (its decay); glibc's malloc keeps
+/// what a burst of connections allocated across its per-thread arenas.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use demo::upstream;
 
 /// weir: safe progressive delivery on the L7 data plane.
@@ -28,7 +34,7 @@ enum Command {
     /// did not, the destinations and weights, and with --samples the observed split.
     Explain(explain::ExplainArgs),
     /// Run the sidecar: the weighted proxy, its metrics and the admin API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Install the nat rules that capture a pod's traffic for the sidecar (a pod's init
     /// container, as istio-iptables). Needs NET_ADMIN and NET_RAW.
     Init(init::InitArgs),
@@ -52,7 +58,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Explain(args) => explain::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Init(args) => init::run(args),
         Command::SetWeights(args) => admin_client::set_weights(args),
         Command::Rollback(args) => admin_client::rollback(args),
