@@ -134,13 +134,13 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// 4 MiB, 64 levels, 250,000 nodes, 10,000 documents, 10,000 rules and 10,000 hosts: far
+    /// 4 MiB, 64 levels, 200,000 nodes, 10,000 documents, 10,000 rules and 10,000 hosts: far
     /// beyond any hand-written mesh config (the lesson's file has about 120 nodes), and well
     /// under 100 MB of memory at the caps.
     pub const DEFAULT: Limits = Limits {
         max_bytes: 4 << 20,
         max_depth: 64,
-        max_nodes: 250_000,
+        max_nodes: 200_000,
         max_documents: 10_000,
         max_rules: 10_000,
         max_hosts: 10_000,
