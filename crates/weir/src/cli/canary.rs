@@ -29,7 +29,7 @@ use weir_canary::{
     PrometheusSource, Report, ScrapeSource, SpecError, Trigger, WeightSink,
 };
 
-use super::admin_client::base_url;
+use weir_proxy::admin::client::base_url;
 
 #[derive(clap::Args, Debug)]
 pub struct CanaryArgs {
