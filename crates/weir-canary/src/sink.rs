@@ -3,6 +3,8 @@
 //! - [`LiveSink`]: the in-process `LiveTable` of a sidecar (`weir serve --canary`).
 //! - [`AdminSink`]: the admin API of one or many sidecars, fanned out; every replica must
 //!   confirm, and a partial failure is undone on every replica before the error is returned.
+//! - [`DnsAdminSink`]: the same over every address of a headless Service, resolved again on
+//!   every tick.
 //! - [`FileSink`]: the VirtualService YAML file, weights rewritten in place, for clusters whose
 //!   sidecars read a ConfigMap.
 
@@ -14,10 +16,12 @@ use weir_proxy::admin::client::AdminClientError;
 use crate::spec::Target;
 
 mod admin;
+mod dns;
 mod file;
 mod live;
 
 pub use admin::AdminSink;
+pub use dns::{DnsAdminSink, ReplicaChange};
 pub use file::FileSink;
 pub use live::LiveSink;
 
@@ -80,6 +84,14 @@ pub trait WeightSink {
 
     /// Names the sink in reports, e.g. `admin API of 2 sidecars`.
     fn describe(&self) -> String;
+
+    /// Brings the set of replicas the sink reaches up to date, for a sink that finds them by
+    /// name ([`DnsAdminSink`]); the controller calls it on every tick and reports the changes.
+    /// A fixed set of replicas has nothing to do.
+    fn refresh(&mut self, target: &Target) -> Vec<ReplicaChange> {
+        let _ = target;
+        Vec::new()
+    }
 }
 
 /// Why a sink did not apply a change.
