@@ -43,6 +43,8 @@ pub struct Weir {
     pub config_path: PathBuf,
     /// The process, its output kept; killed when dropped.
     pub run: WeirRun,
+    /// The extra `weir serve` arguments it was started with.
+    extra: Vec<String>,
 }
 
 impl Weir {
@@ -120,7 +122,26 @@ impl Weir {
             dir,
             config_path,
             run,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         })
+    }
+
+    /// Stops the process with `signal` (`KILL` is an OOM kill), waits for it, and starts
+    /// `weir serve` again on the same directory, config and arguments (new ports).
+    pub fn restart(mut self, signal: &str) -> Weir {
+        self.signal(signal);
+        assert!(
+            self.wait_exit(Duration::from_secs(20)).is_some() || signal == "KILL",
+            "weir serve did not exit on SIG{signal}"
+        );
+        let Weir {
+            dir,
+            config_path,
+            extra,
+            ..
+        } = self;
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        Weir::spawn(dir, config_path, &extra).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Everything the process wrote on stderr so far.

@@ -103,6 +103,7 @@ mod reload;
 mod server;
 mod sidecar;
 mod start;
+pub mod state;
 mod telemetry;
 
 pub use feed::{ConfigFeed, FeedError, FileFeed};

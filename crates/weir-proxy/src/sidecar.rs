@@ -15,6 +15,7 @@ use weir_router::{Findings, LiveTable};
 use crate::feed::FeedError;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
+use crate::state::StateStatus;
 
 /// What a sidecar needs to start.
 #[derive(Clone, Debug)]
@@ -36,6 +37,9 @@ pub struct SidecarOptions {
     pub reload_poll: Option<Duration>,
     /// Proxy worker threads (see [`ProxyOptions::workers`](crate::ProxyOptions::workers)); 0 serves on the caller's runtime.
     pub workers: usize,
+    /// The state file keeping admin writes across restarts (see [`crate::state`]);
+    /// [`start`](crate::start) defaults it to `<first config>.weir-state.json`.
+    pub state: Option<PathBuf>,
 }
 
 impl Default for SidecarOptions {
@@ -49,6 +53,7 @@ impl Default for SidecarOptions {
             drain_timeout: Duration::from_secs(30),
             reload_poll: Some(Duration::from_secs(1)),
             workers: 0,
+            state: None,
         }
     }
 }
@@ -136,6 +141,10 @@ pub struct Sidecar {
     pub reloader: Arc<Reloader>,
     /// The admin API's bearer token, if one is required.
     pub admin_token: Option<String>,
+    /// The state file and its problems.
+    pub state: Arc<StateStatus>,
+    /// Changes on every start: a client that sees another boot id knows the sidecar restarted.
+    pub boot_id: String,
     draining: AtomicBool,
 }
 
@@ -145,12 +154,15 @@ impl Sidecar {
         metrics: Arc<Metrics>,
         reloader: Arc<Reloader>,
         admin_token: Option<String>,
+        state: Arc<StateStatus>,
     ) -> Self {
         Sidecar {
             live,
             metrics,
             reloader,
             admin_token,
+            state,
+            boot_id: format!("{:016x}", rand::random::<u64>()),
             draining: AtomicBool::new(false),
         }
     }

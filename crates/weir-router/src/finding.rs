@@ -61,6 +61,9 @@ pub enum Code {
     RollbackLatched,
     /// A canary spec (`kind: Canary`) is malformed or describes an impossible plan.
     InvalidCanarySpec,
+    /// The admin state (weights, latches and promotions kept across reloads and restarts)
+    /// could not be read, saved or applied as written.
+    AdminState,
 }
 
 impl Code {
@@ -86,6 +89,7 @@ impl Code {
             Code::NoVirtualService => "WEIR013",
             Code::RollbackLatched => "WEIR014",
             Code::InvalidCanarySpec => "WEIR015",
+            Code::AdminState => "WEIR016",
         }
     }
 
@@ -111,6 +115,7 @@ impl Code {
             Code::NoVirtualService => "no VirtualService",
             Code::RollbackLatched => "rollback latched",
             Code::InvalidCanarySpec => "invalid canary spec",
+            Code::AdminState => "admin state",
         }
     }
 }

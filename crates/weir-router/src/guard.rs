@@ -31,6 +31,18 @@ pub fn validate(
     against: Option<&RouteTable>,
     options: GuardOptions,
 ) -> Compiled {
+    validate_adjusted(sources, against, options, |_| {})
+}
+
+/// [`validate`], with `adjust` run on the compiled table once its stable subsets are decided
+/// and before the weight guards: what it changes (the admin state re-applied) is guarded like
+/// the file.
+pub(crate) fn validate_adjusted(
+    sources: &[ConfigSource],
+    against: Option<&RouteTable>,
+    options: GuardOptions,
+    adjust: impl FnOnce(&mut RouteTable),
+) -> Compiled {
     let mut compiled = compile_with(sources, options.hosts);
     if let Some(table) = &mut compiled.table {
         let mut extra = Vec::new();
@@ -53,6 +65,7 @@ pub fn validate(
                 ));
             }
         }
+        adjust(table);
         let guard = check_weights(against, table, options);
         compiled.findings.0.extend(extra);
         compiled.findings.0.extend(guard.0);

@@ -105,6 +105,7 @@ mod matcher;
 mod raw;
 mod request;
 mod source;
+pub mod state;
 mod table;
 pub mod telemetry;
 pub mod yaml;

@@ -46,6 +46,11 @@ pub struct ServeArgs {
     /// POST /reload still reload).
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = weir_router::parse_duration)]
     reload_poll: Duration,
+    /// Where admin writes (weights, rollback latches, promotions) are saved before they are
+    /// acknowledged, and re-applied from on start and every reload. Default:
+    /// `<first --config>.weir-state.json`. In Kubernetes, an `emptyDir` volume.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
     /// Run this canary (a Flagger-shaped `Canary` document) inside the sidecar: gates read
     /// from its own metrics, weights set on its own route table. It keeps serving after.
     #[arg(long, value_name = "SPEC")]
@@ -92,6 +97,7 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         drain_timeout: args.drain_timeout,
         reload_poll: (!args.reload_poll.is_zero()).then_some(args.reload_poll),
         workers: args.workers.unwrap_or_else(default_workers).max(1),
+        state: args.state,
     })
 }
 
