@@ -177,8 +177,8 @@ impl Bed {
         }
     }
 
-    /// Starts checkout pod `i`: its ConfigMap volume with `config`, the init container
-    /// (`weir init`, root), then the sidecar as uid 1337 with `extra` arguments.
+    /// Starts checkout pod `i`: its ConfigMap volume with `config`, its state emptyDir, the init
+    /// container (`weir init`, root), then the sidecar as uid 1337 with `extra` arguments.
     pub fn checkout(&mut self, i: usize, config: &str, extra: &[&str]) {
         let role = format!("checkout-{i}");
         let volume = self.dir.path().join(format!("volume-{role}"));
@@ -189,6 +189,12 @@ impl Bed {
         let said = self.exec(&role, &[self.weir(), "init", "--inbound-ports", ""]);
         assert!(said.contains("rules installed"), "{said}");
         let config_path = volume.join("payment-svc.yaml");
+        // The admin state on an emptyDir the sidecar's uid owns (the ConfigMap volume is
+        // read-only to it).
+        let state_dir = self.dir.path().join(format!("state-{role}"));
+        std::fs::create_dir(&state_dir).unwrap();
+        std::os::unix::fs::chown(&state_dir, Some(PROXY_UID), Some(PROXY_UID)).unwrap();
+        let state = state_dir.join("state.json");
         let mut argv = vec![
             self.weir(),
             "serve",
@@ -204,6 +210,8 @@ impl Bed {
             "checkout",
             "--reload-poll",
             "100ms",
+            "--state",
+            state.to_str().unwrap(),
         ];
         argv.extend(extra);
         let mut cmd = self.command(&role, Some(PROXY_UID), &argv);
