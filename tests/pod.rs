@@ -247,7 +247,28 @@ fn sigterm_drains_the_requests_in_flight_refuses_new_ones_and_exits_0() {
     let Some(mut bed) = Bed::up() else { return };
     bed.payment("v1", &["--latency-ms", "1500"]);
     bed.payment("v2", &["--latency-ms", "1500"]);
-    bed.checkout(0, &configmap(90, 10), &["--drain-timeout", "10s"]);
+    bed.checkout(
+        0,
+        &configmap(90, 10),
+        &["--drain-timeout", "10s", "--health", "0.0.0.0:15021"],
+    );
+    // The kubelet's readiness probe, from the node.
+    let probe = |bed: &Bed| {
+        let argv = [
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://198.51.100.10:15021/healthz/ready",
+        ];
+        let out = bed.command("node", None, &argv).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(probe(&bed), "200");
     // Five slow requests in flight from the app.
     let script = "for i in 1 2 3 4 5; do curl -s -m 20 -o /dev/null -w '%{http_code}\\n' http://payment-svc/pay & done; wait";
     let inflight =
@@ -256,6 +277,10 @@ fn sigterm_drains_the_requests_in_flight_refuses_new_ones_and_exits_0() {
         bed.served("v1").0 + bed.served("v2").0 == 5
     });
     bed.checkouts[0].run.signal("TERM");
+    // Not ready while draining: the kubelet takes the pod out of its Services' endpoints.
+    bed.eventually("the readiness probe fails while draining", || {
+        probe(&bed) == "503"
+    });
     // New connections are refused at once (the app's capture leads to a closed port).
     bed.eventually("new connections refused", || {
         let out = bed

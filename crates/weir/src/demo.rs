@@ -175,6 +175,7 @@ async fn demo(args: &DemoArgs) -> Result<bool> {
         // The proxy as `weir serve` runs it: its own worker thread.
         workers: 1,
         state: None,
+        health: None,
     })
     .await?;
     let sidecar = Arc::clone(running.sidecar());
