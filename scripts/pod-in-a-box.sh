@@ -8,8 +8,10 @@
 #
 # Namespaces (PREFIX + role), addresses from the documentation range 198.51.100.0/24:
 #   node          198.51.100.1 on every pod link; routes a /32 per pod; kube-proxy's DNAT
-#   checkout-0    198.51.100.10   checkout-1  198.51.100.11
+#   checkout-0    198.51.100.10   checkout-1  198.51.100.11   checkout-2  198.51.100.12
 #   payment-v1    198.51.100.20   payment-v2  198.51.100.21
+# checkout-2 is a replica the Deployment may scale up to: not in the headless Service's
+# hosts lines until a test adds it.
 # Pods are routed through the node (a /32 each, no bridge), so that the node's conntrack sees
 # both directions of every pod-to-pod connection, as on a real node with a routed CNI.
 # ClusterIPs are on no interface, DNATed in the node's PREROUTING as kube-proxy does:
@@ -22,10 +24,10 @@ set -euo pipefail
 
 cmd=${1:?usage: pod-in-a-box.sh up|down|list PREFIX}
 prefix=${2:?usage: pod-in-a-box.sh up|down|list PREFIX}
-pods=(checkout-0 checkout-1 payment-v1 payment-v2)
-declare -A addr=([checkout-0]=198.51.100.10 [checkout-1]=198.51.100.11
+pods=(checkout-0 checkout-1 checkout-2 payment-v1 payment-v2)
+declare -A addr=([checkout-0]=198.51.100.10 [checkout-1]=198.51.100.11 [checkout-2]=198.51.100.12
                  [payment-v1]=198.51.100.20 [payment-v2]=198.51.100.21)
-declare -A link=([checkout-0]=ck0 [checkout-1]=ck1 [payment-v1]=pv1 [payment-v2]=pv2)
+declare -A link=([checkout-0]=ck0 [checkout-1]=ck1 [checkout-2]=ck2 [payment-v1]=pv1 [payment-v2]=pv2)
 node="${prefix}node"
 suffix=production.svc.cluster.local
 

@@ -243,6 +243,57 @@ fn weir_canary_with_admin_dns_rolls_a_failing_v2_back_on_both_replicas() {
 }
 
 #[test]
+fn admin_dns_follows_replicas_that_come_and_go_during_a_canary() {
+    let Some((mut bed, _traffic)) = canary_bed(&[]) else {
+        return;
+    };
+    let spec = bed.dir.path().join("canary.yaml");
+    std::fs::write(
+        &spec,
+        read(canary_spec(&bed)).replace("stepWeights: [20, 50]", "stepWeights: [20, 40, 60, 80]"),
+    )
+    .unwrap();
+    // Without --prometheus: the sidecars' own /metrics, scraped and summed, of whichever
+    // replicas the headless Service has now.
+    let mut run = bed.canary(&spec, &[]);
+    bed.eventually("the first step in force", || bed.weight(0, "v2") == 20.0);
+
+    // The Deployment scales up: a third pod starts with the ConfigMap's 100/0 and joins the
+    // headless Service. It must get the current step's weights before it counts.
+    bed.checkout(2, &configmap(100, 0), &[]);
+    assert_eq!(bed.weight(2, "v2"), 0.0);
+    bed.headless(&[0, 1, 2]);
+    bed.eventually("the new replica in step", || {
+        let w = bed.weight(2, "v2");
+        w > 0.0 && w == bed.weight(1, "v2")
+    });
+    // A pod goes away: out of the endpoints first, then stopped.
+    bed.headless(&[1, 2]);
+    bed.eventually("the old replica dropped", || {
+        run.stdout()
+            .contains("replica http://198.51.100.10:15000 is gone from DNS: dropped")
+    });
+    bed.checkouts[0].run.signal("KILL");
+
+    let code = run.wait_exit(std::time::Duration::from_secs(120));
+    let out = format!("stdout:\n{}\nstderr:\n{}", run.stdout(), run.stderr());
+    assert_eq!(code, Some(0), "{out}");
+    let joined = out
+        .lines()
+        .find(|l| l.contains("replica http://198.51.100.12:15000 joined (weights "))
+        .unwrap_or_else(|| panic!("no join reported:\n{out}"));
+    eprintln!("scale-up during the canary: {}", joined.trim());
+    // Promoted on every replica the Service has at the end, the newcomer included.
+    for i in [1, 2] {
+        assert_eq!(
+            (bed.weight(i, "v1"), bed.weight(i, "v2")),
+            (0.0, 100.0),
+            "replica {i}"
+        );
+    }
+}
+
+#[test]
 fn sigterm_drains_the_requests_in_flight_refuses_new_ones_and_exits_0() {
     let Some(mut bed) = Bed::up() else { return };
     bed.payment("v1", &["--latency-ms", "1500"]);

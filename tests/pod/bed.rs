@@ -218,7 +218,7 @@ impl Bed {
         cmd.env("RUST_LOG", "info");
         let run = WeirRun::spawn_command(cmd);
         wait_for(&run, "weir: ready ");
-        let addr = ["198.51.100.10", "198.51.100.11"][i];
+        let addr = checkout_addr(i);
         self.checkouts.push(Sidecar {
             run,
             admin: format!("http://{addr}:15000"),
@@ -258,6 +258,21 @@ impl Bed {
         }
         let out = self.curl(i, &args);
         out.lines().map(str::to_string).collect()
+    }
+
+    /// What the headless `checkout-weir` Service resolves to in the node: these checkout
+    /// pods' addresses (the endpoints controller's view). The hosts file is rewritten in place:
+    /// `ip netns exec` bind-mounted that very file on /etc/hosts.
+    pub fn headless(&self, replicas: &[usize]) {
+        let path = PathBuf::from(format!("/etc/netns/{}/hosts", self.ns("node")));
+        let mut text = String::from("127.0.0.1 localhost\n");
+        for i in replicas {
+            text.push_str(&format!(
+                "{} checkout-weir.production.svc.cluster.local\n",
+                checkout_addr(*i)
+            ));
+        }
+        std::fs::write(path, text).unwrap();
     }
 
     /// A GET from the node (where `weir canary` and Prometheus run) with the admin token.
@@ -393,6 +408,11 @@ impl Drop for Bed {
             .args(["down", &self.prefix])
             .status();
     }
+}
+
+/// Checkout pod `i`'s address.
+pub fn checkout_addr(i: usize) -> &'static str {
+    ["198.51.100.10", "198.51.100.11", "198.51.100.12"][i]
 }
 
 /// Waits for a process's line starting with `prefix`.
