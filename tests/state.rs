@@ -147,6 +147,108 @@ async fn a_promotion_survives_a_reload_and_a_restart_and_routes_says_which_wins(
         || async { routes(&weir).await["virtual_services"][0]["admin_state"].is_null() },
     )
     .await;
+    // The reload's warning is logged right after the swap.
+    eventually(
+        Duration::from_secs(20),
+        "the reload says the config wins",
+        || async { weir.stderr().contains("the config wins") },
+    )
+    .await;
+    let (to_v1, to_v2) = send(&weir, &v1, &v2, 200, false).await;
+        assert_eq!(
+            (to_v1, to_v2),
+            (200, 0),
+            "restart {restart}: v2 got requests"
+        );
+        let (_, dark) = send(&weir, &v1, &v2, 20, true).await;
+        assert_eq!(dark, 0, "restart {restart}: the dark launch reached v2");
+        let r = routes(&weir).await;
+        let vs = &r["virtual_services"][0];
+        assert_eq!(vs["latched"], true, "{r}");
+        assert_eq!(vs["admin_state"]["wins"], "rollback latch", "{r}");
+        assert_eq!(
+            r["state"]["path"].as_str().unwrap(),
+            state_file.display().to_string()
+        );
+        assert!(r["state"]["problem"].is_null(), "{r}");
+    }
+}
+
+#[tokio::test]
+async fn a_promotion_survives_a_reload_and_a_restart_and_routes_says_which_wins() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("config.yaml");
+    std::fs::write(&config_path, lesson_config(&v1, &v2, 90, 10)).unwrap();
+    let state_path = dir.path().join("payment.json");
+    let state_arg = state_path.display().to_string();
+    let weir = Weir::spawn(dir, config_path, &["--state", &state_arg]).unwrap();
+
+    call(
+        &weir,
+        "POST",
+        "/promote",
+        json!({"virtual_service": "payment-svc", "subset": "v2"}),
+    )
+    .await;
+    assert!(state_path.exists());
+    let generation = routes(&weir).await["generation"].as_u64().unwrap();
+    call(&weir, "POST", "/reload", Value::Null).await;
+    let r = routes(&weir).await;
+    assert!(r["generation"].as_u64().unwrap() > generation);
+    assert_eq!(send(&weir, &v1, &v2, 100, false).await, (0, 100));
+    let vs = &r["virtual_services"][0];
+    assert_eq!(vs["stable_subset"], "v2");
+    let view = &vs["admin_state"];
+    assert_eq!(view["wins"], "admin state", "{r}");
+    assert!(
+        view["file"].as_str().unwrap().contains("v1=90 v2=10"),
+        "{view}"
+    );
+    assert!(view["admin"].as_str().unwrap().contains("v2=100"), "{view}");
+
+    // GET /config: what is served, apart from the file as read.
+    let (status, config) = weir.admin_json("GET", "/config", Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    let served = &config["in_force"];
+    assert_eq!(served["differs_from_file"], true, "{config}");
+    let vs = &served["virtual_services"][0];
+    assert_eq!(vs["source"], "admin state", "{config}");
+    assert_eq!(vs["rules"][1]["destinations"][0]["subset"], "v2");
+    assert_eq!(vs["rules"][1]["destinations"][0]["weight"], 100);
+    assert_eq!(vs["file_rules"][1]["destinations"][0]["weight"], 90);
+    assert!(
+        config["file"]["sources"][0]["yaml"]
+            .as_str()
+            .unwrap()
+            .contains("weight: 90"),
+        "the file as read"
+    );
+    let (_, _, yaml) = weir.admin_raw("GET", "/config?format=yaml", &[], "").await;
+    let yaml = String::from_utf8(yaml.to_vec()).unwrap();
+    assert!(
+        yaml.contains(
+            "# NOT AS WRITTEN BELOW: production/payment-svc is served from the admin state: "
+        ),
+        "{yaml}"
+    );
+
+    let boot = r["boot_id"].clone();
+    let weir = weir.restart("KILL");
+    let r = routes(&weir).await;
+    assert_ne!(r["boot_id"], boot, "a restart has a new boot id");
+    assert_eq!(r["api_version"], "weir.dev/v1");
+    assert_eq!(send(&weir, &v1, &v2, 100, false).await, (0, 100));
+
+    // An edit of the VirtualService in the file is newer intent: the file wins.
+    weir.write_config(&lesson_config(&v1, &v2, 80, 20));
+    eventually(
+        Duration::from_secs(20),
+        "the edited file in force",
+        || async { routes(&weir).await["virtual_services"][0]["admin_state"].is_null() },
+    )
+    .await;
     assert!(
         weir.stderr().contains("the config wins"),
         "{}",
