@@ -68,7 +68,25 @@ impl Weir {
         config_path: PathBuf,
         extra: &[&str],
     ) -> Result<Weir, String> {
-        let mut cmd = weir_command();
+        Weir::spawn_under(&[], dir, config_path, extra)
+    }
+
+    /// [`Weir::spawn`] run by a wrapper command (`["prlimit", "--nofile=1024:1024"]`), which
+    /// must exec the `weir` binary it is given.
+    pub fn spawn_under(
+        wrapper: &[&str],
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        extra: &[&str],
+    ) -> Result<Weir, String> {
+        let mut cmd = match wrapper.split_first() {
+            None => weir_command(),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(weir_bin()).stdin(Stdio::null());
+                cmd
+            }
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)

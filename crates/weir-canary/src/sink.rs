@@ -11,8 +11,9 @@
 use std::fmt;
 use std::time::Duration;
 
+use weir_proxy::admin::client::AdminClientError;
+
 use crate::spec::Target;
-use crate::transport::TransportError;
 
 mod admin;
 mod dns;
@@ -115,7 +116,7 @@ pub enum SinkError {
         by: String,
         /// What went wrong, with the client's error as its source.
         #[source]
-        source: TransportError,
+        source: AdminClientError,
     },
     /// The change could not be made: an unexpected status, an unreadable file.
     #[error("{by}: {reason}")]

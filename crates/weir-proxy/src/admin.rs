@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 pub mod api;
 mod auth;
+pub mod client;
 mod reply;
 mod routes;
 mod writes;

@@ -112,6 +112,8 @@ pub async fn start_with_feed(
         ProxyOptions {
             workload: options.workload.clone(),
             workers: options.workers,
+            limits: options.limits,
+            path_normalization: options.path_normalization,
             ..ProxyOptions::default()
         },
     );

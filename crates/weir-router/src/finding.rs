@@ -64,6 +64,9 @@ pub enum Code {
     /// The admin state (weights, latches and promotions kept across reloads and restarts)
     /// could not be read, saved or applied as written.
     AdminState,
+    /// A config text is over a parsing limit (size, nesting, alias expansion, documents,
+    /// rules, hosts).
+    ConfigTooLarge,
 }
 
 impl Code {
@@ -90,6 +93,7 @@ impl Code {
             Code::RollbackLatched => "WEIR014",
             Code::InvalidCanarySpec => "WEIR015",
             Code::AdminState => "WEIR016",
+            Code::ConfigTooLarge => "WEIR017",
         }
     }
 
@@ -116,6 +120,7 @@ impl Code {
             Code::RollbackLatched => "rollback latched",
             Code::InvalidCanarySpec => "invalid canary spec",
             Code::AdminState => "admin state",
+            Code::ConfigTooLarge => "config over a parsing limit",
         }
     }
 }

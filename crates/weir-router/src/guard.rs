@@ -43,7 +43,23 @@ pub(crate) fn validate_adjusted(
     options: GuardOptions,
     adjust: impl FnOnce(&mut RouteTable),
 ) -> Compiled {
-    let mut compiled = compile_with(sources, options.hosts);
+    guard_compiled(
+        compile_with(sources, options.hosts),
+        against,
+        options,
+        adjust,
+    )
+}
+
+/// The checks of [`validate_adjusted`] on a config already compiled: the writer of a live
+/// table compiles (the expensive part) before it takes its lock, and checks against the table
+/// in force under the lock.
+pub(crate) fn guard_compiled(
+    mut compiled: Compiled,
+    against: Option<&RouteTable>,
+    options: GuardOptions,
+    adjust: impl FnOnce(&mut RouteTable),
+) -> Compiled {
     if let Some(table) = &mut compiled.table {
         let mut extra = Vec::new();
         for vs in &mut table.virtual_services {

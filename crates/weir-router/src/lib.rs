@@ -101,6 +101,7 @@ mod guard;
 pub mod hash;
 mod live;
 mod matcher;
+pub mod path;
 #[allow(missing_docs)]
 mod raw;
 mod request;

@@ -32,8 +32,9 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
 
+use crate::compile::{Compiled, compile_with};
 use crate::finding::{Code, Finding, Findings, Location};
-use crate::guard::{GuardOptions, check_weights, validate, validate_adjusted};
+use crate::guard::{GuardOptions, check_weights, guard_compiled, validate, validate_adjusted};
 use crate::source::ConfigSource;
 use crate::state::{self, AdminState};
 use crate::table::{RouteTable, Rule, VirtualService, find_cluster};
@@ -380,22 +381,26 @@ impl LiveTable {
         sources: &[ConfigSource],
         options: GuardOptions,
     ) -> Result<Applied, Refused> {
+        // Parsing and compiling (bounded, but the bulk of the work) happen before the writer
+        // lock: a rollback or a weight change never waits behind a config parse.
+        let compiled = compile_with(sources, options.hosts);
         let mut w = self.lock();
         let state = w.state.clone();
-        self.replace_with(&mut w, sources, options, state)
+        self.replace_with(&mut w, compiled, options, state)
     }
 
-    /// [`replace`](LiveTable::replace) with `state` as the admin state to re-apply.
+    /// [`replace`](LiveTable::replace) of a config already compiled, with `state` as the
+    /// admin state to re-apply.
     fn replace_with(
         &self,
         w: &mut Writer,
-        sources: &[ConfigSource],
+        compiled: Compiled,
         options: GuardOptions,
         mut state: AdminState,
     ) -> Result<Applied, Refused> {
         let current = self.current.load_full();
         let mut notes = Vec::new();
-        let compiled = validate_adjusted(sources, Some(&current.table), options, |table| {
+        let compiled = guard_compiled(compiled, Some(&current.table), options, |table| {
             state.apply(table, &mut notes)
         });
         let table = match compiled.table {
@@ -457,7 +462,8 @@ impl LiveTable {
             force: true,
             ..GuardOptions::default()
         };
-        self.replace_with(&mut w, &sources, options, state)
+        let compiled = compile_with(&sources, options.hosts);
+        self.replace_with(&mut w, compiled, options, state)
     }
 
     /// Changes one rule's weights through the same guards as a file.

@@ -31,9 +31,8 @@ use weir_canary::{
     Trigger, WeightSink,
 };
 
+use weir_proxy::admin::client::base_url;
 use weir_router::telemetry::label;
-
-use super::admin_client::base_url;
 
 #[derive(clap::Args, Debug)]
 pub struct CanaryArgs {
