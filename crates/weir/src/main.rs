@@ -9,6 +9,12 @@ mod cli;
 mod demo;
 
 use cli::{admin_client, canary, explain, init, serve, validate};
+
+/// jemalloc returns freed memory to the system on a timer (its decay); glibc's malloc keeps
+/// what a burst of connections allocated across its per-thread arenas.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use demo::upstream;
 
 /// weir: safe progressive delivery on the L7 data plane.
