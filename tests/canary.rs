@@ -575,3 +575,80 @@ async fn usage_errors_exit_2() {
     );
     assert!(run.stdout().is_empty(), "nothing ran: {}", run.stdout());
 }
+
+/// A free port on loopback (bound, then released for the sidecar to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_restarted_mid_step_without_its_state_is_put_back_and_its_window_not_counted() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    // Fixed ports, so that the restarted sidecar is the same --admin for the canary.
+    let (admin_port, proxy_port) = (free_port(), free_port());
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let proxy_addr = format!("127.0.0.1:{proxy_port}");
+    let fixed = ["--admin", &admin_addr, "--listen", &proxy_addr];
+    let weir = Weir::start_with_args(&lesson_config(&v1, &v2, 100, 0), &fixed);
+    let work = tempfile::tempdir().unwrap();
+    let spec = write_spec(work.path(), false);
+    let report_dir = work.path().join("report");
+    let traffic = SteadyTraffic::start(&[weir.proxy_url()], 3, 0, Duration::from_millis(10));
+    let mut run = WeirRun::spawn(&[
+        "canary",
+        "--spec",
+        &spec,
+        "--admin",
+        &weir.admin_url(),
+        "--report",
+        report_dir.to_str().unwrap(),
+    ]);
+    eventually(WAIT, "the canary at 20%", || async {
+        routes(&weir.admin_url(), None).await.0 == [("v1".to_string(), 80), ("v2".to_string(), 20)]
+    })
+    .await;
+
+    // SIGKILL, and back without its state file (a lost volume): it serves the file's 100/0.
+    let Weir {
+        dir,
+        config_path,
+        run: mut sidecar,
+        ..
+    } = weir;
+    sidecar.signal("KILL");
+    sidecar.wait_exit(Duration::from_secs(10));
+    let fresh = dir.path().join("fresh-state.json").display().to_string();
+    let mut args = fixed.to_vec();
+    args.extend(["--state", &fresh]);
+    let weir = Weir::spawn(dir, config_path, &args).unwrap();
+    let back = Instant::now();
+
+    run.assert_exit(0, RUN_TIMEOUT).await;
+    let out = run.stdout();
+    let put_back = run
+        .line_seen_at("put back on every replica")
+        .unwrap_or_else(|| panic!("the drift was not put back:\n{out}"));
+    // The fast guard ticks every second: the drift is seen on the first tick after the
+    // restart (the bound leaves room for a loaded machine, not for a second tick's worth).
+    let after = put_back.saturating_duration_since(back);
+    assert!(after < Duration::from_millis(1900), "{after:?}\n{out}");
+    assert!(out.contains("serves 100/0, not the step's 80/20"), "{out}");
+    assert!(out.contains("restarted (new boot id)"), "{out}");
+    assert!(out.contains("check not counted"), "{out}");
+
+    let r = report(&report_dir);
+    assert_eq!(r["decision"], "promoted", "{}", r["reason"]);
+    assert!(r["uncounted_checks"].as_u64().unwrap() >= 1, "{r}");
+    // No check passed on the restarted sidecar's 100/0: every passing check at 20% came from
+    // a window in which 80/20 was in force.
+    assert_eq!(
+        routes(&weir.admin_url(), None).await,
+        (promoted(), "v2".into())
+    );
+    drop(traffic);
+}

@@ -5,10 +5,14 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use serde_json::Value;
-use weir_proxy::admin::api::{ErrorResponse, PromoteRequest, RollbackRequest, WeightChange};
-use weir_proxy::admin::client::{AdminClient, Reply, base_url};
+use std::collections::BTreeMap;
 
-use super::{Confirmation, SinkError, Split, WeightSink};
+use weir_proxy::admin::api::{
+    ErrorResponse, PromoteRequest, RollbackRequest, RoutesResponse, WeightChange,
+};
+use weir_proxy::admin::client::{AdminClient, Reply, base_url, check_routes};
+
+use super::{Confirmation, Drift, SinkError, Split, WeightSink};
 use crate::spec::Target;
 
 /// A [`WeightSink`] over the admin APIs of one or many sidecars, e.g.
@@ -24,6 +28,8 @@ pub struct AdminSink {
     replicas: Vec<String>,
     token: Option<String>,
     timeout: Duration,
+    /// Each replica's boot id at the last look, to see restarts.
+    boot_ids: BTreeMap<String, String>,
 }
 
 impl AdminSink {
@@ -37,6 +43,7 @@ impl AdminSink {
             replicas: replicas.into_iter().map(|r| base_url(&r.into())).collect(),
             token: None,
             timeout: Duration::from_secs(2),
+            boot_ids: BTreeMap::new(),
         }
     }
 
@@ -194,6 +201,48 @@ impl AdminSink {
     }
 }
 
+/// What one replica serves on `target`'s rule: its split and whether a latch holds it.
+fn in_force(routes: &RoutesResponse, target: &Target) -> Result<(Split, bool), String> {
+    let vs = routes
+        .virtual_services
+        .iter()
+        .find(|v| {
+            v.name == target.virtual_service
+                || format!("{}/{}", v.namespace, v.name) == target.virtual_service
+                || v.hosts.contains(&target.virtual_service)
+        })
+        .ok_or_else(|| format!("no VirtualService {}", target.virtual_service))?;
+    let rule = match &target.rule {
+        Some(name) => vs.rules.iter().find(|r| r.name.as_ref() == Some(name)),
+        None => vs
+            .rules
+            .iter()
+            .find(|r| r.destinations.len() > 1)
+            .or(vs.rules.last()),
+    }
+    .ok_or_else(|| {
+        format!(
+            "VirtualService {} has no rule {}",
+            vs.name,
+            target.rule.as_deref().unwrap_or("(split)")
+        )
+    })?;
+    let weight = |subset: &str| -> u32 {
+        rule.destinations
+            .iter()
+            .filter(|d| d.subset.as_deref() == Some(subset))
+            .map(|d| d.weight)
+            .sum()
+    };
+    Ok((
+        Split {
+            stable: weight(&target.stable_subset),
+            canary: weight(&target.canary_subset),
+        },
+        vs.latched,
+    ))
+}
+
 /// The generation every successful write answers with.
 #[derive(serde::Deserialize)]
 struct Generation {
@@ -276,6 +325,61 @@ impl WeightSink for AdminSink {
 
     fn release(&mut self, target: &Target) -> Result<Confirmation, SinkError> {
         self.everywhere(Method::DELETE, "/rollback", naming(target), None)
+    }
+
+    fn verify(&mut self, target: &Target, expected: Split) -> Vec<Drift> {
+        let this: &AdminSink = self;
+        let looks: Vec<(String, Result<RoutesResponse, String>)> = std::thread::scope(|s| {
+            let calls: Vec<_> = this
+                .replicas
+                .iter()
+                .map(|base| {
+                    s.spawn(move || {
+                        this.exchange(base, Method::GET, "/routes", None)
+                            .map_err(|e| e.to_string())
+                            .and_then(|reply| check_routes(&reply))
+                    })
+                })
+                .collect();
+            this.replicas
+                .iter()
+                .cloned()
+                .zip(calls.into_iter().map(|c| {
+                    c.join()
+                        .unwrap_or_else(|_| Err("the request thread panicked".into()))
+                }))
+                .collect()
+        });
+        let mut drifts = Vec::new();
+        for (replica, look) in looks {
+            let routes = match look {
+                Ok(r) => r,
+                Err(why) => {
+                    drifts.push(Drift::Unreadable { replica, why });
+                    continue;
+                }
+            };
+            if let Some(before) = self
+                .boot_ids
+                .insert(replica.clone(), routes.boot_id.clone())
+                && before != routes.boot_id
+            {
+                drifts.push(Drift::Restarted {
+                    replica: replica.clone(),
+                });
+            }
+            match in_force(&routes, target) {
+                Err(why) => drifts.push(Drift::Unreadable { replica, why }),
+                Ok((_, true)) if expected.canary > 0 => drifts.push(Drift::Latched { replica }),
+                Ok((split, _)) if split != expected => drifts.push(Drift::Weights {
+                    replica,
+                    in_force: split,
+                    expected,
+                }),
+                Ok(_) => {}
+            }
+        }
+        drifts
     }
 
     fn describe(&self) -> String {

@@ -476,6 +476,8 @@ pub fn trigger_name(trigger: Trigger) -> &'static str {
         Trigger::Aborted => "an abort",
         Trigger::SinkError => "a weight sink error",
         Trigger::Refused => "a refusal",
+        Trigger::ManualRollback => "a manual rollback (weir rollback)",
+        Trigger::Drift => "weights in force that drifted and could not be put back",
     }
 }
 
