@@ -21,6 +21,8 @@ const STABLE_PROBE_STEP: Duration = Duration::from_millis(10);
 const STABLE_PROBE_LIMIT: Duration = Duration::from_secs(2);
 /// A rollback is retried this many times before the run gives up and reports it failed.
 const ROLLBACK_ATTEMPTS: u32 = 3;
+/// The pause before the second rollback attempt (doubled before the third).
+const ROLLBACK_BACKOFF: Duration = Duration::from_millis(100);
 /// Without a fast guard, the wait between checks still wakes this often to see an abort or a
 /// rollback hook.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -245,6 +247,24 @@ impl Machine<'_> {
             };
         }
         self.refresh_replicas();
+        // Nothing is changed until every replica answers as weir and serves the target.
+        if let Err(e) = self.sink.preflight(&spec.target) {
+            let stop = self.stop(
+                Trigger::Refused,
+                format!("could not start: nothing was changed: {e}"),
+            );
+            return End::Stopped {
+                stop,
+                touched: false,
+            };
+        }
+        self.emit(
+            EventKind::Phase,
+            format!(
+                "preflight passed: moving the live split of {} to {}=100 {}=0 to start",
+                spec.target.virtual_service, spec.target.stable_subset, spec.target.canary_subset
+            ),
+        );
         // Start from a known 0%, whatever the route said before.
         if let Err(stop) = self.apply(0) {
             return End::Stopped {
@@ -595,6 +615,10 @@ impl Machine<'_> {
         let mut attempts = 0;
         let mut result = Err(String::new());
         while attempts < ROLLBACK_ATTEMPTS && result.is_err() {
+            if attempts > 0 {
+                // A short doubling pause: a replica restarting comes back within it.
+                self.clock.sleep(ROLLBACK_BACKOFF * 2u32.pow(attempts - 1));
+            }
             attempts += 1;
             result = self.sink.rollback(target).map_err(|e| e.to_string());
         }

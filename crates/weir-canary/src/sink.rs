@@ -93,6 +93,14 @@ pub trait WeightSink {
         Vec::new()
     }
 
+    /// Checks, before anything is changed, that every replica answers and serves `target`
+    /// (its VirtualService, rule, stable and canary subsets) and that they agree on the
+    /// split in force. A sink that cannot tell answers `Ok`.
+    fn preflight(&mut self, target: &Target) -> Result<(), SinkError> {
+        let _ = target;
+        Ok(())
+    }
+
     /// Reads what is in force and compares it with `expected`, the split the run set last;
     /// the controller calls it on every tick. A sink that cannot read what is in force
     /// answers no drift.
@@ -187,6 +195,12 @@ pub enum SinkError {
         /// What went wrong.
         reason: String,
     },
+    /// The checks before the run found problems; nothing was changed.
+    #[error("{}", preflight(.problems))]
+    Preflight {
+        /// One line per problem, naming the replica.
+        problems: Vec<String>,
+    },
     /// Some replicas failed; the ones that confirmed were put back.
     #[error("{} of {replicas} sidecars failed: {}; {}", .failures.len(), join(.failures), undo(.undo_error))]
     Partial {
@@ -205,9 +219,15 @@ impl SinkError {
         match self {
             SinkError::Refused { .. } => true,
             SinkError::Partial { failures, .. } => failures.iter().all(SinkError::is_refused),
-            SinkError::Unreachable { .. } | SinkError::Failed { .. } => false,
+            SinkError::Unreachable { .. }
+            | SinkError::Failed { .. }
+            | SinkError::Preflight { .. } => false,
         }
     }
+}
+
+fn preflight(problems: &[String]) -> String {
+    format!("preflight failed:{}", list(problems))
 }
 
 fn list(findings: &[String]) -> String {
