@@ -85,6 +85,15 @@ pub async fn start_with_feed(
                 what: "--admin",
                 source,
             })?;
+    let health_listener = match options.health {
+        None => None,
+        Some(addr) => Some(bind(addr).await.map_err(|source| StartError::Bind {
+            addr,
+            what: "--health",
+            source,
+        })?),
+    };
+    let health_addr = health_listener.as_ref().map(|(_, a)| *a);
 
     let sidecar = Arc::new(Sidecar::new(
         Arc::clone(&live),
@@ -113,6 +122,13 @@ pub async fn start_with_feed(
         Arc::clone(&sidecar),
         admin_stop.signalled(),
     ));
+    let health = health_listener.map(|(listener, _)| {
+        tokio::spawn(crate::admin::serve_health(
+            listener,
+            Arc::clone(&sidecar),
+            admin_stop.signalled(),
+        ))
+    });
     let watcher = tokio::spawn(Arc::clone(&reloader).watch(shutdown.signalled()));
 
     tracing::info!(
@@ -130,12 +146,14 @@ pub async fn start_with_feed(
         shutdown: shutdown.clone(),
         admin_stop,
         admin,
+        health,
         watcher,
         drain: options.drain_timeout,
     }));
     Ok(RunningSidecar {
         proxy_addr,
         admin_addr,
+        health_addr,
         sidecar,
         shutdown,
         done,
@@ -149,6 +167,7 @@ struct Supervised {
     shutdown: ShutdownHandle,
     admin_stop: ShutdownHandle,
     admin: JoinHandle<()>,
+    health: Option<JoinHandle<()>>,
     watcher: JoinHandle<()>,
     drain: Duration,
 }
@@ -188,6 +207,9 @@ async fn supervise(s: Supervised) -> Result<(), RunError> {
     }
     s.admin_stop.shutdown();
     let _ = s.admin.await;
+    if let Some(health) = s.health {
+        let _ = health.await;
+    }
     s.watcher.abort();
     match result {
         Ok(Ok(())) => {
