@@ -49,7 +49,7 @@ where
     B::Error: Into<BoxError>,
 {
     let start = Instant::now();
-    let version = req.version();
+    let version = answer_version(req.version());
     let mut flags = ResponseFlags::NONE;
     // The one load of the request: routes and the proxy's clusters, same generation.
     let published = proxy.live.load();
@@ -68,7 +68,7 @@ where
         return Ok(f.respond(rec, version, flags));
     }
 
-    let upgrade = version == Version::HTTP_11 && is_upgrade(req.headers());
+    let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let peer = Some(down.peer.ip());
@@ -125,4 +125,17 @@ where
         }
         Err(f) => f.respond(rec, version, flags),
     })
+}
+
+/// The version the answer is marked with. An HTTP/1.0 request is answered as 1.1: hyper
+/// writes `HTTP/1.0` on the wire to a 1.0 client either way, but a response marked 1.0 makes
+/// it close the connection even when the request asked for `Connection: keep-alive`; marked
+/// 1.1, hyper keeps such a connection open and says `Connection: keep-alive`, as nginx and
+/// HAProxy do (a 1.0 request without it is still closed).
+fn answer_version(request: Version) -> Version {
+    if request == Version::HTTP_10 {
+        Version::HTTP_11
+    } else {
+        request
+    }
 }
