@@ -299,7 +299,8 @@ fn admin_sink_fans_out_and_every_replica_confirms() {
         );
         assert_eq!(
             seen[0].json(),
-            json!({"virtual_service": "payment-svc", "weights": {"v1": 90, "v2": 10}, "rule": null, "force": false, "promotion": false})
+            json!({"virtual_service": "payment-svc", "weights": {"v1": 90, "v2": 10}, "force": false, "promotion": false}),
+            "the body is the admin API's own WeightChange (no rule: the split rule)"
         );
         assert_eq!(
             seen[1].json()["promotion"],

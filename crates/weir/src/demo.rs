@@ -28,9 +28,9 @@ use weir_proxy::admin::api::WeightChange;
 use weir_proxy::{RunningSidecar, Sidecar, SidecarOptions};
 use weir_router::{Code, ConfigSource, GuardOptions, LiveTable};
 
-use crate::cli::admin_client::{AdminClient, Reply};
 use crate::cli::canary::{micros, trigger_name};
 use crate::cli::serve_canary::run_in_process;
+use weir_proxy::admin::client::{AdminClient, Reply};
 
 mod traffic;
 pub mod upstream;

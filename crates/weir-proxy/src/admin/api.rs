@@ -92,6 +92,7 @@ pub struct FindingView {
     /// `error` or `warning`.
     pub severity: String,
     /// Where it is.
+    #[serde(default)]
     pub location: LocationView,
     /// What is wrong and what to do about it.
     pub message: String,
