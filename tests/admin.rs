@@ -206,12 +206,14 @@ async fn reads_describe_the_table_in_force() {
     let (status, config) = weir.admin_json("GET", "/config", Value::Null).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(config["generation"], 1);
-    let source = &config["sources"][0];
+    let source = &config["file"]["sources"][0];
     assert!(
         source["file"].as_str().unwrap().ends_with("config.yaml"),
         "{config}"
     );
     assert_eq!(source["yaml"].as_str().unwrap(), read(&weir.config_path));
+    assert_eq!(config["in_force"]["differs_from_file"], false, "{config}");
+    assert_eq!(config["in_force"]["virtual_services"][0]["source"], "file");
 
     let (status, headers, _) = weir.admin_raw("GET", "/metrics", &[], "").await;
     assert_eq!(status, StatusCode::OK);
@@ -595,4 +597,54 @@ async fn rollback_cli_rolls_back_and_releases() {
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(reply["generation"].as_u64().is_some(), "{reply}");
     assert!(!latched(&weir).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_port_answers_the_kubelets_probes_without_the_token_and_nothing_else() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let weir = Weir::start_with_args(
+        &lesson_config(&v1, &v2, 90, 10),
+        &["--admin-token", "s3cret", "--health", "127.0.0.1:0"],
+    );
+    let ready = weir.run.line_starting("weir: ready ").unwrap();
+    let health = ready
+        .split_whitespace()
+        .find_map(|p| p.strip_prefix("health="))
+        .unwrap_or_else(|| panic!("no health= in {ready:?}"));
+    let get = |path: &str| {
+        let url = format!("http://{health}{path}");
+        async move {
+            let (status, _, body) = http_request("GET", &url, None, &[], bytes::Bytes::new()).await;
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    assert_eq!(
+        get("/healthz/ready").await,
+        (StatusCode::OK, "ready\n".into())
+    );
+    assert_eq!(get("/healthz").await.0, StatusCode::OK);
+    // Nothing of the admin API is reachable there, with or without a token.
+    for path in ["/metrics", "/routes", "/config", "/readyz"] {
+        assert_eq!(get(path).await.0, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (status, _, _) = http_request(
+        "PUT",
+        &format!("http://{health}/weights"),
+        None,
+        &[("authorization", "Bearer s3cret")],
+        bytes::Bytes::from_static(b"{}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The admin API still wants its token.
+    let (status, _, _) = http_request(
+        "GET",
+        &format!("{}/readyz", weir.admin_url()),
+        None,
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

@@ -13,37 +13,7 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use support::weir_bin;
-
-/// Whether this process may create namespaces and nat rules.
-fn privileged() -> bool {
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-    if !root {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "the capture tests need root (network namespaces, iptables); CI runs as root"
-        );
-        eprintln!("skipping: the capture tests need root (network namespaces, iptables)");
-    }
-    root
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::{privileged, run_ok as run, weir_bin};
 
 /// A network namespace, deleted (with every process the test started in it) on drop.
 struct Netns {
@@ -226,21 +196,21 @@ fn captures_the_apps_traffic_but_not_the_proxys(backend: &str) {
 
 #[test]
 fn weir_init_with_iptables_nft() {
-    if privileged() {
+    if privileged("the capture tests") {
         captures_the_apps_traffic_but_not_the_proxys("nft");
     }
 }
 
 #[test]
 fn weir_init_with_iptables_legacy() {
-    if privileged() {
+    if privileged("the capture tests") {
         captures_the_apps_traffic_but_not_the_proxys("legacy");
     }
 }
 
 #[test]
 fn weir_init_keeps_other_rules_of_the_nat_table() {
-    if !privileged() {
+    if !privileged("the capture tests") {
         return;
     }
     let pod = Netns::new("pod");

@@ -6,13 +6,15 @@
 
 mod http;
 mod metrics;
+mod netns;
+mod prometheus;
 mod traffic;
 mod upstream;
 mod weir;
 
 // Every test crate uses a part of the harness.
 #[allow(unused_imports)]
-pub use self::{http::*, metrics::*, traffic::*, upstream::*, weir::*};
+pub use self::{http::*, metrics::*, netns::*, prometheus::*, traffic::*, upstream::*, weir::*};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

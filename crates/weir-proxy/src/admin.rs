@@ -1,5 +1,7 @@
 //! The admin API: reads (`GET /metrics /healthz /readyz /config /routes`) and writes
-//! (`PUT /weights`, `POST|DELETE /rollback`, `POST /promote`, `POST /reload`), JSON in and out.
+//! (`PUT /weights`, `POST|DELETE /rollback`, `POST /promote`, `POST /reload`, `DELETE /state`),
+//! JSON in and out. Every write that changes what is served is saved to the state file before
+//! it is answered (see [`crate::state`]).
 //! The bodies are the types of [`api`], shared with every client.
 //!
 //! Every write goes through the [`LiveTable`](weir_router::LiveTable), which runs the validator
@@ -19,6 +21,7 @@ use tokio::net::TcpListener;
 
 pub mod api;
 mod auth;
+pub mod client;
 mod reply;
 mod routes;
 mod writes;
@@ -48,6 +51,35 @@ pub(crate) async fn serve(
     }
 }
 
+/// Serves the health listener (`--health`): the kubelet's probes, without the token, and
+/// nothing else, until `shutdown` completes. It outlives the drain like the admin API, so that
+/// the probe sees 503 while the sidecar drains.
+pub(crate) async fn serve_health(
+    listener: TcpListener,
+    sidecar: Arc<Sidecar>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let new_service = move |_peer| {
+        let sidecar = Arc::clone(&sidecar);
+        service_fn(move |req: Request<Incoming>| {
+            let read = req.method() == Method::GET || req.method() == Method::HEAD;
+            let resp = match req.uri().path().trim_end_matches('/') {
+                "/healthz/ready" if read => routes::readyz(&sidecar),
+                "/healthz" if read => text(StatusCode::OK, "ok\n"),
+                _ => error(
+                    StatusCode::NOT_FOUND,
+                    "the health port serves GET /healthz/ready and /healthz only; the rest is on the admin API",
+                ),
+            };
+            std::future::ready(Ok::<_, Infallible>(resp))
+        })
+    };
+    let options = ServerOptions::new("health", CLOSE_GRACE);
+    if let Err(e) = server::serve(Arc::new(new_service), listener, shutdown, options).await {
+        tracing::warn!(error = %e, "health listener: serving failed");
+    }
+}
+
 async fn handle(
     sidecar: Arc<Sidecar>,
     req: Request<Incoming>,
@@ -68,7 +100,7 @@ async fn handle(
             with_type(StatusCode::OK, crate::metrics::CONTENT_TYPE, body)
         }
         ("/config", _) if read => routes::config(&sidecar.live, req.uri().query()),
-        ("/routes", _) if read => json(StatusCode::OK, &routes::routes(&sidecar.live)),
+        ("/routes", _) if read => json(StatusCode::OK, &routes::routes(&sidecar)),
         ("/weights", &Method::PUT) => match read_body(req).await {
             Ok(body) => writes::put_weights(&sidecar, &body),
             Err(rejection) => rejection.into(),
@@ -82,6 +114,10 @@ async fn handle(
             Err(rejection) => rejection.into(),
         },
         ("/reload", &Method::POST) => writes::reload(&sidecar).await,
+        ("/state", &Method::DELETE) => match read_body(req).await {
+            Ok(body) => writes::discard(&sidecar, &body),
+            Err(rejection) => rejection.into(),
+        },
         (p, _) => match auth::allowed_methods(p) {
             Some(allow) => {
                 let mut resp = error(
@@ -96,7 +132,7 @@ async fn handle(
                 StatusCode::NOT_FOUND,
                 &format!(
                     "no admin endpoint {p:?}: try GET /metrics /healthz /readyz /config /routes, PUT /weights, \
-                     POST|DELETE /rollback, POST /promote, POST /reload"
+                     POST|DELETE /rollback, POST /promote, POST /reload, DELETE /state"
                 ),
             ),
         },

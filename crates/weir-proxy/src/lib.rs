@@ -103,11 +103,14 @@ mod reload;
 mod server;
 mod sidecar;
 mod start;
+pub mod state;
 mod telemetry;
 
 pub use feed::{ConfigFeed, FeedError, FileFeed};
 pub use metrics::{CONTENT_TYPE, DURATION_BUCKETS_MS, Metrics};
 pub use proxy::{Proxy, ProxyOptions, ProxyService, ResponseBody, ResponseFlags};
 pub use reload::{ReloadError, Reloader, Trigger};
+pub use server::ConnectionLimits;
+pub use server::limits::{nofile_limit, raise_nofile_limit};
 pub use sidecar::{RunError, RunningSidecar, ShutdownHandle, Sidecar, SidecarOptions, StartError};
 pub use start::{start, start_with_feed};

@@ -42,6 +42,7 @@ pub struct Metrics {
     requests: Arc<RequestSeries>,
     reloads: Family<ResultLabel, Counter>,
     rollbacks: Counter,
+    overloads: Counter,
     mirrors: Family<MirrorLabels, Counter>,
     unknown: Arc<ClusterSeries>,
 }
@@ -106,6 +107,12 @@ impl Metrics {
             "Rollbacks of canaries to 0%",
             rollbacks.clone(),
         );
+        let overloads = Counter::default();
+        registry.register(
+            "weir_downstream_cx_overflow",
+            "Downstream connections refused (503, closed) because the listener was at its connection cap",
+            overloads.clone(),
+        );
         let mirrors = Family::<MirrorLabels, Counter>::default();
         registry.register(
             "weir_mirror_requests",
@@ -126,6 +133,7 @@ impl Metrics {
             requests,
             reloads,
             rollbacks,
+            overloads,
             mirrors,
             unknown,
         }
@@ -202,6 +210,11 @@ impl Metrics {
             }
             visit(&labels, series.count.load(Ordering::Relaxed), &buckets);
         }
+    }
+
+    /// Counts a connection refused over the cap (`weir_downstream_cx_overflow_total`).
+    pub fn record_overload(&self) {
+        self.overloads.inc();
     }
 
     /// Counts a rollback (`weir_rollbacks_total`).

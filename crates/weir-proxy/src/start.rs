@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use weir_router::LiveTable;
 
 use crate::feed::{ConfigFeed, FileFeed};
 use crate::metrics::Metrics;
@@ -20,9 +19,11 @@ use crate::reload::Reloader;
 use crate::sidecar::{
     RunError, RunningSidecar, ShutdownHandle, Sidecar, SidecarOptions, StartError,
 };
+use crate::state::{StateFile, start_live};
 
 /// Starts a sidecar on the config files of `options.config`, polled every
-/// `options.reload_poll` (see [`start_with_feed`]).
+/// `options.reload_poll` (see [`start_with_feed`]), with its admin state kept in
+/// `options.state` (default: `<first config>.weir-state.json`).
 pub async fn start(options: SidecarOptions) -> Result<RunningSidecar, StartError> {
     if options.config.is_empty() {
         return Err(StartError::Options(
@@ -30,11 +31,16 @@ pub async fn start(options: SidecarOptions) -> Result<RunningSidecar, StartError
         ));
     }
     let feed = FileFeed::new(options.config.clone(), options.reload_poll);
+    let mut options = options;
+    if options.state.is_none() {
+        options.state = Some(StateFile::next_to(&options.config[0]).path().to_path_buf());
+    }
     start_with_feed(options, Arc::new(feed)).await
 }
 
-/// Reads and validates the config from `feed`, binds both listeners and starts the proxy, the
-/// admin API and the reloader watching the feed. A refused config is
+/// Reads and validates the config from `feed` (with the admin state of `options.state`
+/// re-applied; `None` keeps none), binds both listeners and starts the proxy, the admin API
+/// and the reloader watching the feed. A refused config is
 /// [`StartError::Refused`]; nothing is served then.
 pub async fn start_with_feed(
     options: SidecarOptions,
@@ -43,10 +49,10 @@ pub async fn start_with_feed(
     options.check()?;
     // Once, before anything serves: a blocking read is fine here.
     let sources = feed.read().map_err(StartError::Feed)?;
-    let (live, findings) =
-        LiveTable::from_sources(&sources).map_err(|refused| StartError::Refused {
-            findings: refused.findings,
-        })?;
+    let (live, findings, state) = start_live(&sources, options.state.clone().map(StateFile::new))
+        .map_err(|refused| StartError::Refused {
+        findings: refused.findings,
+    })?;
     for w in findings.warnings() {
         tracing::warn!("config warning: {w}");
     }
@@ -79,12 +85,22 @@ pub async fn start_with_feed(
                 what: "--admin",
                 source,
             })?;
+    let health_listener = match options.health {
+        None => None,
+        Some(addr) => Some(bind(addr).await.map_err(|source| StartError::Bind {
+            addr,
+            what: "--health",
+            source,
+        })?),
+    };
+    let health_addr = health_listener.as_ref().map(|(_, a)| *a);
 
     let sidecar = Arc::new(Sidecar::new(
         Arc::clone(&live),
         Arc::clone(&metrics),
         Arc::clone(&reloader),
         options.admin_token.clone(),
+        state,
     ));
     let shutdown = ShutdownHandle::new();
     // The admin API outlives the drain, so that `/readyz` reports it; it stops after.
@@ -96,6 +112,8 @@ pub async fn start_with_feed(
         ProxyOptions {
             workload: options.workload.clone(),
             workers: options.workers,
+            limits: options.limits,
+            path_normalization: options.path_normalization,
             ..ProxyOptions::default()
         },
     );
@@ -104,6 +122,13 @@ pub async fn start_with_feed(
         Arc::clone(&sidecar),
         admin_stop.signalled(),
     ));
+    let health = health_listener.map(|(listener, _)| {
+        tokio::spawn(crate::admin::serve_health(
+            listener,
+            Arc::clone(&sidecar),
+            admin_stop.signalled(),
+        ))
+    });
     let watcher = tokio::spawn(Arc::clone(&reloader).watch(shutdown.signalled()));
 
     tracing::info!(
@@ -121,12 +146,14 @@ pub async fn start_with_feed(
         shutdown: shutdown.clone(),
         admin_stop,
         admin,
+        health,
         watcher,
         drain: options.drain_timeout,
     }));
     Ok(RunningSidecar {
         proxy_addr,
         admin_addr,
+        health_addr,
         sidecar,
         shutdown,
         done,
@@ -140,6 +167,7 @@ struct Supervised {
     shutdown: ShutdownHandle,
     admin_stop: ShutdownHandle,
     admin: JoinHandle<()>,
+    health: Option<JoinHandle<()>>,
     watcher: JoinHandle<()>,
     drain: Duration,
 }
@@ -179,6 +207,9 @@ async fn supervise(s: Supervised) -> Result<(), RunError> {
     }
     s.admin_stop.shutdown();
     let _ = s.admin.await;
+    if let Some(health) = s.health {
+        let _ = health.await;
+    }
     s.watcher.abort();
     match result {
         Ok(Ok(())) => {

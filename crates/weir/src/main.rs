@@ -5,9 +5,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// mimalloc instead of glibc's malloc: a proxied request makes a dozen short-lived
-/// allocations on one thread (hyper's buffers, the dispatch channel, headers); callgrind counts
-/// in the commit that added it.
+/// mimalloc instead of glibc's malloc (the default feature): a proxied request makes a dozen
+/// short-lived allocations on one thread (hyper's buffers, the dispatch channel, headers);
+/// callgrind: 1,584 fewer instructions per request, peak RSS at 1,000 connections higher.
+/// `--features jemalloc` takes precedence.
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -15,6 +17,12 @@ mod cli;
 mod demo;
 
 use cli::{admin_client, canary, explain, init, serve, validate};
+
+/// jemalloc returns freed memory to the system on a timer (its decay); glibc's malloc keeps
+/// what a burst of connections allocated across its per-thread arenas.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use demo::upstream;
 
 /// weir: safe progressive delivery on the L7 data plane.
@@ -34,7 +42,7 @@ enum Command {
     /// did not, the destinations and weights, and with --samples the observed split.
     Explain(explain::ExplainArgs),
     /// Run the sidecar: the weighted proxy, its metrics and the admin API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Install the nat rules that capture a pod's traffic for the sidecar (a pod's init
     /// container, as istio-iptables). Needs NET_ADMIN and NET_RAW.
     Init(init::InitArgs),
@@ -43,7 +51,8 @@ enum Command {
     /// Roll a running sidecar's canaries back to 0% (latched), or release the latch.
     Rollback(admin_client::RollbackArgs),
     /// Drive a canary from 0% to promotion behind metric gates (or back to 0% on a breach)
-    /// on running sidecars. Exit 0 promoted, 1 rolled back, 2 usage.
+    /// on running sidecars. Exit 0 promoted, 1 rolled back, 2 usage, 3 could not start
+    /// (nothing was changed), 4 the rollback failed.
     Canary(canary::CanaryArgs),
     /// The lesson's story end to end on this machine: the 99/1 typo refused, a dark launch, a
     /// promotion and an automatic rollback. Exit 0 when every act turned out as it should.
@@ -58,7 +67,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Explain(args) => explain::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Init(args) => init::run(args),
         Command::SetWeights(args) => admin_client::set_weights(args),
         Command::Rollback(args) => admin_client::rollback(args),
