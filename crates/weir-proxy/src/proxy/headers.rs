@@ -2,7 +2,7 @@
 //! `x-forwarded-for` / `x-forwarded-proto` / `x-request-id` set, upgrades recognised.
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// `x-request-id`.
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -106,25 +106,27 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Sets `x-forwarded-for` (appending the client's address), `x-forwarded-proto` (when
 /// absent) and `x-request-id` (when absent).
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue) {
-    match headers.get(&X_FORWARDED_FOR) {
-        None => {
-            headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
+    // One hash and probe per header through `entry` (a lookup then an insert did two).
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Vacant(slot) => {
+            slot.insert(peer.clone());
         }
-        Some(existing) => {
+        Entry::Occupied(mut slot) => {
+            let existing = slot.get();
             let mut joined = Vec::with_capacity(existing.len() + 2 + peer.len());
             joined.extend_from_slice(existing.as_bytes());
             joined.extend_from_slice(b", ");
             joined.extend_from_slice(peer.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&joined) {
-                headers.insert(X_FORWARDED_FOR.clone(), v);
+                slot.insert(v);
             }
         }
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if let Entry::Vacant(slot) = headers.entry(&X_FORWARDED_PROTO) {
+        slot.insert(HeaderValue::from_static("http"));
     }
-    if !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID.clone(), request_id());
+    if let Entry::Vacant(slot) = headers.entry(&X_REQUEST_ID) {
+        slot.insert(request_id());
     }
 }
 
