@@ -6,6 +6,7 @@
 
 mod http;
 mod metrics;
+pub mod netns;
 mod traffic;
 mod upstream;
 mod weir;

@@ -97,6 +97,7 @@
 pub mod admin;
 pub mod capture;
 pub mod feed;
+mod identity;
 mod metrics;
 mod proxy;
 mod reload;
@@ -106,8 +107,9 @@ mod start;
 mod telemetry;
 
 pub use feed::{ConfigFeed, FeedError, FileFeed};
+pub use identity::{PodIdentity, UNKNOWN, parse_labels};
 pub use metrics::{CONTENT_TYPE, DURATION_BUCKETS_MS, Metrics};
-pub use proxy::{Proxy, ProxyOptions, ProxyService, ResponseBody, ResponseFlags};
+pub use proxy::{Inbound, Proxy, ProxyOptions, ProxyService, ResponseBody, ResponseFlags};
 pub use reload::{ReloadError, Reloader, Trigger};
 pub use sidecar::{RunError, RunningSidecar, ShutdownHandle, Sidecar, SidecarOptions, StartError};
 pub use start::{start, start_with_feed};

@@ -30,6 +30,7 @@ mod clusters;
 pub(crate) mod failure;
 mod forward;
 mod headers;
+pub(crate) mod inbound;
 mod mirror;
 mod options;
 pub(crate) mod pool;
@@ -41,6 +42,7 @@ use clusters::ClusterTable;
 use upstream::Upstream;
 
 pub use body::ResponseBody;
+pub use inbound::Inbound;
 pub use options::ProxyOptions;
 pub use service::ProxyService;
 pub use weir_router::telemetry::ResponseFlags;

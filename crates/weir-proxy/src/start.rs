@@ -14,8 +14,9 @@ use tokio::task::JoinHandle;
 use weir_router::LiveTable;
 
 use crate::feed::{ConfigFeed, FileFeed};
+use crate::identity::PodIdentity;
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, ProxyOptions};
+use crate::proxy::{Inbound, Proxy, ProxyOptions};
 use crate::reload::Reloader;
 use crate::sidecar::{
     RunError, RunningSidecar, ShutdownHandle, Sidecar, SidecarOptions, StartError,
@@ -51,7 +52,11 @@ pub async fn start_with_feed(
         tracing::warn!("config warning: {w}");
     }
     let live = Arc::new(live);
-    let metrics = Arc::new(Metrics::new(&options.workload));
+    let identity = options
+        .identity
+        .clone()
+        .unwrap_or_else(|| PodIdentity::workload(&options.workload));
+    let metrics = Arc::new(Metrics::with_identity(identity));
     let reloader = Arc::new(Reloader::new(
         Arc::clone(&feed),
         Arc::clone(&live),
@@ -80,6 +85,15 @@ pub async fn start_with_feed(
                 source,
             })?;
 
+    let inbound_listener = match options.inbound {
+        Some(addr) => Some(bind(addr).await.map_err(|source| StartError::Bind {
+            addr,
+            what: "--inbound",
+            source,
+        })?),
+        None => None,
+    };
+
     let sidecar = Arc::new(Sidecar::new(
         Arc::clone(&live),
         Arc::clone(&metrics),
@@ -90,15 +104,15 @@ pub async fn start_with_feed(
     // The admin API outlives the drain, so that `/readyz` reports it; it stops after.
     let admin_stop = ShutdownHandle::new();
 
-    let proxy = Proxy::new(
-        Arc::clone(&live),
-        Arc::clone(&metrics),
-        ProxyOptions {
-            workload: options.workload.clone(),
-            workers: options.workers,
-            ..ProxyOptions::default()
-        },
-    );
+    let proxy_options = ProxyOptions {
+        workload: options.workload.clone(),
+        workers: options.workers,
+        ..ProxyOptions::default()
+    };
+    let inbound_addr = inbound_listener.as_ref().map(|(_, addr)| *addr);
+    let inbound = inbound_listener
+        .map(|(listener, _)| (Inbound::new(Arc::clone(&metrics), &proxy_options), listener));
+    let proxy = Proxy::new(Arc::clone(&live), Arc::clone(&metrics), proxy_options);
     let admin = tokio::spawn(crate::admin::serve(
         admin_listener,
         Arc::clone(&sidecar),
@@ -109,6 +123,7 @@ pub async fn start_with_feed(
     tracing::info!(
         proxy = %proxy_addr,
         admin = %admin_addr,
+        inbound = ?inbound_addr,
         generation = live.generation(),
         config = %feed.describe(),
         "weir sidecar started"
@@ -118,6 +133,7 @@ pub async fn start_with_feed(
         sidecar: Arc::clone(&sidecar),
         proxy,
         proxy_listener,
+        inbound,
         shutdown: shutdown.clone(),
         admin_stop,
         admin,
@@ -127,6 +143,7 @@ pub async fn start_with_feed(
     Ok(RunningSidecar {
         proxy_addr,
         admin_addr,
+        inbound_addr,
         sidecar,
         shutdown,
         done,
@@ -137,6 +154,7 @@ struct Supervised {
     sidecar: Arc<Sidecar>,
     proxy: Arc<Proxy>,
     proxy_listener: TcpListener,
+    inbound: Option<(Arc<Inbound>, TcpListener)>,
     shutdown: ShutdownHandle,
     admin_stop: ShutdownHandle,
     admin: JoinHandle<()>,
@@ -154,6 +172,9 @@ async fn supervise(s: Supervised) -> Result<(), RunError> {
         sidecar.begin_draining();
     };
     let proxy = Arc::clone(&s.proxy);
+    let inbound = s.inbound.map(|(inbound, listener)| {
+        tokio::spawn(inbound.serve(listener, s.shutdown.signalled(), s.drain))
+    });
     let serving = tokio::spawn(proxy.serve(s.proxy_listener, began, s.drain));
     // The proxy bounds its own drain; the margin only guards against a drain that hangs.
     let mut serving = std::pin::pin!(serving);
@@ -169,6 +190,14 @@ async fn supervise(s: Supervised) -> Result<(), RunError> {
     };
     // Whether the proxy ended by a shutdown or by an error, nothing is served any more.
     s.shutdown.shutdown();
+    if let Some(inbound) = inbound {
+        match tokio::time::timeout(s.drain + Duration::from_secs(2), inbound).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the inbound listener failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the inbound listener panicked"),
+            Err(_) => tracing::warn!("the inbound drain did not end in time"),
+            Ok(Ok(Ok(()))) => {}
+        }
+    }
     s.sidecar.begin_draining();
     let left = s.proxy.in_flight();
     if left > 0 {

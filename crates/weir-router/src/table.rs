@@ -342,6 +342,32 @@ pub struct ClusterLabels {
     pub destination_workload: Arc<str>,
     /// `destination_version`: the subset's `version` label, else its name, else `unknown`.
     pub destination_version: Arc<str>,
+    /// `destination_app`: the endpoints' common `app` label, else `unknown`.
+    pub destination_app: Arc<str>,
+    /// `destination_canonical_service`: the endpoints' `service.istio.io/canonical-name`
+    /// label, else `app`, else the short service name (Istio's defaulting).
+    pub destination_canonical_service: Arc<str>,
+    /// `destination_canonical_revision`: the endpoints' `service.istio.io/canonical-revision`
+    /// label, else the version, else `latest`.
+    pub destination_canonical_revision: Arc<str>,
+}
+
+impl ClusterLabels {
+    /// Labels of a destination nothing is known of, every value `name`, as Istio writes
+    /// `unknown` (the canonical revision of an unknown workload is `latest`, as Istio's).
+    pub fn unknown(service: &str, service_name: &str) -> Self {
+        let unknown: Arc<str> = Arc::from("unknown");
+        ClusterLabels {
+            destination_service: Arc::from(service),
+            destination_service_name: Arc::from(service_name),
+            destination_service_namespace: unknown.clone(),
+            destination_workload: unknown.clone(),
+            destination_version: unknown.clone(),
+            destination_app: unknown.clone(),
+            destination_canonical_service: unknown,
+            destination_canonical_revision: Arc::from("latest"),
+        }
+    }
 }
 
 /// The protocol a proxy speaks to a cluster's endpoints, from the ServiceEntry port's

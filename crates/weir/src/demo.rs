@@ -174,6 +174,7 @@ async fn demo(args: &DemoArgs) -> Result<bool> {
         reload_poll: None,
         // The proxy as `weir serve` runs it: its own worker thread.
         workers: 1,
+        ..SidecarOptions::default()
     })
     .await?;
     let sidecar = Arc::clone(running.sidecar());

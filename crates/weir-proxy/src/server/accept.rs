@@ -9,7 +9,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use super::{NewService, ServerOptions};
+use super::{NewService, Prepared, ServerOptions};
 
 /// How long the loop waits after a failed accept (out of file descriptors and the like)
 /// before trying again, instead of spinning.
@@ -64,12 +64,17 @@ pub(super) async fn serve<N: NewService>(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(server = name, error = %e, "TCP_NODELAY");
         }
-        let service = new.new_service(peer);
+        let new = Arc::clone(&new);
         let builder = builder.clone();
         let mut stop = stop_rx.clone();
         let open = open_tx.clone();
         let on_error = options.on_connection_error.clone();
         tokio::spawn(async move {
+            let (stream, service) = match new.prepare(stream, peer).await {
+                Prepared::Http(stream, service) => (stream, service),
+                Prepared::Taken(connection) => return connection.await,
+                Prepared::Refused => return,
+            };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let result = tokio::select! {
