@@ -206,12 +206,14 @@ async fn reads_describe_the_table_in_force() {
     let (status, config) = weir.admin_json("GET", "/config", Value::Null).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(config["generation"], 1);
-    let source = &config["sources"][0];
+    let source = &config["file"]["sources"][0];
     assert!(
         source["file"].as_str().unwrap().ends_with("config.yaml"),
         "{config}"
     );
     assert_eq!(source["yaml"].as_str().unwrap(), read(&weir.config_path));
+    assert_eq!(config["in_force"]["differs_from_file"], false, "{config}");
+    assert_eq!(config["in_force"]["virtual_services"][0]["source"], "file");
 
     let (status, headers, _) = weir.admin_raw("GET", "/metrics", &[], "").await;
     assert_eq!(status, StatusCode::OK);

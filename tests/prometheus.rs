@@ -1,157 +1,19 @@
 //! The Prometheus metric source against a real Prometheus (Debian's `prometheus` package,
 //! installed by `scripts/install-test-deps.sh`), scraping real `weir serve` sidecars every
 //! second: its observations match the traffic sent, and `weir canary --prometheus` promotes a
-//! healthy canary on its numbers (built-in gates and a custom PromQL gate).
+//! healthy canary on its numbers (built-in gates and a custom PromQL gate). Flagger's built-in
+//! queries, as `weir canary --prometheus` sends them, evaluated by the same Prometheus on
+//! inbound-side (`reporter="destination"`) series.
 
 mod support;
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::StatusCode;
 use serde_json::Value;
 use support::*;
-use weir_canary::{MetricSource, Observation, PrometheusSource, SeriesFilter};
-
-const WAIT: Duration = Duration::from_secs(60);
-
-/// A Prometheus server on a free loopback port with its own storage; killed when dropped.
-struct Prometheus {
-    url: String,
-    child: Child,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Prometheus {
-    /// The binary: `$WEIR_PROMETHEUS` or Debian's `/usr/bin/prometheus`. Missing is a failure,
-    /// never a skip: CI installs it.
-    fn binary() -> PathBuf {
-        let bin = std::env::var_os("WEIR_PROMETHEUS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/usr/bin/prometheus"));
-        assert!(
-            bin.exists(),
-            "{} is missing: these tests need a real Prometheus. Run `sudo bash scripts/install-test-deps.sh` \
-             (Debian's `prometheus` package), or point WEIR_PROMETHEUS at a prometheus binary",
-            bin.display()
-        );
-        bin
-    }
-
-    /// Starts Prometheus scraping these admin addresses' `/metrics` every second.
-    fn start(targets: &[String]) -> Prometheus {
-        let bin = Prometheus::binary();
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n- job_name: weir\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  \
-             metrics_path: /metrics\n  static_configs:\n  - targets: [{}]\n",
-            targets.join(", ")
-        );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let log = dir.path().join("prometheus.log");
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start prometheus");
-        Prometheus {
-            url: format!("http://127.0.0.1:{port}"),
-            child,
-            log,
-            _dir: dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok((StatusCode::OK, _, _)) = try_http_request(
-                "GET",
-                &format!("{}/-/ready", self.url),
-                None,
-                &[],
-                Bytes::new(),
-            )
-            .await
-            {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("prometheus exited ({status}):\n{}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "prometheus not ready in {WAIT:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// An instant query's single value, if it returned one.
-    async fn value(&self, promql: &str) -> Option<f64> {
-        let url = format!("{}/api/v1/query?query={}", self.url, encode(promql));
-        let (status, _, body) = try_http_request("GET", &url, None, &[], Bytes::new())
-            .await
-            .ok()?;
-        if status != StatusCode::OK {
-            return None;
-        }
-        let answer: Value = serde_json::from_slice(&body).ok()?;
-        answer["data"]["result"][0]["value"][1]
-            .as_str()?
-            .parse()
-            .ok()
-    }
-}
-
-/// A free loopback port: bound, read and released (Prometheus must bind it itself).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Percent-encodes a query parameter.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
+use weir_canary::{FlaggerQueries, MetricSource, Observation, PrometheusSource, SeriesFilter};
 
 /// The lesson's config under another service name, so that two sidecars' series differ.
 fn renamed(config: &str, service: &str) -> String {
@@ -242,16 +104,18 @@ async fn prometheus_observations_and_a_canary_run_on_a_real_prometheus() {
     // what a series had when it was first scraped.
     send_tagged(&b, "ledger-svc", 10).await;
     eventually(
-        WAIT,
+        PROMETHEUS_WAIT,
         "Prometheus has scraped the first 10 requests",
         || async { prometheus.value(v2_total).await == Some(10.0) },
     )
     .await;
     const N: usize = 300;
     send_tagged(&b, "ledger-svc", N).await;
-    eventually(WAIT, "Prometheus has scraped all 310 requests", || async {
-        prometheus.value(v2_total).await == Some(310.0)
-    })
+    eventually(
+        PROMETHEUS_WAIT,
+        "Prometheus has scraped all 310 requests",
+        || async { prometheus.value(v2_total).await == Some(310.0) },
+    )
     .await;
     // Requests 11..=310 at b2: every fifth failed, so 60 of the 300: 80% success.
     let failed: u64 = b2.answered().get(&500).copied().unwrap_or(0);
@@ -259,7 +123,7 @@ async fn prometheus_observations_and_a_canary_run_on_a_real_prometheus() {
     // increase() extrapolates to the window's edges by up to half a scrape interval at the
     // series' average rate; as scrapes accumulate the excess shrinks. Wait for it to settle.
     let window = Duration::from_secs(60);
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + PROMETHEUS_WAIT;
     let last = loop {
         let seen: Observation = observe(&prometheus.url, "ledger-svc", "v2", window).await;
         let requests_ok = (N as u64 * 95 / 100..=N as u64 * 120 / 100).contains(&seen.requests);
@@ -296,6 +160,10 @@ async fn prometheus_observations_and_a_canary_run_on_a_real_prometheus() {
         &a.admin_url(),
         "--prometheus",
         &prometheus.url,
+        // These sidecars are explicit proxies with no inbound side: count the callers'
+        // outbound series. Flagger's own queries are tested in tests/pod.
+        "--queries",
+        "versions",
         "--report",
         report_dir.to_str().unwrap(),
     ]);
@@ -328,13 +196,127 @@ async fn prometheus_observations_and_a_canary_run_on_a_real_prometheus() {
         assert_eq!(promql["verdict"], "pass", "{check}");
         assert_eq!(promql["value"].as_f64(), Some(0.0), "{check}");
     }
-    eventually(WAIT, "weir_route_weight shows v2 at 100", || async {
-        watch.seen().last() == Some(&100)
-    })
+    eventually(
+        PROMETHEUS_WAIT,
+        "weir_route_weight shows v2 at 100",
+        || async { watch.seen().last() == Some(&100) },
+    )
     .await;
     assert!(
         in_order(&[0, 20, 50, 100], &watch.seen()),
         "{:?}",
         watch.seen()
     );
+}
+
+/// A `/metrics` endpoint on 127.0.0.1:0 whose counters grow with time as an inbound sidecar's
+/// would: `payment-svc-v2` in namespace `shop` answers 80 requests a second with 200 and 20
+/// with 503, each taking 25-50 ms. Around it, series Flagger's queries must not count: the
+/// callers' side of the same requests (`reporter="source"`), the same workload name in
+/// another namespace, and a workload whose name only starts with `payment-svc-v2`.
+fn inbound_exposition_server() -> std::net::SocketAddr {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let started = Instant::now();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let tenths = started.elapsed().as_millis() as u64 / 100;
+            let (ok, failed) = (8 * tenths, 2 * tenths);
+            let mut body = String::from(
+                "# TYPE istio_requests_total counter\n# TYPE istio_request_duration_milliseconds histogram\n",
+            );
+            for (reporter, ns, workload, scale) in [
+                ("destination", "shop", "payment-svc-v2", 1),
+                ("source", "shop", "payment-svc-v2", 7),
+                ("destination", "other", "payment-svc-v2", 5),
+                ("destination", "shop", "payment-svc-v2-primary", 3),
+            ] {
+                let labels = format!(
+                    "reporter=\"{reporter}\",destination_workload_namespace=\"{ns}\",destination_workload=\"{workload}\""
+                );
+                // The decoys fail everything and are slow, so that counting one shows.
+                let (ok, failed) = if scale == 1 {
+                    (ok, failed)
+                } else {
+                    (0, scale * tenths)
+                };
+                let all = ok + failed;
+                body.push_str(&format!(
+                    "istio_requests_total{{{labels},response_code=\"200\"}} {ok}\n\
+                     istio_requests_total{{{labels},response_code=\"503\"}} {failed}\n"
+                ));
+                let (fast, slow) = if scale == 1 {
+                    ("50", "+Inf")
+                } else {
+                    ("5000", "+Inf")
+                };
+                for (le, n) in [("25", 0), (fast, all), (slow, all)] {
+                    body.push_str(&format!(
+                        "istio_request_duration_milliseconds_bucket{{{labels},le=\"{le}\"}} {n}\n"
+                    ));
+                }
+                body.push_str(&format!(
+                    "istio_request_duration_milliseconds_count{{{labels}}} {all}\n"
+                ));
+            }
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flaggers_builtin_queries_on_a_real_prometheus() {
+    let metrics = inbound_exposition_server();
+    let mut prometheus = Prometheus::start(&[metrics.to_string()]);
+    prometheus.wait_ready().await;
+    let flagger = FlaggerQueries::new("shop", "payment-svc-v2");
+    let window = Duration::from_secs(5);
+    // Wait until the window is full of scrapes (100 requests a second over 5 s).
+    eventually(PROMETHEUS_WAIT, "a window's worth of scrapes", || async {
+        prometheus
+            .value(&flagger.requests(window))
+            .await
+            .is_some_and(|n| n >= 450.0)
+    })
+    .await;
+    // Prometheus itself answers the queries as rendered: 80% and the p99 interpolated in the
+    // 25-50 ms bucket, 25 + 25 x 0.99 = 49.75 ms.
+    let rate = prometheus
+        .value(&flagger.request_success_rate(window))
+        .await
+        .unwrap();
+    assert!((rate - 80.0).abs() < 1e-6, "success rate {rate}");
+    let p99 = prometheus
+        .value(&flagger.request_duration(window))
+        .await
+        .unwrap();
+    assert!((p99 - 49.75).abs() < 1e-6, "p99 {p99}");
+
+    // The same through the metric source `weir canary --prometheus` uses by default.
+    let url = prometheus.url.clone();
+    let seen = tokio::task::spawn_blocking(move || {
+        PrometheusSource::new(url)
+            .flagger(flagger, "v2")
+            .observe("v2", window, Instant::now())
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    eprintln!("Flagger's queries on a real Prometheus: {seen:?}");
+    assert_eq!(
+        seen.success_rate.map(|r| (r * 1e6).round() / 1e6),
+        Some(80.0)
+    );
+    assert_eq!(seen.p99_ms.map(|p| (p * 1e6).round() / 1e6), Some(49.75));
+    // 100 requests a second over 5 s, give or take increase()'s extrapolation.
+    assert!((450..=600).contains(&seen.requests), "{seen:?}");
 }

@@ -7,13 +7,14 @@
 mod http;
 mod metrics;
 pub mod netns;
+mod prometheus;
 mod traffic;
 mod upstream;
 mod weir;
 
 // Every test crate uses a part of the harness.
 #[allow(unused_imports)]
-pub use self::{http::*, metrics::*, traffic::*, upstream::*, weir::*};
+pub use self::{http::*, metrics::*, prometheus::*, traffic::*, upstream::*, weir::*};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -43,6 +43,8 @@ pub struct Weir {
     pub config_path: PathBuf,
     /// The process, its output kept; killed when dropped.
     pub run: WeirRun,
+    /// The extra `weir serve` arguments it was started with.
+    extra: Vec<String>,
 }
 
 impl Weir {
@@ -66,7 +68,25 @@ impl Weir {
         config_path: PathBuf,
         extra: &[&str],
     ) -> Result<Weir, String> {
-        let mut cmd = weir_command();
+        Weir::spawn_under(&[], dir, config_path, extra)
+    }
+
+    /// [`Weir::spawn`] run by a wrapper command (`["prlimit", "--nofile=1024:1024"]`), which
+    /// must exec the `weir` binary it is given.
+    pub fn spawn_under(
+        wrapper: &[&str],
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        extra: &[&str],
+    ) -> Result<Weir, String> {
+        let mut cmd = match wrapper.split_first() {
+            None => weir_command(),
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(weir_bin()).stdin(Stdio::null());
+                cmd
+            }
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)
@@ -120,7 +140,26 @@ impl Weir {
             dir,
             config_path,
             run,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
         })
+    }
+
+    /// Stops the process with `signal` (`KILL` is an OOM kill), waits for it, and starts
+    /// `weir serve` again on the same directory, config and arguments (new ports).
+    pub fn restart(mut self, signal: &str) -> Weir {
+        self.signal(signal);
+        assert!(
+            self.wait_exit(Duration::from_secs(20)).is_some() || signal == "KILL",
+            "weir serve did not exit on SIG{signal}"
+        );
+        let Weir {
+            dir,
+            config_path,
+            extra,
+            ..
+        } = self;
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        Weir::spawn(dir, config_path, &extra).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Everything the process wrote on stderr so far.

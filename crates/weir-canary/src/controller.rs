@@ -241,6 +241,7 @@ impl Machine<'_> {
                 touched: false,
             };
         }
+        self.refresh_replicas();
         // Start from a known 0%, whatever the route said before.
         if let Err(stop) = self.apply(0) {
             return End::Stopped {
@@ -421,6 +422,8 @@ impl Machine<'_> {
                 self.emit(EventKind::Breach, reason.clone());
                 return Err(self.stop(Trigger::Aborted, reason));
             }
+            // Replicas first: a newcomer is in step before the guard reads the metrics.
+            self.refresh_replicas();
             // Metrics before hooks: a slow rollback hook (up to its timeout) must not delay
             // the look at the canary.
             if let Some(g) = guard {
@@ -434,6 +437,18 @@ impl Machine<'_> {
             if next >= deadline {
                 return Ok(());
             }
+        }
+    }
+
+    /// Lets the sink follow its replicas (a headless Service's pods) and reports the changes.
+    fn refresh_replicas(&mut self) {
+        for change in self.sink.refresh(&self.spec.target) {
+            let kind = if change.is_problem() {
+                EventKind::Warning
+            } else {
+                EventKind::Replicas
+            };
+            self.emit(kind, change.to_string());
         }
     }
 

@@ -53,6 +53,9 @@ pub enum EventKind {
     Promoted,
     /// Something failed that does not stop the run (a post-rollout hook, a metric read).
     Warning,
+    /// The set of replicas the sink reaches changed (a pod of the headless Service came or
+    /// went).
+    Replicas,
 }
 
 /// A progress report, one per thing that happened; the CLI prints a line (or moves a bar) per

@@ -52,10 +52,12 @@ mod controller;
 mod event;
 mod exposition;
 mod plan;
+mod replicas;
 mod report;
 mod sink;
 mod source;
 mod spec;
+mod template;
 mod transport;
 mod units;
 mod webhook;
@@ -68,11 +70,15 @@ pub use exposition::{
     SnapshotBuilder, VersionStats, histogram_quantile,
 };
 pub use plan::{Plan, Stage};
+pub use replicas::{ReplicaSet, Resolve, SystemResolver};
 pub use report::{
     Check, GateResult, HookResult, Outcome, Report, ReportError, RollbackLatency, Sample, Trigger,
     Verdict,
 };
-pub use sink::{AdminSink, Confirmation, FileSink, LiveSink, SinkError, Split, WeightSink};
+pub use sink::{
+    AdminSink, Confirmation, DnsAdminSink, FileSink, LiveSink, ReplicaChange, SinkError, Split,
+    WeightSink,
+};
 pub use source::{
     BuiltinQueries, MetricSource, Observation, PrometheusSource, ScrapeSource, SourceError,
 };
@@ -80,5 +86,6 @@ pub use spec::{
     Analysis, CanarySpec, DarkLaunch, FastGuard, Gate, HookKind, Metric, SpecError, StringMatch,
     Target, Webhook,
 };
+pub use template::FlaggerQueries;
 pub use transport::TransportError;
 pub use webhook::{HttpWebhooks, WebhookClient, WebhookError, WebhookPayload};

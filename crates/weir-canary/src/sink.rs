@@ -3,20 +3,25 @@
 //! - [`LiveSink`]: the in-process `LiveTable` of a sidecar (`weir serve --canary`).
 //! - [`AdminSink`]: the admin API of one or many sidecars, fanned out; every replica must
 //!   confirm, and a partial failure is undone on every replica before the error is returned.
+//! - [`DnsAdminSink`]: the same over every address of a headless Service, resolved again on
+//!   every tick.
 //! - [`FileSink`]: the VirtualService YAML file, weights rewritten in place, for clusters whose
 //!   sidecars read a ConfigMap.
 
 use std::fmt;
 use std::time::Duration;
 
+use weir_proxy::admin::client::AdminClientError;
+
 use crate::spec::Target;
-use crate::transport::TransportError;
 
 mod admin;
+mod dns;
 mod file;
 mod live;
 
 pub use admin::AdminSink;
+pub use dns::{DnsAdminSink, ReplicaChange};
 pub use file::FileSink;
 pub use live::LiveSink;
 
@@ -79,6 +84,14 @@ pub trait WeightSink {
 
     /// Names the sink in reports, e.g. `admin API of 2 sidecars`.
     fn describe(&self) -> String;
+
+    /// Brings the set of replicas the sink reaches up to date, for a sink that finds them by
+    /// name ([`DnsAdminSink`]); the controller calls it on every tick and reports the changes.
+    /// A fixed set of replicas has nothing to do.
+    fn refresh(&mut self, target: &Target) -> Vec<ReplicaChange> {
+        let _ = target;
+        Vec::new()
+    }
 }
 
 /// Why a sink did not apply a change.
@@ -103,7 +116,7 @@ pub enum SinkError {
         by: String,
         /// What went wrong, with the client's error as its source.
         #[source]
-        source: TransportError,
+        source: AdminClientError,
     },
     /// The change could not be made: an unexpected status, an unreadable file.
     #[error("{by}: {reason}")]

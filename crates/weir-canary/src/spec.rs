@@ -77,7 +77,9 @@ mod raw;
 ///
 /// Flagger's webhook types `pre-rollout`, `rollout`, `confirm-promotion`, `post-rollout` and
 /// `rollback` are supported with Flagger's semantics; custom query templates may use
-/// `{{ interval }}`, `{{ namespace }}`, `{{ name }}` and `{{ service }}`.
+/// `{{ interval }}` (the metric's interval as written, `1m` by default), `{{ namespace }}`,
+/// `{{ name }}`, `{{ target }}` (`spec.targetRef.name`) and `{{ service }}`, filled in as
+/// Flagger fills them.
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct CanarySpec {
@@ -114,6 +116,10 @@ pub struct Target {
     pub canary_version: String,
     /// `destination_service_name` label to count; `None` counts every service.
     pub destination_service: Option<String>,
+    /// The canary's workload, Flagger's `target`: `spec.targetRef.name` (the Deployment whose
+    /// pods serve the canary subset), else `metadata.name`. Flagger's built-in queries select
+    /// `destination_workload=~"<workload>"`.
+    pub workload: String,
 }
 
 /// How the canary is judged.

@@ -1,5 +1,6 @@
-//! The one place that knows the HTTP client. Plain HTTP/1.1 only: every peer (sidecar admin
-//! APIs, `/metrics`, Prometheus, webhooks) is on loopback or inside the cluster network.
+//! The one place that knows the HTTP client of the metric sources and webhooks. Plain HTTP/1.1
+//! only: every peer (`/metrics`, Prometheus, webhooks) is on loopback or inside the cluster
+//! network. The sidecars' admin APIs are called with weir-proxy's admin client.
 //!
 //! Any status is an answer ([`Reply`]); only an exchange that produced no answer is an error, a
 //! [`TransportError`] that keeps the client's error as its source.
@@ -32,8 +33,6 @@ impl Reply {
 pub(crate) enum Method {
     Get,
     Post,
-    Put,
-    Delete,
 }
 
 /// One request to send.
@@ -84,11 +83,8 @@ impl Client {
     /// Sends the request; `Err` is a transport failure (refused, timed out, malformed answer).
     pub fn send(&self, req: &Request<'_>) -> Result<Reply, TransportError> {
         let result = match (req.method, req.json) {
-            (Method::Get, _) | (Method::Delete, None) => {
-                let mut b = match req.method {
-                    Method::Delete => self.agent.delete(req.url),
-                    _ => self.agent.get(req.url),
-                };
+            (Method::Get, _) => {
+                let mut b = self.agent.get(req.url);
                 for (k, v) in req.query {
                     b = b.query(k, v);
                 }
@@ -97,13 +93,8 @@ impl Client {
                 }
                 b.config().timeout_global(Some(req.timeout)).build().call()
             }
-            (method, body) => {
-                let mut b = match method {
-                    Method::Post => self.agent.post(req.url),
-                    Method::Put => self.agent.put(req.url),
-                    // The admin API reads the VirtualService of `DELETE /rollback` from a body.
-                    _ => self.agent.delete(req.url).force_send_body(),
-                };
+            (Method::Post, body) => {
+                let mut b = self.agent.post(req.url);
                 for (k, v) in req.query {
                     b = b.query(k, v);
                 }

@@ -88,6 +88,10 @@ struct Recorder {
     ops: Rc<RefCell<Vec<Op>>>,
     /// Refuse setting this canary weight.
     refuse_weight: Option<u32>,
+    /// Refresh calls so far; on the 3rd a replica joins, on the 6th one leaves.
+    refreshes: u32,
+    /// How many ops had been made at the first refresh.
+    ops_at_first_refresh: Option<usize>,
 }
 
 impl WeightSink for Recorder {
@@ -129,6 +133,21 @@ impl WeightSink for Recorder {
 
     fn describe(&self) -> String {
         "recorder".into()
+    }
+
+    fn refresh(&mut self, _: &Target) -> Vec<ReplicaChange> {
+        self.refreshes += 1;
+        self.ops_at_first_refresh
+            .get_or_insert_with(|| self.ops.borrow().len());
+        let replica = "http://198.51.100.23:15000".to_string();
+        match self.refreshes {
+            3 => vec![ReplicaChange::Joined {
+                replica,
+                applied: "weights 90/10".into(),
+            }],
+            6 => vec![ReplicaChange::Left { replica }],
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -218,6 +237,8 @@ struct Run {
     ops: Vec<Op>,
     calls: Vec<(String, Phase, Duration)>,
     events: Vec<Event>,
+    /// The sink's refresh calls, and how many ops had been made at the first one.
+    refreshes: (u32, Option<usize>),
 }
 
 struct Setup {
@@ -276,6 +297,8 @@ impl Setup {
             world,
             ops: ops.clone(),
             refuse_weight: self.refuse_weight,
+            refreshes: 0,
+            ops_at_first_refresh: None,
         };
         let hooks = Hooks {
             script: self.hooks,
@@ -304,6 +327,7 @@ impl Setup {
             ops,
             calls,
             events,
+            refreshes: (sink.refreshes, sink.ops_at_first_refresh),
         }
     }
 }
@@ -821,6 +845,34 @@ fn events_carry_progress_for_the_cli() {
             .all(|e| e.kind != EventKind::Guard)
     );
     assert!(run.events.len() > run.report.timeline.len());
+}
+
+#[test]
+fn the_sinks_replicas_are_refreshed_every_tick_and_changes_reported() {
+    let run = Setup::new(spec("threshold: 2\nstepWeights: [10, 50]", "")).run();
+    // Once before the first weight change (no op made yet), then on every tick: as many as
+    // the fast guard's looks.
+    let ticks = run
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Guard)
+        .count() as u32;
+    assert_eq!(run.refreshes, (1 + ticks, Some(0)));
+    let replicas: Vec<&str> = run
+        .report
+        .timeline
+        .iter()
+        .filter(|e| e.kind == EventKind::Replicas)
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(
+        replicas,
+        [
+            "replica http://198.51.100.23:15000 joined (weights 90/10)",
+            "replica http://198.51.100.23:15000 is gone from DNS: dropped"
+        ]
+    );
+    assert_eq!(run.report.outcome, Outcome::Promoted);
 }
 
 #[test]

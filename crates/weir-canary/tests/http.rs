@@ -299,7 +299,8 @@ fn admin_sink_fans_out_and_every_replica_confirms() {
         );
         assert_eq!(
             seen[0].json(),
-            json!({"virtual_service": "payment-svc", "weights": {"v1": 90, "v2": 10}, "rule": null, "force": false, "promotion": false})
+            json!({"virtual_service": "payment-svc", "weights": {"v1": 90, "v2": 10}, "force": false, "promotion": false}),
+            "the body is the admin API's own WeightChange (no rule: the split rule)"
         );
         assert_eq!(
             seen[1].json()["promotion"],
@@ -498,6 +499,136 @@ fn transport_errors_keep_their_cause_and_say_what_happened() {
     assert!(!err.is_refused());
 }
 
+// === DnsAdminSink ===
+
+/// A sidecar's admin API that confirms every change with generation 1.
+fn admin_replica() -> Server {
+    Server::start(|req| match req.path.as_str() {
+        "/metrics" => (
+            200,
+            "istio_requests_total{destination_version=\"v2\",response_code=\"200\"} 7\n".into(),
+        ),
+        _ => (200, r#"{"generation":1}"#.into()),
+    })
+}
+
+/// (method, path, weights of v2 if any) of every request a replica saw.
+fn calls(server: &Server) -> Vec<(String, String, Option<u64>)> {
+    server
+        .seen()
+        .iter()
+        .map(|s| {
+            (
+                s.method.clone(),
+                s.path.clone(),
+                s.json()["weights"]["v2"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dns_sink_follows_the_headless_service() {
+    let (a, b, c) = (admin_replica(), admin_replica(), admin_replica());
+    // The "DNS": whatever the test says the name resolves to now.
+    let answer: Arc<Mutex<Result<Vec<SocketAddr>, String>>> =
+        Arc::new(Mutex::new(Ok(vec![a.addr, b.addr])));
+    let asked = Arc::new(Mutex::new(Vec::new()));
+    let (now, log) = (answer.clone(), asked.clone());
+    let mut sink = DnsAdminSink::with_resolver("checkout-admin", 15000, move |host: &str, port| {
+        log.lock().unwrap().push(format!("{host}:{port}"));
+        now.lock()
+            .unwrap()
+            .clone()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e))
+    });
+    let replicas = sink.replicas();
+    let mut metrics = ScrapeSource::following(replicas.clone(), None);
+    let target = target();
+
+    let joined = sink.refresh(&target);
+    assert_eq!(joined.len(), 2, "{joined:?}");
+    assert!(joined[0].to_string().contains("nothing to catch up on yet"));
+    sink.set_weights(&target, Split::canary(10)).unwrap();
+    assert_eq!(replicas.urls(), {
+        let mut v = vec![a.url(), b.url()];
+        v.sort();
+        v
+    });
+
+    // A third replica appears, and an address nothing answers on: the new one gets the
+    // current weights before it counts; the dead one is reported and not counted.
+    let dead: SocketAddr = closed_port().trim_start_matches("http://").parse().unwrap();
+    *answer.lock().unwrap() = Ok(vec![a.addr, b.addr, c.addr, dead]);
+    let t0 = Instant::now();
+    metrics.observe("v2", Duration::from_secs(1), t0).unwrap();
+    let changes = sink.refresh(&target);
+    let text: Vec<String> = changes.iter().map(ToString::to_string).collect();
+    assert_eq!(changes.len(), 2, "{text:?}");
+    assert!(
+        changes.contains(&ReplicaChange::Joined {
+            replica: c.url(),
+            applied: "weights 90/10".into()
+        }),
+        "{text:?}"
+    );
+    assert!(
+        text.iter()
+            .any(|t| t.contains(&format!("http://{dead}")) && t.contains("not counted")),
+        "{text:?}"
+    );
+    assert!(changes.iter().any(ReplicaChange::is_problem));
+    assert_eq!(calls(&c), [("PUT".into(), "/weights".into(), Some(10))]);
+    // Still unreachable on the next refresh: tried again, not reported again.
+    assert_eq!(sink.refresh(&target), []);
+    assert_eq!(replicas.urls().len(), 3);
+    // The newcomer's counters start counting from its first scrape, not from zero: 3 x 7
+    // requests already there are no traffic in the window.
+    let o = metrics
+        .observe("v2", Duration::from_secs(1), t0 + Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(o.requests, 0, "{o:?}");
+
+    // Replica a goes away: dropped and reported; the rollback reaches the others only.
+    *answer.lock().unwrap() = Ok(vec![b.addr, c.addr]);
+    let changes = sink.refresh(&target);
+    assert_eq!(changes, [ReplicaChange::Left { replica: a.url() }]);
+    let before_a = a.seen().len();
+    sink.rollback(&target).unwrap();
+    assert_eq!(a.seen().len(), before_a);
+    assert_eq!(calls(&b).last().unwrap().1, "/rollback");
+    assert_eq!(calls(&c).last().unwrap().1, "/rollback");
+
+    // a comes back after the rollback: it is rolled back too before it counts.
+    *answer.lock().unwrap() = Ok(vec![a.addr, b.addr, c.addr]);
+    let changes = sink.refresh(&target);
+    assert_eq!(
+        changes,
+        [ReplicaChange::Joined {
+            replica: a.url(),
+            applied: "rolled back".into()
+        }]
+    );
+    assert_eq!(calls(&a).last().unwrap().1, "/rollback");
+
+    // The name stops resolving: reported, and the set is kept.
+    *answer.lock().unwrap() = Err("NXDOMAIN".into());
+    let changes = sink.refresh(&target);
+    assert!(
+        matches!(&changes[..], [c @ ReplicaChange::Unresolved { .. }] if c.to_string().contains("NXDOMAIN")),
+        "{changes:?}"
+    );
+    assert_eq!(replicas.urls().len(), 3);
+    assert!(sink.describe().contains("checkout-admin:15000 (3 now)"));
+    assert!(
+        asked
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|q| q == "checkout-admin:15000")
+    );
+}
+
 // === PrometheusSource ===
 
 #[test]
@@ -573,6 +704,76 @@ fn prometheus_source_sends_the_builtin_promql_and_reads_the_answers() {
         .unwrap();
     assert_eq!((o.requests, o.success_rate, o.p99_ms), (0, None, None));
     assert_eq!(empty.seen().len(), 1);
+}
+
+/// A Prometheus answering each query from `answers` (an empty vector for a query it lacks).
+fn prometheus_answering(answers: BTreeMap<String, &'static str>) -> Server {
+    Server::start(move |req| {
+        let result = match answers.get(&req.query["query"]) {
+            Some(v) => format!(r#"[{{"metric":{{}},"value":[1700000000.5,"{v}"]}}]"#),
+            None => "[]".to_string(),
+        };
+        (
+            200,
+            format!(r#"{{"status":"success","data":{{"resultType":"vector","result":{result}}}}}"#),
+        )
+    })
+}
+
+#[test]
+fn prometheus_source_sends_flaggers_builtin_queries_verbatim() {
+    let flagger = FlaggerQueries::new("default", "podinfo");
+    let minute = Duration::from_secs(60);
+    // What Flagger's own tests expect it to send for namespace default, target podinfo, 1m.
+    let success = concat!(
+        r#" sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="default", destination_workload=~"podinfo", response_code!~"5.*" }[1m] ) )"#,
+        r#" / sum( rate( istio_requests_total{ reporter="destination", destination_workload_namespace="default", destination_workload=~"podinfo" }[1m] ) ) * 100"#
+    );
+    let duration = r#" histogram_quantile( 0.99, sum( rate( istio_request_duration_milliseconds_bucket{ reporter="destination", destination_workload_namespace="default", destination_workload=~"podinfo" }[1m] ) ) by (le) )"#;
+    let prom = prometheus_answering(
+        [
+            (flagger.requests(minute), "240"),
+            (success.to_string(), "80"),
+            (duration.to_string(), "48.5"),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let mut source = PrometheusSource::new(prom.url()).flagger(flagger.clone(), "v2");
+    let o = source.observe("v2", minute, Instant::now()).unwrap();
+    assert_eq!(
+        (o.requests, o.success_rate, o.p99_ms),
+        (240, Some(80.0), Some(48.5))
+    );
+    let sent: Vec<String> = prom
+        .seen()
+        .iter()
+        .map(|s| s.query["query"].clone())
+        .collect();
+    assert_eq!(
+        sent,
+        vec![flagger.requests(minute), success.into(), duration.into()]
+    );
+    // These queries cannot tell versions apart: asking for another one is an error, not the
+    // canary's numbers under the stable's name.
+    let err = source.observe("v1", minute, Instant::now()).unwrap_err();
+    assert!(err.to_string().contains("canary's workload only"), "{err}");
+
+    // Requests but no non-5xx series at all: Flagger's query answers nothing; every request
+    // failed, which is 0%, not "no data".
+    let failing = prometheus_answering(
+        [
+            (flagger.requests(minute), "30"),
+            (duration.to_string(), "2"),
+        ]
+        .into_iter()
+        .collect(),
+    );
+    let o = PrometheusSource::new(failing.url())
+        .flagger(flagger, "v2")
+        .observe("v2", minute, Instant::now())
+        .unwrap();
+    assert_eq!((o.requests, o.success_rate), (30, Some(0.0)));
 }
 
 // === webhooks ===

@@ -1,5 +1,7 @@
 //! The admin API: reads (`GET /metrics /healthz /readyz /config /routes`) and writes
-//! (`PUT /weights`, `POST|DELETE /rollback`, `POST /promote`, `POST /reload`), JSON in and out.
+//! (`PUT /weights`, `POST|DELETE /rollback`, `POST /promote`, `POST /reload`, `DELETE /state`),
+//! JSON in and out. Every write that changes what is served is saved to the state file before
+//! it is answered (see [`crate::state`]).
 //! The bodies are the types of [`api`], shared with every client.
 //!
 //! Every write goes through the [`LiveTable`](weir_router::LiveTable), which runs the validator
@@ -19,6 +21,7 @@ use tokio::net::TcpListener;
 
 pub mod api;
 mod auth;
+pub mod client;
 mod reply;
 mod routes;
 mod writes;
@@ -68,7 +71,7 @@ async fn handle(
             with_type(StatusCode::OK, crate::metrics::CONTENT_TYPE, body)
         }
         ("/config", _) if read => routes::config(&sidecar.live, req.uri().query()),
-        ("/routes", _) if read => json(StatusCode::OK, &routes::routes(&sidecar.live)),
+        ("/routes", _) if read => json(StatusCode::OK, &routes::routes(&sidecar)),
         ("/weights", &Method::PUT) => match read_body(req).await {
             Ok(body) => writes::put_weights(&sidecar, &body),
             Err(rejection) => rejection.into(),
@@ -82,6 +85,10 @@ async fn handle(
             Err(rejection) => rejection.into(),
         },
         ("/reload", &Method::POST) => writes::reload(&sidecar).await,
+        ("/state", &Method::DELETE) => match read_body(req).await {
+            Ok(body) => writes::discard(&sidecar, &body),
+            Err(rejection) => rejection.into(),
+        },
         (p, _) => match auth::allowed_methods(p) {
             Some(allow) => {
                 let mut resp = error(
@@ -96,7 +103,7 @@ async fn handle(
                 StatusCode::NOT_FOUND,
                 &format!(
                     "no admin endpoint {p:?}: try GET /metrics /healthz /readyz /config /routes, PUT /weights, \
-                     POST|DELETE /rollback, POST /promote, POST /reload"
+                     POST|DELETE /rollback, POST /promote, POST /reload, DELETE /state"
                 ),
             ),
         },

@@ -104,6 +104,7 @@ mod reload;
 mod server;
 mod sidecar;
 mod start;
+pub mod state;
 mod telemetry;
 
 pub use feed::{ConfigFeed, FeedError, FileFeed};
@@ -111,5 +112,7 @@ pub use identity::{PodIdentity, UNKNOWN, parse_labels};
 pub use metrics::{CONTENT_TYPE, DURATION_BUCKETS_MS, Metrics};
 pub use proxy::{Inbound, Proxy, ProxyOptions, ProxyService, ResponseBody, ResponseFlags};
 pub use reload::{ReloadError, Reloader, Trigger};
+pub use server::ConnectionLimits;
+pub use server::limits::{nofile_limit, raise_nofile_limit};
 pub use sidecar::{RunError, RunningSidecar, ShutdownHandle, Sidecar, SidecarOptions, StartError};
 pub use start::{start, start_with_feed};

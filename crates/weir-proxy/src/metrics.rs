@@ -51,6 +51,7 @@ pub struct Metrics {
     inbound_series: Arc<ClusterSeries>,
     reloads: Family<ResultLabel, Counter>,
     rollbacks: Counter,
+    overloads: Counter,
     mirrors: Family<MirrorLabels, Counter>,
     unknown: Arc<ClusterSeries>,
 }
@@ -124,6 +125,12 @@ impl Metrics {
             "Rollbacks of canaries to 0%",
             rollbacks.clone(),
         );
+        let overloads = Counter::default();
+        registry.register(
+            "weir_downstream_cx_overflow",
+            "Downstream connections refused (503, closed) because the listener was at its connection cap",
+            overloads.clone(),
+        );
         let mirrors = Family::<MirrorLabels, Counter>::default();
         registry.register(
             "weir_mirror_requests",
@@ -141,6 +148,7 @@ impl Metrics {
             inbound_series,
             reloads,
             rollbacks,
+            overloads,
             mirrors,
             unknown,
         }
@@ -218,6 +226,11 @@ impl Metrics {
                 visit(&labels, series.count.load(Ordering::Relaxed), &buckets);
             }
         }
+    }
+
+    /// Counts a connection refused over the cap (`weir_downstream_cx_overflow_total`).
+    pub fn record_overload(&self) {
+        self.overloads.inc();
     }
 
     /// Counts a rollback (`weir_rollbacks_total`).

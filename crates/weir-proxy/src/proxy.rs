@@ -121,8 +121,11 @@ impl Proxy {
         drain: Duration,
     ) -> std::io::Result<()> {
         let metrics = Arc::clone(&self.metrics);
+        let overloads = Arc::clone(&self.metrics);
         let options = ServerOptions {
             max_request_head: Some(self.options.max_request_head),
+            limits: self.options.limits,
+            on_overload: Some(Arc::new(move || overloads.record_overload())),
             workers: self.options.workers,
             on_worker: Some(pool::set_worker),
             on_connection_error: Some(Arc::new(move |e| connection_error(&metrics, e))),

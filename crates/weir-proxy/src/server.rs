@@ -23,8 +23,11 @@ use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
 
 mod accept;
+pub(crate) mod limits;
 pub(crate) mod transparent;
 mod workers;
+
+pub use limits::ConnectionLimits;
 
 /// What an accepted connection becomes once its listener has looked at it
 /// ([`NewService::prepare`]).
@@ -100,8 +103,8 @@ pub(crate) struct ServerOptions {
     /// Longest request head accepted, in bytes; larger is answered 431. `None`: hyper's
     /// default.
     pub max_request_head: Option<usize>,
-    /// How long a connection gets to send a complete request head.
-    pub header_read_timeout: Duration,
+    /// Deadlines and the connection cap.
+    pub limits: ConnectionLimits,
     /// Worker threads sharing the listener; 0 serves on the caller's runtime.
     pub workers: usize,
     /// How long open connections get to finish once the shutdown began.
@@ -110,19 +113,23 @@ pub(crate) struct ServerOptions {
     pub on_worker: Option<fn(usize)>,
     /// Told what a connection died of; `None` logs it at debug level.
     pub on_connection_error: Option<ConnectionErrorHook>,
+    /// Told of each connection refused over the cap.
+    pub on_overload: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl ServerOptions {
-    /// A listener named `name`, on the caller's runtime, with hyper's limits.
+    /// A listener named `name`, on the caller's runtime, with hyper's head size limit and
+    /// the admin API's connection limits ([`ConnectionLimits::ADMIN`]).
     pub(crate) fn new(name: &'static str, drain: Duration) -> Self {
         ServerOptions {
             name,
             max_request_head: None,
-            header_read_timeout: Duration::from_secs(30),
+            limits: ConnectionLimits::ADMIN,
             workers: 0,
             drain,
             on_worker: None,
             on_connection_error: None,
+            on_overload: None,
         }
     }
 }
@@ -132,6 +139,7 @@ impl std::fmt::Debug for ServerOptions {
         f.debug_struct("ServerOptions")
             .field("name", &self.name)
             .field("max_request_head", &self.max_request_head)
+            .field("limits", &self.limits)
             .field("workers", &self.workers)
             .field("drain", &self.drain)
             .finish_non_exhaustive()
@@ -146,10 +154,12 @@ pub(crate) async fn serve<N: NewService>(
     shutdown: impl Future<Output = ()> + Send,
     options: ServerOptions,
 ) -> std::io::Result<()> {
+    // One gate for the listener, shared by its workers.
+    let gate = limits::Gate::new(options.limits.connection_cap());
     if options.workers == 0 {
-        accept::serve(new, listener, shutdown, &options).await
+        accept::serve(new, listener, shutdown, &options, gate).await
     } else {
-        workers::serve(new, listener, shutdown, options).await
+        workers::serve(new, listener, shutdown, options, gate).await
     }
 }
 

@@ -12,10 +12,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use weir_router::{Findings, LiveTable};
 
+use weir_router::path::Normalization;
+
 use crate::feed::FeedError;
 use crate::identity::PodIdentity;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
+use crate::server::ConnectionLimits;
+use crate::state::StateStatus;
 
 /// What a sidecar needs to start.
 #[derive(Clone, Debug)]
@@ -43,6 +47,13 @@ pub struct SidecarOptions {
     pub reload_poll: Option<Duration>,
     /// Proxy worker threads (see [`ProxyOptions::workers`](crate::ProxyOptions::workers)); 0 serves on the caller's runtime.
     pub workers: usize,
+    /// Deadlines and the connection cap of the proxy listener.
+    pub limits: ConnectionLimits,
+    /// How request paths are normalised (Istio's default: [`Normalization::Base`]).
+    pub path_normalization: Normalization,
+    /// The state file keeping admin writes across restarts (see [`crate::state`]);
+    /// [`start`](crate::start) defaults it to `<first config>.weir-state.json`.
+    pub state: Option<PathBuf>,
 }
 
 impl Default for SidecarOptions {
@@ -58,6 +69,9 @@ impl Default for SidecarOptions {
             drain_timeout: Duration::from_secs(30),
             reload_poll: Some(Duration::from_secs(1)),
             workers: 0,
+            limits: ConnectionLimits::DEFAULT,
+            path_normalization: Normalization::Base,
+            state: None,
         }
     }
 }
@@ -71,6 +85,10 @@ impl SidecarOptions {
             Some(t) if t.chars().any(|c| c.is_whitespace() || c.is_control()) => {
                 bad("the admin token must not contain whitespace".into())
             }
+            // An HTTP header carries visible ASCII: any other token could never match.
+            Some(t) if !t.bytes().all(|b| b.is_ascii_graphic()) => bad(
+                "the admin token must be visible ASCII (an Authorization header cannot carry other characters, so it could never match): choose another token".into(),
+            ),
             Some(_) => Ok(()),
             None if self.admin.ip().is_loopback() => Ok(()),
             None => bad(format!(
@@ -145,6 +163,10 @@ pub struct Sidecar {
     pub reloader: Arc<Reloader>,
     /// The admin API's bearer token, if one is required.
     pub admin_token: Option<String>,
+    /// The state file and its problems.
+    pub state: Arc<StateStatus>,
+    /// Changes on every start: a client that sees another boot id knows the sidecar restarted.
+    pub boot_id: String,
     draining: AtomicBool,
 }
 
@@ -154,12 +176,15 @@ impl Sidecar {
         metrics: Arc<Metrics>,
         reloader: Arc<Reloader>,
         admin_token: Option<String>,
+        state: Arc<StateStatus>,
     ) -> Self {
         Sidecar {
             live,
             metrics,
             reloader,
             admin_token,
+            state,
+            boot_id: format!("{:016x}", rand::random::<u64>()),
             draining: AtomicBool::new(false),
         }
     }

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use weir_router::LiveTable;
 
 use crate::feed::{ConfigFeed, FileFeed};
 use crate::identity::PodIdentity;
@@ -21,9 +20,11 @@ use crate::reload::Reloader;
 use crate::sidecar::{
     RunError, RunningSidecar, ShutdownHandle, Sidecar, SidecarOptions, StartError,
 };
+use crate::state::{StateFile, start_live};
 
 /// Starts a sidecar on the config files of `options.config`, polled every
-/// `options.reload_poll` (see [`start_with_feed`]).
+/// `options.reload_poll` (see [`start_with_feed`]), with its admin state kept in
+/// `options.state` (default: `<first config>.weir-state.json`).
 pub async fn start(options: SidecarOptions) -> Result<RunningSidecar, StartError> {
     if options.config.is_empty() {
         return Err(StartError::Options(
@@ -31,11 +32,16 @@ pub async fn start(options: SidecarOptions) -> Result<RunningSidecar, StartError
         ));
     }
     let feed = FileFeed::new(options.config.clone(), options.reload_poll);
+    let mut options = options;
+    if options.state.is_none() {
+        options.state = Some(StateFile::next_to(&options.config[0]).path().to_path_buf());
+    }
     start_with_feed(options, Arc::new(feed)).await
 }
 
-/// Reads and validates the config from `feed`, binds both listeners and starts the proxy, the
-/// admin API and the reloader watching the feed. A refused config is
+/// Reads and validates the config from `feed` (with the admin state of `options.state`
+/// re-applied; `None` keeps none), binds both listeners and starts the proxy, the admin API
+/// and the reloader watching the feed. A refused config is
 /// [`StartError::Refused`]; nothing is served then.
 pub async fn start_with_feed(
     options: SidecarOptions,
@@ -44,10 +50,10 @@ pub async fn start_with_feed(
     options.check()?;
     // Once, before anything serves: a blocking read is fine here.
     let sources = feed.read().map_err(StartError::Feed)?;
-    let (live, findings) =
-        LiveTable::from_sources(&sources).map_err(|refused| StartError::Refused {
-            findings: refused.findings,
-        })?;
+    let (live, findings, state) = start_live(&sources, options.state.clone().map(StateFile::new))
+        .map_err(|refused| StartError::Refused {
+        findings: refused.findings,
+    })?;
     for w in findings.warnings() {
         tracing::warn!("config warning: {w}");
     }
@@ -99,6 +105,7 @@ pub async fn start_with_feed(
         Arc::clone(&metrics),
         Arc::clone(&reloader),
         options.admin_token.clone(),
+        state,
     ));
     let shutdown = ShutdownHandle::new();
     // The admin API outlives the drain, so that `/readyz` reports it; it stops after.
@@ -107,6 +114,8 @@ pub async fn start_with_feed(
     let proxy_options = ProxyOptions {
         workload: options.workload.clone(),
         workers: options.workers,
+        limits: options.limits,
+        path_normalization: options.path_normalization,
         ..ProxyOptions::default()
     };
     let inbound_addr = inbound_listener.as_ref().map(|(_, addr)| *addr);

@@ -108,10 +108,55 @@ pub fn compile_with(sources: &[ConfigSource], hosts: HostMode) -> Compiled {
             Err(f) => findings.push(f),
         }
     }
-    let table = Compiler::new(sources, &mut findings, hosts).build(&resources);
+    let table = match over_counts(&resources, &yaml::limits()) {
+        Some(f) => {
+            findings.push(f);
+            None
+        }
+        None => Compiler::new(sources, &mut findings, hosts).build(&resources),
+    };
     let mut findings = Findings(findings);
     findings.sort();
     Compiled { table, findings }
+}
+
+/// The first VirtualService that takes the config over the limits on rules or hosts
+/// ([`yaml::Limits`]): compiling is not attempted past them.
+fn over_counts(resources: &Resources, limits: &yaml::Limits) -> Option<Finding> {
+    let (mut rules, mut hosts) = (0usize, 0usize);
+    let entries = resources
+        .service_entries
+        .iter()
+        .map(|se| (se.raw.spec.hosts.len(), 0, &se.doc));
+    let services = resources
+        .virtual_services
+        .iter()
+        .map(|vs| (vs.raw.spec.hosts.len(), vs.raw.spec.http.len(), &vs.doc));
+    for (h, r, doc) in entries.chain(services) {
+        hosts += h;
+        rules += r;
+        let over = if rules > limits.max_rules {
+            Some((
+                format!("more than {} HTTP rules", limits.max_rules),
+                "--max-config-rules",
+            ))
+        } else if hosts > limits.max_hosts {
+            Some((
+                format!("more than {} hosts", limits.max_hosts),
+                "--max-config-hosts",
+            ))
+        } else {
+            None
+        };
+        if let Some((what, flag)) = over {
+            return Some(Finding::error(
+                Code::ConfigTooLarge,
+                doc.location(""),
+                format!("{what} in the config: split it, or raise the limit with `{flag}`"),
+            ));
+        }
+    }
+    None
 }
 
 // === Compiler ===

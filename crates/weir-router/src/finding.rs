@@ -61,6 +61,12 @@ pub enum Code {
     RollbackLatched,
     /// A canary spec (`kind: Canary`) is malformed or describes an impossible plan.
     InvalidCanarySpec,
+    /// The admin state (weights, latches and promotions kept across reloads and restarts)
+    /// could not be read, saved or applied as written.
+    AdminState,
+    /// A config text is over a parsing limit (size, nesting, alias expansion, documents,
+    /// rules, hosts).
+    ConfigTooLarge,
 }
 
 impl Code {
@@ -86,6 +92,8 @@ impl Code {
             Code::NoVirtualService => "WEIR013",
             Code::RollbackLatched => "WEIR014",
             Code::InvalidCanarySpec => "WEIR015",
+            Code::AdminState => "WEIR016",
+            Code::ConfigTooLarge => "WEIR017",
         }
     }
 
@@ -111,6 +119,8 @@ impl Code {
             Code::NoVirtualService => "no VirtualService",
             Code::RollbackLatched => "rollback latched",
             Code::InvalidCanarySpec => "invalid canary spec",
+            Code::AdminState => "admin state",
+            Code::ConfigTooLarge => "config over a parsing limit",
         }
     }
 }

@@ -31,7 +31,35 @@ pub fn validate(
     against: Option<&RouteTable>,
     options: GuardOptions,
 ) -> Compiled {
-    let mut compiled = compile_with(sources, options.hosts);
+    validate_adjusted(sources, against, options, |_| {})
+}
+
+/// [`validate`], with `adjust` run on the compiled table once its stable subsets are decided
+/// and before the weight guards: what it changes (the admin state re-applied) is guarded like
+/// the file.
+pub(crate) fn validate_adjusted(
+    sources: &[ConfigSource],
+    against: Option<&RouteTable>,
+    options: GuardOptions,
+    adjust: impl FnOnce(&mut RouteTable),
+) -> Compiled {
+    guard_compiled(
+        compile_with(sources, options.hosts),
+        against,
+        options,
+        adjust,
+    )
+}
+
+/// The checks of [`validate_adjusted`] on a config already compiled: the writer of a live
+/// table compiles (the expensive part) before it takes its lock, and checks against the table
+/// in force under the lock.
+pub(crate) fn guard_compiled(
+    mut compiled: Compiled,
+    against: Option<&RouteTable>,
+    options: GuardOptions,
+    adjust: impl FnOnce(&mut RouteTable),
+) -> Compiled {
     if let Some(table) = &mut compiled.table {
         let mut extra = Vec::new();
         for vs in &mut table.virtual_services {
@@ -53,6 +81,7 @@ pub fn validate(
                 ));
             }
         }
+        adjust(table);
         let guard = check_weights(against, table, options);
         compiled.findings.0.extend(extra);
         compiled.findings.0.extend(guard.0);

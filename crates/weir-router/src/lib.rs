@@ -101,10 +101,12 @@ mod guard;
 pub mod hash;
 mod live;
 mod matcher;
+pub mod path;
 #[allow(missing_docs)]
 mod raw;
 mod request;
 mod source;
+pub mod state;
 mod table;
 pub mod telemetry;
 pub mod yaml;

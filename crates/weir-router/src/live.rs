@@ -25,15 +25,18 @@
 
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
+use std::error::Error as StdError;
 use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, Guard};
 
+use crate::compile::{Compiled, compile_with};
 use crate::finding::{Code, Finding, Findings, Location};
-use crate::guard::{GuardOptions, check_weights, validate};
+use crate::guard::{GuardOptions, check_weights, guard_compiled, validate, validate_adjusted};
 use crate::source::ConfigSource;
+use crate::state::{self, AdminState};
 use crate::table::{RouteTable, Rule, VirtualService, find_cluster};
 
 /// A change of one rule's weights (admin `PUT /weights`, the canary controller).
@@ -95,12 +98,46 @@ type AnyExtension = Box<dyn Any + Send + Sync>;
 type Builder =
     Box<dyn Fn(&RouteTable, Option<&(dyn Any + Send + Sync)>) -> AnyExtension + Send + Sync>;
 
+/// Saves the admin state before a write is acknowledged (see [`LiveTable::persist_with`]).
+pub type Persist =
+    Box<dyn Fn(&AdminState) -> Result<(), Box<dyn StdError + Send + Sync>> + Send + Sync>;
+
 struct Writer {
     generation: u64,
-    /// `namespace/name` of VirtualServices whose canaries are held at 0%.
-    latched: BTreeSet<String>,
+    /// What admin writes changed on top of the config, latches included.
+    state: AdminState,
+    /// Where the state is saved, if anywhere.
+    persist: Option<Persist>,
     /// Extension builders by slot; `None` once removed.
     builders: Vec<Option<Builder>>,
+}
+
+impl Writer {
+    fn latched(&self) -> BTreeSet<String> {
+        self.state.latched()
+    }
+
+    /// Saves `state` (when a persister is set).
+    fn save(&self, state: &AdminState) -> Result<(), String> {
+        match &self.persist {
+            Some(persist) => persist(state).map_err(|e| e.to_string()),
+            None => Ok(()),
+        }
+    }
+
+    /// Saves `state` before a change is published; a failure refuses the change.
+    fn save_or_refuse(&self, state: &AdminState, origin: &str) -> Result<(), Refused> {
+        self.save(state).map_err(|e| {
+            Refused::one(
+                Code::AdminState,
+                origin,
+                "state",
+                format!(
+                    "the change was not made: it could not be saved to the state file ({e}), and a restart would have undone it. Fix the state file's directory (permissions, free space) and retry"
+                ),
+            )
+        })
+    }
 }
 
 /// What readers load: the route table in force and the extensions built from it, published
@@ -145,10 +182,74 @@ impl LiveTable {
             }),
             writer: Mutex::new(Writer {
                 generation: 1,
-                latched: BTreeSet::new(),
+                state: AdminState::default(),
+                persist: None,
                 builders: Vec::new(),
             }),
         }
+    }
+
+    /// Validates sources with a saved admin state re-applied (see [`crate::state`]) and starts
+    /// serving them. The state never stops a valid config from being served: a part of it
+    /// that cannot be applied is dropped (latches are kept) and reported in the findings.
+    pub fn from_sources_with_state(
+        sources: &[ConfigSource],
+        state: AdminState,
+    ) -> Result<(Self, Findings), Refused> {
+        let mut applied = state.clone();
+        let mut notes = Vec::new();
+        let compiled = validate_adjusted(sources, None, GuardOptions::default(), |table| {
+            applied.apply(table, &mut notes)
+        });
+        let (table, mut findings, state) = match compiled.table {
+            Some(table) if !compiled.findings.has_errors() => (table, compiled.findings, applied),
+            _ => {
+                // The file alone, with the latches only.
+                let plain = validate(sources, None, GuardOptions::default());
+                match plain.table {
+                    Some(table) if !plain.findings.has_errors() => {
+                        notes.push(Finding::warning(
+                            Code::AdminState,
+                            Location::origin(state::ORIGIN, ""),
+                            format!(
+                                "the admin state's weights are refused by the guard, so the config's are served (rollback latches kept):\n{}",
+                                compiled.findings
+                            ),
+                        ));
+                        let mut latches_only = state;
+                        latches_only.virtual_services.retain(|_, s| s.latched);
+                        for s in latches_only.virtual_services.values_mut() {
+                            s.rules = s.file.clone();
+                        }
+                        (table, plain.findings, latches_only)
+                    }
+                    _ => {
+                        return Err(Refused {
+                            findings: plain.findings,
+                        });
+                    }
+                }
+            }
+        };
+        findings.0.extend(notes);
+        findings.sort();
+        let table = apply_latches(table, &state.latched());
+        let live = LiveTable::new(table);
+        live.lock().state = state;
+        Ok((live, findings))
+    }
+
+    /// Saves the admin state with `persist` from now on: before every weight change,
+    /// release and promotion is published (a failure refuses it), and right after every
+    /// rollback (which is never held back; a failure is a warning of the rollback). Also
+    /// after a reload that dropped admin weights.
+    pub fn persist_with(&self, persist: Persist) {
+        self.lock().persist = Some(persist);
+    }
+
+    /// What admin writes changed on top of the config (latches, weights, promotions).
+    pub fn admin_state(&self) -> AdminState {
+        self.lock().state.clone()
     }
 
     /// Validates sources and starts serving them; refuses them on any error finding.
@@ -240,7 +341,11 @@ impl LiveTable {
         let Some(vs) = table.virtual_service(virtual_service) else {
             return false;
         };
-        self.lock().latched.contains(&vs.key())
+        self.lock()
+            .state
+            .virtual_services
+            .get(&vs.key())
+            .is_some_and(|s| s.latched)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Writer> {
@@ -276,9 +381,28 @@ impl LiveTable {
         sources: &[ConfigSource],
         options: GuardOptions,
     ) -> Result<Applied, Refused> {
+        // Parsing and compiling (bounded, but the bulk of the work) happen before the writer
+        // lock: a rollback or a weight change never waits behind a config parse.
+        let compiled = compile_with(sources, options.hosts);
         let mut w = self.lock();
+        let state = w.state.clone();
+        self.replace_with(&mut w, compiled, options, state)
+    }
+
+    /// [`replace`](LiveTable::replace) of a config already compiled, with `state` as the
+    /// admin state to re-apply.
+    fn replace_with(
+        &self,
+        w: &mut Writer,
+        compiled: Compiled,
+        options: GuardOptions,
+        mut state: AdminState,
+    ) -> Result<Applied, Refused> {
         let current = self.current.load_full();
-        let compiled = validate(sources, Some(&current.table), options);
+        let mut notes = Vec::new();
+        let compiled = guard_compiled(compiled, Some(&current.table), options, |table| {
+            state.apply(table, &mut notes)
+        });
         let table = match compiled.table {
             Some(t) if !compiled.findings.has_errors() => t,
             _ => {
@@ -287,12 +411,59 @@ impl LiveTable {
                 });
             }
         };
-        let table = apply_latches(table, &w.latched);
-        let generation = self.publish(&mut w, table);
+        let mut findings = compiled.findings;
+        let table = apply_latches(table, &state.latched());
+        if state != w.state {
+            if let Err(e) = w.save(&state) {
+                notes.push(not_saved(&e, "the reload"));
+            }
+            w.state = state;
+        }
+        let generation = self.publish(w, table);
+        findings.0.extend(notes);
+        findings.sort();
         Ok(Applied {
             generation,
-            findings: compiled.findings,
+            findings,
         })
+    }
+
+    /// Makes the config the truth again for a VirtualService (or all, with `None`): drops the
+    /// admin weights and promotions kept over it and serves the config's, in one swap. A
+    /// rollback latch stays (release it on its own). The config passed the guards when it
+    /// was read; going back to it is deliberate, so the direction and step guards are not
+    /// run against the table in force (the structural checks are).
+    pub fn discard_admin_weights(&self, virtual_service: Option<&str>) -> Result<Applied, Refused> {
+        let mut w = self.lock();
+        let current = self.current.load_full();
+        let keys = target_keys(&current, virtual_service)?;
+        let mut state = w.state.clone();
+        for key in &keys {
+            match state.virtual_services.get_mut(key) {
+                Some(entry) if entry.latched => {
+                    entry.rules = entry.file.clone();
+                    entry.stable_subset = None;
+                }
+                _ => {
+                    state.virtual_services.remove(key);
+                }
+            }
+        }
+        if state == w.state {
+            return Ok(Applied {
+                generation: w.generation,
+                findings: Findings::default(),
+            });
+        }
+        let sources = current.table.sources().to_vec();
+        drop(current);
+        w.save_or_refuse(&state, "discard")?;
+        let options = GuardOptions {
+            force: true,
+            ..GuardOptions::default()
+        };
+        let compiled = compile_with(&sources, options.hosts);
+        self.replace_with(&mut w, compiled, options, state)
     }
 
     /// Changes one rule's weights through the same guards as a file.
@@ -332,7 +503,11 @@ impl LiveTable {
                 ),
             )
         })?;
-        let latched = w.latched.contains(&vs.key());
+        let latched = w
+            .state
+            .virtual_services
+            .get(&vs.key())
+            .is_some_and(|s| s.latched);
         let vs_name = vs.name.clone();
         let is_canary: Vec<bool> = vs.rules[rule_index]
             .destinations
@@ -390,6 +565,19 @@ impl LiveTable {
         if findings.has_errors() {
             return Err(Refused { findings });
         }
+        let before = &current.table.virtual_services[vs_index];
+        let after = &next.virtual_services[vs_index];
+        if state::rules_of(before) == state::rules_of(after) {
+            // Nothing changes: no new generation, nothing to save.
+            return Ok(Applied {
+                generation: w.generation,
+                findings,
+            });
+        }
+        let mut saved = w.state.clone();
+        saved.record(before, after, latched);
+        w.save_or_refuse(&saved, origin)?;
+        w.state = saved;
         let generation = self.publish(&mut w, next);
         Ok(Applied {
             generation,
@@ -404,12 +592,21 @@ impl LiveTable {
         let mut w = self.lock();
         let current = self.current.load_full();
         let keys = target_keys(&current, virtual_service)?;
-        w.latched.extend(keys);
-        let next = apply_latches(current.table.clone(), &w.latched);
+        let mut latched = w.latched();
+        latched.extend(keys.iter().cloned());
+        let next = apply_latches(current.table.clone(), &latched);
+        let mut saved = w.state.clone();
+        record_all(&mut saved, &current, &next, &keys, true);
+        // Never held back by the save: the canary leaves first, then the state is written.
         let generation = self.publish(&mut w, next);
+        let mut findings = Findings::default();
+        if let Err(e) = w.save(&saved) {
+            findings.0.push(not_saved(&e, "the rollback"));
+        }
+        w.state = saved;
         Ok(Applied {
             generation,
-            findings: Findings::default(),
+            findings,
         })
     }
 
@@ -418,8 +615,12 @@ impl LiveTable {
     pub fn release(&self, virtual_service: Option<&str>) -> Result<Applied, Refused> {
         let mut w = self.lock();
         let current = self.current.load_full();
-        for key in target_keys(&current, virtual_service)? {
-            w.latched.remove(&key);
+        let keys = target_keys(&current, virtual_service)?;
+        let mut saved = w.state.clone();
+        record_all(&mut saved, &current, &current, &keys, false);
+        if saved != w.state {
+            w.save_or_refuse(&saved, "release")?;
+            w.state = saved;
         }
         Ok(Applied {
             generation: w.generation,
@@ -478,7 +679,6 @@ impl LiveTable {
             recompute_total(rule);
         }
         vs.stable_subset = Some(subset.to_string());
-        w.latched.remove(&vs.key());
         let findings = check_weights(
             Some(&current.table),
             &next,
@@ -491,12 +691,52 @@ impl LiveTable {
         if findings.has_errors() {
             return Err(Refused { findings });
         }
+        let mut saved = w.state.clone();
+        saved.record(
+            &current.table.virtual_services[vs_index],
+            &next.virtual_services[vs_index],
+            false,
+        );
+        w.save_or_refuse(&saved, "promote")?;
+        w.state = saved;
         let generation = self.publish(&mut w, next);
         Ok(Applied {
             generation,
             findings,
         })
     }
+}
+
+/// Records the VirtualServices `keys` of `after` in `state`, latched or not.
+fn record_all(
+    state: &mut AdminState,
+    before: &RouteTable,
+    after: &RouteTable,
+    keys: &[String],
+    latched: bool,
+) {
+    for key in keys {
+        let find = |t: &RouteTable| {
+            t.virtual_services()
+                .iter()
+                .find(|v| &v.key() == key)
+                .cloned()
+        };
+        if let (Some(b), Some(a)) = (find(before), find(after)) {
+            state.record(&b, &a, latched);
+        }
+    }
+}
+
+/// A warning: a change made but not saved.
+fn not_saved(error: &str, what: &str) -> Finding {
+    Finding::warning(
+        Code::AdminState,
+        Location::origin(state::ORIGIN, "state"),
+        format!(
+            "{what} is in force but could not be saved to the state file ({error}): a restart would serve the config's weights again. Fix the state file's directory (permissions, free space)"
+        ),
+    )
 }
 
 // === impl Published ===

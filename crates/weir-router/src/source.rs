@@ -25,7 +25,29 @@ impl ConfigSource {
     /// Reads a file.
     pub fn read(path: impl AsRef<Path>) -> std::io::Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)?;
+        let text = ConfigSource::read_text(path)?;
         Ok(ConfigSource::new(path.display().to_string(), text))
+    }
+
+    /// Reads a config file's text, never more than the size limit
+    /// ([`Limits::max_bytes`](crate::yaml::Limits)): a larger file is an error naming the flag
+    /// that raises the limit, and is never held in memory whole.
+    pub fn read_text(path: &Path) -> std::io::Result<String> {
+        use std::io::Read;
+        let max = crate::yaml::limits().max_bytes;
+        let mut text = String::new();
+        std::fs::File::open(path)?
+            .take(max as u64 + 1)
+            .read_to_string(&mut text)?;
+        if text.len() > max {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::FileTooLarge,
+                format!(
+                    "{}: larger than the config size limit of {max} bytes: split the config, or raise the limit with `--max-config-bytes`",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(text)
     }
 }

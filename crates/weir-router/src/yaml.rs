@@ -8,7 +8,7 @@
 //! Swapping the YAML library means rewriting this file and nothing else.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use serde::de::DeserializeOwned;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
@@ -32,10 +32,24 @@ pub struct Document {
 #[derive(Debug, Default)]
 struct Positions(HashMap<String, (u32, u32)>);
 
-/// Parses a YAML stream into its documents. Empty documents are skipped.
+/// Parses a YAML stream into its documents, within the process's [`Limits`]. Empty documents
+/// are skipped.
 ///
-/// A syntax error is one `YamlSyntax` finding with the file, line and column.
+/// A syntax error is one `YamlSyntax` finding with the file, line and column; a text over a
+/// limit is one `ConfigTooLarge` finding naming the limit and the flag that raises it.
 pub fn parse_stream(file: &Arc<str>, text: &str) -> Result<Vec<Document>, Finding> {
+    parse_stream_within(file, text, &limits())
+}
+
+/// [`parse_stream`] within the given limits. The limits are checked on the event stream
+/// first, with aliases counted as what they expand to, so that nothing unbounded is ever
+/// built (serde's `Value` expands every alias).
+pub fn parse_stream_within(
+    file: &Arc<str>,
+    text: &str,
+    limits: &Limits,
+) -> Result<Vec<Document>, Finding> {
+    limits.check(file, text)?;
     let mut values = Vec::new();
     for de in serde_yaml::Deserializer::from_str(text) {
         match <serde_yaml::Value as serde::Deserialize>::deserialize(de) {
@@ -93,6 +107,162 @@ pub fn single_document(file: &str, text: &str) -> Result<Document, Finding> {
             ),
         )),
     }
+}
+
+// === limits ===
+
+/// Bounds on one config text, so that no file (a billion-laughs alias bomb, deep nesting, a
+/// huge stream) can exhaust the memory or the time of a sidecar. Generous by default; the
+/// binary raises them with its `--max-config-*` flags ([`set_limits`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Limits {
+    /// Largest text, in bytes (`--max-config-bytes`).
+    pub max_bytes: usize,
+    /// Deepest nesting of mappings and sequences (`--max-config-depth`).
+    pub max_depth: usize,
+    /// Most nodes (scalars, mappings, sequences), every alias counted as the nodes it expands
+    /// to (`--max-config-nodes`).
+    pub max_nodes: usize,
+    /// Most YAML documents in one text (`--max-config-documents`).
+    pub max_documents: usize,
+    /// Most HTTP rules over all VirtualServices of a config (`--max-config-rules`).
+    pub max_rules: usize,
+    /// Most hosts over all VirtualServices and ServiceEntries of a config
+    /// (`--max-config-hosts`).
+    pub max_hosts: usize,
+}
+
+impl Limits {
+    /// 4 MiB, 64 levels, 250,000 nodes, 10,000 documents, 10,000 rules and 10,000 hosts: far
+    /// beyond any hand-written mesh config (the lesson's file has about 120 nodes), and well
+    /// under 100 MB of memory at the caps.
+    pub const DEFAULT: Limits = Limits {
+        max_bytes: 4 << 20,
+        max_depth: 64,
+        max_nodes: 250_000,
+        max_documents: 10_000,
+        max_rules: 10_000,
+        max_hosts: 10_000,
+    };
+
+    /// Checks `text` against the limits on the YAML event stream, stopping at the first limit
+    /// exceeded. A syntax error is left to the parser that follows (it words it better).
+    pub fn check(&self, file: &Arc<str>, text: &str) -> Result<(), Finding> {
+        let over = |line: u32, what: String, flag: &str| {
+            Finding::error(
+                Code::ConfigTooLarge,
+                Location {
+                    file: file.clone(),
+                    line,
+                    column: 1,
+                    path: String::new(),
+                },
+                format!("{what}: split the config, or raise the limit with `{flag}`"),
+            )
+        };
+        if text.len() > self.max_bytes {
+            return Err(over(
+                1,
+                format!(
+                    "the file is {} bytes, over the limit of {} bytes",
+                    text.len(),
+                    self.max_bytes
+                ),
+                "--max-config-bytes",
+            ));
+        }
+        // The expanded size of each open node, and of each anchored node once complete.
+        let mut open: Vec<(usize, u64)> = Vec::new();
+        let mut anchors: HashMap<usize, u64> = HashMap::new();
+        let (mut nodes, mut documents) = (0u64, 0usize);
+        let mut parser = Parser::new_from_str(text);
+        loop {
+            let Ok((event, mark)) = parser.next_token() else {
+                return Ok(());
+            };
+            let line = mark.line() as u32;
+            // (anchor, expanded size) of a node just completed; `nodes` counts every node as
+            // it comes, an alias as the nodes it expands to.
+            let done = match event {
+                Event::StreamEnd => return Ok(()),
+                Event::DocumentStart => {
+                    documents += 1;
+                    if documents > self.max_documents {
+                        return Err(over(
+                            line,
+                            format!(
+                                "more than {} YAML documents in one file",
+                                self.max_documents
+                            ),
+                            "--max-config-documents",
+                        ));
+                    }
+                    None
+                }
+                Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                    nodes += 1;
+                    open.push((anchor, 1));
+                    if open.len() > self.max_depth {
+                        return Err(over(
+                            line,
+                            format!("nesting deeper than {} levels", self.max_depth),
+                            "--max-config-depth",
+                        ));
+                    }
+                    None
+                }
+                Event::Scalar(_, _, anchor, _) => {
+                    nodes += 1;
+                    Some((anchor, 1))
+                }
+                Event::Alias(id) => {
+                    let size = anchors.get(&id).copied().unwrap_or(1);
+                    nodes = nodes.saturating_add(size);
+                    Some((0, size))
+                }
+                Event::SequenceEnd | Event::MappingEnd => open.pop(),
+                _ => None,
+            };
+            if nodes > self.max_nodes as u64 {
+                return Err(over(
+                    line,
+                    format!(
+                        "more than {} YAML nodes (aliases counted as what they expand to)",
+                        self.max_nodes
+                    ),
+                    "--max-config-nodes",
+                ));
+            }
+            if let Some((anchor, size)) = done {
+                if anchor != 0 {
+                    anchors.insert(anchor, size);
+                }
+                if let Some(parent) = open.last_mut() {
+                    parent.1 = parent.1.saturating_add(size);
+                }
+            }
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits::DEFAULT
+    }
+}
+
+static LIMITS: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
+
+/// Sets the limits every later [`parse_stream`] of this process applies (the binary does,
+/// from its flags, once at start).
+pub fn set_limits(limits: Limits) {
+    *LIMITS.write().unwrap_or_else(|p| p.into_inner()) = limits;
+}
+
+/// The limits in force.
+pub fn limits() -> Limits {
+    *LIMITS.read().unwrap_or_else(|p| p.into_inner())
 }
 
 fn syntax_finding(file: &Arc<str>, text: &str, e: &serde_yaml::Error) -> Finding {
@@ -472,5 +642,78 @@ mod tests {
         let mut seen = Vec::new();
         docs[0].deserialize::<T>(&mut |p| seen.push(p)).unwrap();
         assert_eq!(seen, vec!["b".to_string()]);
+    }
+
+    fn refused(text: &str, limits: &Limits) -> Finding {
+        let file: Arc<str> = "bomb.yaml".into();
+        parse_stream_within(&file, text, limits).unwrap_err()
+    }
+
+    /// Billion laughs: nine levels of nine aliases, about a kilobyte of text that expands to
+    /// 9^9 nodes. Refused from the event stream, before anything is expanded.
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_is_expanded() {
+        let mut text = String::from(
+            "a0: &a0 [\"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\", \"lol\"]\n",
+        );
+        for i in 1..10 {
+            let p = i - 1;
+            text.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let f = refused(&text, &Limits::DEFAULT);
+        assert_eq!(f.code, Code::ConfigTooLarge, "{f}");
+        assert!(f.message.contains("--max-config-nodes"), "{f}");
+        assert!(f.message.contains("aliases"), "{f}");
+        // The line where the expansion crossed the limit.
+        assert!((5..=10).contains(&f.location.line), "{f}");
+        assert_eq!(&*f.location.file, "bomb.yaml");
+        // A handful of aliases is fine.
+        let small = "a: &x {k: v}\nb: *x\nc: [*x, *x]\n";
+        assert_eq!(
+            parse_stream_within(&"ok.yaml".into(), small, &Limits::DEFAULT)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn nesting_beyond_the_depth_limit_is_refused() {
+        let deep = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        let f = refused(&deep, &Limits::DEFAULT);
+        assert_eq!(f.code, Code::ConfigTooLarge, "{f}");
+        assert!(
+            f.message.contains("deeper than 64") && f.message.contains("--max-config-depth"),
+            "{f}"
+        );
+        let mut block = String::new();
+        for i in 0..70 {
+            block.push_str(&format!("{}k{i}:\n", "  ".repeat(i)));
+        }
+        let f = refused(&block, &Limits::DEFAULT);
+        assert!(f.message.contains("--max-config-depth"), "{f}");
+        assert_eq!(f.location.line, 65, "the line of the 65th level: {f}");
+        // Within the limit: parsed.
+        let ok = format!("{}1{}", "[".repeat(60), "]".repeat(60));
+        assert!(parse_stream_within(&"ok.yaml".into(), &ok, &Limits::DEFAULT).is_ok());
+    }
+
+    #[test]
+    fn size_and_document_counts_are_capped() {
+        let mut limits = Limits::DEFAULT;
+        limits.max_bytes = 100;
+        let f = refused(&"a: 1\n".repeat(30), &limits);
+        assert!(
+            f.message.contains("150 bytes") && f.message.contains("--max-config-bytes"),
+            "{f}"
+        );
+        let mut limits = Limits::DEFAULT;
+        limits.max_documents = 3;
+        let f = refused(&"a: 1\n---\n".repeat(5), &limits);
+        assert!(f.message.contains("more than 3 YAML documents"), "{f}");
+        assert!(f.message.contains("--max-config-documents"), "{f}");
+        assert_eq!(f.location.line, 6, "the `---` of the fourth document: {f}");
     }
 }

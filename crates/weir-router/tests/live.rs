@@ -264,3 +264,57 @@ fn weight_change_to_an_empty_subset_is_refused() {
     );
     assert_eq!(weights(&live), vec![("v1".into(), 100), ("v2".into(), 0)]);
 }
+
+/// An emergency rollback never waits behind a config parse: a reload of a large file is
+/// parsed and compiled before the writer lock is taken, so rollbacks made while it is parsed
+/// are published (lower generations) before the reload's table, and the reload then keeps
+/// their latch.
+#[test]
+fn a_rollback_never_waits_behind_a_reload_being_parsed() {
+    let live = Arc::new(live(&lesson()));
+    // The lesson plus a document of 150,000 nodes (under the node limit): a slow parse.
+    let filler = vec!["x"; 150_000].join(", ");
+    let big = format!(
+        "{}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: filler}}\ndata:\n  items: [{filler}]\n",
+        lesson()
+    );
+    let source = ConfigSource::new("big.yaml", big);
+    let started = Arc::new(AtomicBool::new(false));
+    let reloading = Arc::new(AtomicBool::new(true));
+    let reload = std::thread::spawn({
+        let (live, started, reloading) = (live.clone(), started.clone(), reloading.clone());
+        move || {
+            started.store(true, Ordering::SeqCst);
+            let applied = live.replace(&[source], GuardOptions::default());
+            reloading.store(false, Ordering::SeqCst);
+            applied
+        }
+    });
+    while !started.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    let mut rollbacks = Vec::new();
+    while reloading.load(Ordering::SeqCst) {
+        rollbacks.push(live.rollback(None).expect("rollback").generation);
+    }
+    let reloaded = reload
+        .join()
+        .unwrap()
+        .expect("the large file is a valid config");
+    let before = rollbacks
+        .iter()
+        .filter(|g| **g < reloaded.generation)
+        .count();
+    assert!(
+        before >= 100,
+        "only {before} of {} rollbacks were published before the reload (generation {})",
+        rollbacks.len(),
+        reloaded.generation
+    );
+    assert!(live.is_latched("payment-svc"));
+    assert!(
+        weights(&live).iter().all(|(s, w)| s != "v2" || *w == 0),
+        "{:?}",
+        weights(&live)
+    );
+}

@@ -2,6 +2,8 @@
 
 use std::io::IsTerminal as _;
 
+use weir_router::yaml::Limits;
+
 pub mod admin_client;
 pub mod canary;
 pub mod explain;
@@ -18,6 +20,44 @@ pub enum Format {
     Text,
     /// One JSON document on stdout.
     Json,
+}
+
+/// The config parsing limits (`weir serve`, `weir validate`): defaults in
+/// [`weir_router::yaml::Limits::DEFAULT`].
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct ConfigLimitsArgs {
+    /// Largest config file read, in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = Limits::DEFAULT.max_bytes)]
+    max_config_bytes: usize,
+    /// Deepest nesting of YAML mappings and sequences.
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_depth)]
+    max_config_depth: usize,
+    /// Most YAML nodes per file, aliases counted as what they expand to.
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_nodes)]
+    max_config_nodes: usize,
+    /// Most YAML documents per file.
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_documents)]
+    max_config_documents: usize,
+    /// Most HTTP rules in a config.
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_rules)]
+    max_config_rules: usize,
+    /// Most hosts in a config.
+    #[arg(long, value_name = "N", default_value_t = Limits::DEFAULT.max_hosts)]
+    max_config_hosts: usize,
+}
+
+impl ConfigLimitsArgs {
+    /// Puts the limits in force for every config this process parses.
+    pub fn apply(self) {
+        let mut limits = Limits::DEFAULT;
+        limits.max_bytes = self.max_config_bytes;
+        limits.max_depth = self.max_config_depth;
+        limits.max_nodes = self.max_config_nodes;
+        limits.max_documents = self.max_config_documents;
+        limits.max_rules = self.max_config_rules;
+        limits.max_hosts = self.max_config_hosts;
+        weir_router::yaml::set_limits(limits);
+    }
 }
 
 /// Logs to stderr through `tracing`, at `info` unless `RUST_LOG` says otherwise.

@@ -28,9 +28,9 @@ use weir_proxy::admin::api::WeightChange;
 use weir_proxy::{RunningSidecar, Sidecar, SidecarOptions};
 use weir_router::{Code, ConfigSource, GuardOptions, LiveTable};
 
-use crate::cli::admin_client::{AdminClient, Reply};
 use crate::cli::canary::{micros, trigger_name};
 use crate::cli::serve_canary::run_in_process;
+use weir_proxy::admin::client::{AdminClient, Reply};
 
 mod traffic;
 pub mod upstream;
@@ -170,10 +170,11 @@ async fn demo(args: &DemoArgs) -> Result<bool> {
         workload: "demo-client".into(),
         admin_token: None,
         drain_timeout: Duration::from_secs(2),
-        // The demo reloads on purpose only (POST /reload before act 4).
+        // The demo changes the table through the admin API only.
         reload_poll: None,
         // The proxy as `weir serve` runs it: its own worker thread.
         workers: 1,
+        state: None,
         ..SidecarOptions::default()
     })
     .await?;
@@ -491,13 +492,14 @@ async fn act4(
     let title = "faulty v2 rolled back by the fast guard";
     println!("\nAct 4: a faulty v2, rolled back automatically");
     // Back to the lesson's starting point: v1 stable, v2 at 0%, then a new v2 build.
+    // The promotion is kept over the file (and would survive a reload or a restart): drop it.
     let status = admin
-        .answer(Method::POST, "/reload", None::<&()>)
+        .answer(Method::DELETE, "/state", None::<&()>)
         .await
         .status;
     let _ = sidecar.live.release(Some(VIRTUAL_SERVICE));
     println!(
-        "  $ curl -X POST {}/reload   -> {status}: v1 stable again, {}",
+        "  $ curl -X DELETE {}/state   -> {status}: the config's weights again, v1 stable, {}",
         admin.base(),
         describe_split(&split(&sidecar.live))
     );

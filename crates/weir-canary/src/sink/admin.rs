@@ -1,12 +1,15 @@
-//! The sidecars' admin API, fanned out to every replica in parallel.
+//! The sidecars' admin API, fanned out to every replica in parallel, with weir-proxy's admin
+//! client and wire types (the server's own).
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use http::{Method, StatusCode};
+use serde_json::Value;
+use weir_proxy::admin::api::{ErrorResponse, PromoteRequest, RollbackRequest, WeightChange};
+use weir_proxy::admin::client::{AdminClient, Reply, base_url};
 
 use super::{Confirmation, SinkError, Split, WeightSink};
 use crate::spec::Target;
-use crate::transport::{Client, Method, Request};
 
 /// A [`WeightSink`] over the admin APIs of one or many sidecars, e.g.
 /// `http://127.0.0.1:15000`.
@@ -21,7 +24,6 @@ pub struct AdminSink {
     replicas: Vec<String>,
     token: Option<String>,
     timeout: Duration,
-    client: Client,
 }
 
 impl AdminSink {
@@ -32,13 +34,9 @@ impl AdminSink {
         S: Into<String>,
     {
         AdminSink {
-            replicas: replicas
-                .into_iter()
-                .map(|r| r.into().trim_end_matches('/').to_string())
-                .collect(),
+            replicas: replicas.into_iter().map(|r| base_url(&r.into())).collect(),
             token: None,
             timeout: Duration::from_secs(2),
-            client: Client::new(),
         }
     }
 
@@ -55,22 +53,43 @@ impl AdminSink {
         self
     }
 
+    /// The replicas' admin base URLs.
+    pub fn replicas(&self) -> &[String] {
+        &self.replicas
+    }
+
+    /// One call to one replica, answered whatever the status.
+    pub(crate) fn exchange(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Reply, SinkError> {
+        let url = format!("{base}{path}");
+        let client = AdminClient::new(base, self.token.clone())
+            .map_err(|e| SinkError::Failed {
+                by: url.clone(),
+                reason: e.to_string(),
+            })?
+            .with_timeout(self.timeout);
+        client
+            .call_blocking(method, path, body)
+            .map_err(|source| SinkError::Unreachable { by: url, source })
+    }
+
     /// Sends one request to the given replicas in parallel; one result per replica, in order.
     fn fan_out(
         &self,
         replicas: &[&str],
-        method: Method,
+        method: &Method,
         path: &str,
         body: &Value,
     ) -> Vec<Result<u64, SinkError>> {
-        let body = body.to_string();
         std::thread::scope(|s| {
             let calls: Vec<_> = replicas
                 .iter()
-                .map(|base| {
-                    let body = &body;
-                    s.spawn(move || self.call(base, method, path, body))
-                })
+                .map(|base| s.spawn(move || self.call(base, method.clone(), path, body)))
                 .collect();
             calls
                 .into_iter()
@@ -87,36 +106,39 @@ impl AdminSink {
         })
     }
 
-    fn call(&self, base: &str, method: Method, path: &str, body: &str) -> Result<u64, SinkError> {
+    fn call(&self, base: &str, method: Method, path: &str, body: &Value) -> Result<u64, SinkError> {
         let url = format!("{base}{path}");
-        let request = Request {
-            token: self.token.as_deref(),
-            ..Request::json(method, &url, body, self.timeout)
-        };
-        let reply = self
-            .client
-            .send(&request)
-            .map_err(|source| SinkError::Unreachable {
-                by: url.clone(),
-                source,
-            })?;
-        let answer: Value = serde_json::from_str(&reply.body).unwrap_or(Value::Null);
+        let reply = self.exchange(base, method, path, Some(body))?;
         match reply.status {
-            200 => Ok(answer["generation"].as_u64().unwrap_or(0)),
-            409 => Err(SinkError::Refused {
-                by: url,
-                message: answer["error"]
-                    .as_str()
-                    .unwrap_or("the guard refused the change")
-                    .to_string(),
-                findings: findings(&answer["findings"]),
-            }),
+            StatusCode::OK => reply
+                .parse::<Generation>()
+                .map(|g| g.generation)
+                .ok_or_else(|| SinkError::Failed {
+                    by: url,
+                    reason: format!(
+                        "answered 200 without a generation ({}): not a weir sidecar's admin API?",
+                        reply.body
+                    ),
+                }),
+            StatusCode::CONFLICT => {
+                let refusal = reply.parse::<ErrorResponse>();
+                Err(SinkError::Refused {
+                    by: url,
+                    message: refusal
+                        .as_ref()
+                        .map_or("the guard refused the change", |r| r.error.as_str())
+                        .to_string(),
+                    findings: refusal
+                        .and_then(|r| r.findings)
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|f| format!("{} {}", f.code, f.message))
+                        .collect(),
+                })
+            }
             status => Err(SinkError::Failed {
                 by: url,
-                reason: format!(
-                    "answered {status}: {}",
-                    answer["error"].as_str().unwrap_or(reply.body.trim())
-                ),
+                reason: format!("answered {}: {}", status.as_u16(), reply.error()),
             }),
         }
     }
@@ -132,7 +154,7 @@ impl AdminSink {
     ) -> Result<Confirmation, SinkError> {
         let started = Instant::now();
         let all: Vec<&str> = self.replicas.iter().map(String::as_str).collect();
-        let results = self.fan_out(&all, method, path, &body);
+        let results = self.fan_out(&all, &method, path, &body);
         let took = started.elapsed();
         if results.iter().all(Result::is_ok) {
             return Ok(Confirmation {
@@ -153,7 +175,7 @@ impl AdminSink {
                 .map(|(r, _)| *r)
                 .collect();
             let errors: Vec<String> = self
-                .fan_out(&targets, undo.method, undo.path, &undo.body)
+                .fan_out(&targets, &undo.method, undo.path, &undo.body)
                 .into_iter()
                 .filter_map(|r| r.err().map(|e| e.to_string()))
                 .collect();
@@ -172,6 +194,12 @@ impl AdminSink {
     }
 }
 
+/// The generation every successful write answers with.
+#[derive(serde::Deserialize)]
+struct Generation {
+    generation: u64,
+}
+
 /// What puts replicas back after a partial failure.
 struct Undo {
     /// Only the replicas that confirmed (else every replica).
@@ -181,79 +209,73 @@ struct Undo {
     body: Value,
 }
 
-/// One line per finding of a 409 answer: `CODE message (path)` when they are weir findings.
-fn findings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|all| {
-            all.iter()
-                .map(|f| match (f["code"].as_str(), f["message"].as_str()) {
-                    (Some(code), Some(message)) => format!("{code} {message}"),
-                    (None, Some(message)) => message.to_string(),
-                    _ => f.as_str().map_or_else(|| f.to_string(), str::to_string),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// A wire type as the JSON body of a request.
+fn body(value: &impl serde::Serialize) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// The body naming one VirtualService (`POST|DELETE /rollback`).
+fn naming(target: &Target) -> Value {
+    body(&RollbackRequest {
+        virtual_service: Some(target.virtual_service.clone()),
+    })
 }
 
 impl WeightSink for AdminSink {
     fn set_weights(&mut self, target: &Target, split: Split) -> Result<Confirmation, SinkError> {
-        let body = json!({
-            "virtual_service": target.virtual_service,
-            "weights": {
-                target.stable_subset.as_str(): split.stable,
-                target.canary_subset.as_str(): split.canary,
-            },
-            "rule": target.rule,
-            "force": false,
-            "promotion": split.is_promotion(),
-        });
-        let rollback = json!({ "virtual_service": target.virtual_service });
+        let change = WeightChange {
+            virtual_service: target.virtual_service.clone(),
+            rule: target.rule.clone(),
+            weights: [
+                (target.stable_subset.clone(), split.stable),
+                (target.canary_subset.clone(), split.canary),
+            ]
+            .into(),
+            force: false,
+            promotion: split.is_promotion(),
+            ..WeightChange::default()
+        };
         // Undo on every replica: a replica that timed out may have applied the change.
         self.everywhere(
-            Method::Put,
+            Method::PUT,
             "/weights",
-            body,
+            body(&change),
             Some(Undo {
                 confirmed_only: false,
-                method: Method::Post,
+                method: Method::POST,
                 path: "/rollback",
-                body: rollback,
+                body: naming(target),
             }),
         )
     }
 
     fn rollback(&mut self, target: &Target) -> Result<Confirmation, SinkError> {
-        let body = json!({ "virtual_service": target.virtual_service });
-        self.everywhere(Method::Post, "/rollback", body, None)
+        self.everywhere(Method::POST, "/rollback", naming(target), None)
     }
 
     fn promote(&mut self, target: &Target) -> Result<Confirmation, SinkError> {
-        let body = json!({
-            "virtual_service": target.virtual_service,
-            "subset": target.canary_subset,
-        });
+        let promote = |subset: &str| {
+            body(&PromoteRequest {
+                virtual_service: target.virtual_service.clone(),
+                subset: subset.to_string(),
+            })
+        };
         // Put the stable subset back where the promotion went through.
-        let back = json!({
-            "virtual_service": target.virtual_service,
-            "subset": target.stable_subset,
-        });
         self.everywhere(
-            Method::Post,
+            Method::POST,
             "/promote",
-            body,
+            promote(&target.canary_subset),
             Some(Undo {
                 confirmed_only: true,
-                method: Method::Post,
+                method: Method::POST,
                 path: "/promote",
-                body: back,
+                body: promote(&target.stable_subset),
             }),
         )
     }
 
     fn release(&mut self, target: &Target) -> Result<Confirmation, SinkError> {
-        let body = json!({ "virtual_service": target.virtual_service });
-        self.everywhere(Method::Delete, "/rollback", body, None)
+        self.everywhere(Method::DELETE, "/rollback", naming(target), None)
     }
 
     fn describe(&self) -> String {

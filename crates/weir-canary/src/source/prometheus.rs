@@ -7,17 +7,21 @@ use weir_router::telemetry::{REQUEST_DURATION_BUCKET, REQUESTS_TOTAL, label};
 
 use super::{MetricSource, Observation, SourceError};
 use crate::exposition::SeriesFilter;
+use crate::template::FlaggerQueries;
 use crate::transport::{Client, Request};
 use crate::units::promql_duration;
 
 /// A [`MetricSource`] that asks a Prometheus server, e.g. `http://127.0.0.1:9090`.
 ///
-/// The built-in gates are the PromQL of [`BuiltinQueries`]; custom metrics send their query
-/// as written. Prometheus evaluates at its own "now", so the `now` passed in is not used.
+/// The built-in gates send either weir's per-version PromQL ([`BuiltinQueries`], over the
+/// series a [`SeriesFilter`] keeps, the default) or, after [`flagger`](Self::flagger),
+/// Flagger's own Istio queries ([`FlaggerQueries`]) byte for byte. Custom metrics send their
+/// query as written. Prometheus evaluates at its own "now", so the `now` passed in is not used.
 pub struct PrometheusSource {
     base: String,
     client: Client,
     filter: SeriesFilter,
+    flagger: Option<(FlaggerQueries, String)>,
     timeout: Duration,
 }
 
@@ -37,8 +41,19 @@ impl PrometheusSource {
             base: base_url.into().trim_end_matches('/').to_string(),
             client: Client::new(),
             filter: SeriesFilter::default(),
+            flagger: None,
             timeout: Duration::from_secs(5),
         }
+    }
+
+    /// Judges the canary with Flagger's built-in queries: `version` (the canary's
+    /// `destination_version`, the only version the controller observes) is read with
+    /// `queries`, which select the canary's workload as the destination's sidecar reports it
+    /// (`reporter="destination"`). Any other version is refused: these queries cannot tell
+    /// versions apart.
+    pub fn flagger(mut self, queries: FlaggerQueries, version: impl Into<String>) -> Self {
+        self.flagger = Some((queries, version.into()));
+        self
     }
 
     /// Counts only the series this filter keeps (e.g. one `destination_service_name`).
@@ -86,10 +101,32 @@ impl MetricSource for PrometheusSource {
         window: Duration,
         _now: Instant,
     ) -> Result<Observation, SourceError> {
-        let q = BuiltinQueries::new(&self.filter, version, window);
-        let requests = self.instant(&q.requests())?.unwrap_or(0.0);
+        let [requests, success, p99] = match &self.flagger {
+            None => {
+                let q = BuiltinQueries::new(&self.filter, version, window);
+                [q.requests(), q.success_rate(), q.p99()]
+            }
+            Some((q, canary)) if canary == version => [
+                q.requests(window),
+                q.request_success_rate(window),
+                q.request_duration(window),
+            ],
+            Some(_) => {
+                return Err(SourceError::Unsupported(
+                    "Flagger's built-in queries select the canary's workload only: no other version can be observed",
+                ));
+            }
+        };
+        let requests = self.instant(&requests)?.unwrap_or(0.0);
         let (success_rate, p99_ms) = if requests > 0.0 {
-            (self.instant(&q.success_rate())?, self.instant(&q.p99())?)
+            // Flagger's success rate has no fallback for "no non-5xx series at all": with
+            // requests in the window, an empty answer means every one of them failed.
+            let rate = self.instant(&success)?;
+            let rate = match (&self.flagger, rate) {
+                (Some(_), None) => Some(0.0),
+                (_, rate) => rate,
+            };
+            (rate, self.instant(&p99)?)
         } else {
             (None, None)
         };

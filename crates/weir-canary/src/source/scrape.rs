@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 
 use super::{MetricSource, Observation, SourceError};
 use crate::exposition::{SeriesFilter, Snapshot};
+use crate::replicas::ReplicaSet;
 use crate::transport::{Client, Request};
 
-/// One scrape: a snapshot per target, read with the source's filter.
-type Fetch = Box<dyn FnMut(&SeriesFilter) -> Result<Vec<Snapshot>, SourceError> + Send>;
+/// One scrape: a snapshot per target, keyed by the target's name, read with the source's
+/// filter.
+type Fetch = Box<dyn FnMut(&SeriesFilter) -> Result<Vec<(String, Snapshot)>, SourceError> + Send>;
 
 /// A [`MetricSource`] over sidecars' counters: the `/metrics` of one or many sidecars, or an
 /// in-process registry (its exposition text, or its counters handed over directly).
@@ -18,7 +20,9 @@ type Fetch = Box<dyn FnMut(&SeriesFilter) -> Result<Vec<Snapshot>, SourceError> 
 /// the result in a short history. A window's numbers are the newest scrape minus the newest
 /// scrape at least `window` old, computed per target (so one sidecar's restart is seen as a
 /// counter reset) and summed over the targets. Until the history reaches back a full window
-/// the oldest scrape is used and [`Observation::window`] says how much was covered.
+/// the oldest scrape is used and [`Observation::window`] says how much was covered. A target
+/// that was not in the older scrape (a replica that joined, see
+/// [`following`](Self::following)) counts once it is in both.
 ///
 /// Any target failing makes the whole observation fail: numbers from some replicas only would
 /// silently pass or fail a gate on a fraction of the traffic.
@@ -32,7 +36,7 @@ pub struct ScrapeSource {
 
 struct Scrape {
     at: Instant,
-    targets: Vec<Snapshot>,
+    targets: Vec<(String, Snapshot)>,
 }
 
 // === impl ScrapeSource ===
@@ -76,20 +80,25 @@ impl ScrapeSource {
         let client = Client::new();
         Self::from_fetch(Box::new(move |filter| {
             urls.iter()
-                .map(|url| {
-                    let mut request = Request::get(url, timeout);
-                    request.token = token.as_deref();
-                    let reply = client.send(&request).map_err(|source| SourceError::Http {
-                        url: url.clone(),
-                        source,
-                    })?;
-                    if reply.status != 200 {
-                        return Err(SourceError::Status {
-                            url: url.clone(),
-                            status: reply.status,
-                        });
-                    }
-                    parse(url, &reply.body, filter)
+                .map(|url| scrape_one(&client, url, token.as_deref(), timeout, filter))
+                .collect()
+        }))
+    }
+
+    /// Scrapes `/metrics` of the replicas in `replicas` at each scrape (a
+    /// [`DnsAdminSink`](crate::DnsAdminSink)'s, which admits a replica only once it has the
+    /// current weights), with the admin token if any. A replica counts from its second scrape
+    /// on: its first one is where its window starts.
+    pub fn following(replicas: ReplicaSet, token: Option<String>) -> Self {
+        let client = Client::new();
+        let timeout = Duration::from_secs(2);
+        Self::from_fetch(Box::new(move |filter| {
+            replicas
+                .urls()
+                .iter()
+                .map(|base| {
+                    let url = format!("{base}/metrics");
+                    scrape_one(&client, &url, token.as_deref(), timeout, filter)
                 })
                 .collect()
         }))
@@ -101,7 +110,8 @@ impl ScrapeSource {
         F: FnMut() -> String + Send + 'static,
     {
         Self::from_fetch(Box::new(move |filter| {
-            Ok(vec![parse("in-process registry", &text(), filter)?])
+            let origin = "in-process registry";
+            Ok(vec![(origin.into(), parse(origin, &text(), filter)?)])
         }))
     }
 
@@ -135,7 +145,9 @@ impl ScrapeSource {
     where
         F: FnMut(&SeriesFilter) -> Result<Snapshot, SourceError> + Send + 'static,
     {
-        Self::from_fetch(Box::new(move |filter| Ok(vec![snapshot(filter)?])))
+        Self::from_fetch(Box::new(move |filter| {
+            Ok(vec![("in-process registry".into(), snapshot(filter)?)])
+        }))
     }
 
     fn from_fetch(fetch: Fetch) -> Self {
@@ -175,6 +187,29 @@ impl ScrapeSource {
     }
 }
 
+/// One `/metrics` URL, keyed by itself.
+fn scrape_one(
+    client: &Client,
+    url: &str,
+    token: Option<&str>,
+    timeout: Duration,
+    filter: &SeriesFilter,
+) -> Result<(String, Snapshot), SourceError> {
+    let mut request = Request::get(url, timeout);
+    request.token = token;
+    let reply = client.send(&request).map_err(|source| SourceError::Http {
+        url: url.to_string(),
+        source,
+    })?;
+    if reply.status != 200 {
+        return Err(SourceError::Status {
+            url: url.to_string(),
+            status: reply.status,
+        });
+    }
+    Ok((url.to_string(), parse(url, &reply.body, filter)?))
+}
+
 /// One target's exposition text, read with `filter`; `origin` names it in errors.
 fn parse(origin: &str, text: &str, filter: &SeriesFilter) -> Result<Snapshot, SourceError> {
     Snapshot::parse(text, filter).map_err(|source| SourceError::Exposition {
@@ -206,8 +241,10 @@ impl MetricSource for ScrapeSource {
             return Ok(Observation::default());
         };
         let mut total = Snapshot::default();
-        for (now_t, then_t) in newest.targets.iter().zip(&base.targets) {
-            total.add(&now_t.since(then_t));
+        for (key, now_t) in &newest.targets {
+            if let Some((_, then_t)) = base.targets.iter().find(|(k, _)| k == key) {
+                total.add(&now_t.since(then_t));
+            }
         }
         let stats = total.version(version).cloned().unwrap_or_default();
         Ok(Observation {
@@ -223,7 +260,7 @@ impl MetricSource for ScrapeSource {
         let total: f64 = scrape
             .targets
             .iter()
-            .filter_map(|t| t.version(version))
+            .filter_map(|(_, t)| t.version(version))
             .map(|s| s.requests)
             .sum();
         Ok(Some(total.round() as u64))

@@ -13,10 +13,13 @@ use super::{
     Webhook,
 };
 use crate::plan::Plan;
+use crate::template::Model;
 use crate::units::promql_duration;
 
 /// Flagger's default analysis and metric interval.
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// The same, as Flagger writes it into a query's `{{ interval }}`.
+const DEFAULT_INTERVAL_TEXT: &str = "1m";
 /// Flagger's default webhook timeout.
 pub(super) const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) const DEFAULT_MIN_REQUESTS: u64 = 10;
@@ -109,10 +112,11 @@ fn spec(raw: RawCanary, p: &mut Problems<'_>) -> CanarySpec {
             format!("is the stable subset {stable_subset:?} too: name the subset being released"),
         );
     }
+    let workload = raw.spec.target_ref.and_then(|t| t.name);
     let virtual_service = weir
         .virtual_service
         .or(raw.spec.service.and_then(|s| s.name))
-        .or(raw.spec.target_ref.and_then(|t| t.name))
+        .or(workload.clone())
         .unwrap_or_else(|| name.clone());
     let target = Target {
         virtual_service,
@@ -122,6 +126,7 @@ fn spec(raw: RawCanary, p: &mut Problems<'_>) -> CanarySpec {
         stable_subset,
         canary_subset,
         destination_service: weir.destination_service,
+        workload: workload.unwrap_or_else(|| name.clone()),
     };
 
     let Some(a) = raw.spec.analysis else {
@@ -177,7 +182,14 @@ fn spec(raw: RawCanary, p: &mut Problems<'_>) -> CanarySpec {
         .into_iter()
         .enumerate()
         .filter_map(|(i, m)| {
-            let g = gate(i, m, &name, &namespace, &target.virtual_service, p)?;
+            let model = Model {
+                name: &name,
+                namespace: &namespace,
+                target: &target.workload,
+                service: &target.virtual_service,
+                interval: DEFAULT_INTERVAL_TEXT,
+            };
+            let g = gate(i, m, &model, p)?;
             if !allow_odd {
                 odd_threshold(i, &g, p);
             }
@@ -542,14 +554,9 @@ fn plan(a: &RawAnalysis, dark: Option<&DarkLaunch>, p: &mut Problems<'_>) -> Pla
     }
 }
 
-fn gate(
-    i: usize,
-    m: RawMetric,
-    name: &str,
-    namespace: &str,
-    service: &str,
-    p: &mut Problems<'_>,
-) -> Option<Gate> {
+/// One metric; `model` fills a custom query's template, its interval replaced by the metric's
+/// own as written.
+fn gate(i: usize, m: RawMetric, model: &Model<'_>, p: &mut Problems<'_>) -> Option<Gate> {
     let path = format!("spec.analysis.metrics[{i}]");
     if m.template_ref.is_some() || m.template_variables.is_some() {
         p.add(
@@ -581,11 +588,15 @@ fn gate(
         ("request-success-rate", None) => Metric::RequestSuccessRate,
         ("request-duration", None) => Metric::RequestDuration,
         (_, Some(q)) if !q.trim().is_empty() => {
-            let rendered = render_query(&q, interval, name, namespace, service);
+            let model = Model {
+                interval: m.interval.as_deref().unwrap_or(model.interval),
+                ..model.clone()
+            };
+            let rendered = model.render(&q);
             if rendered.contains("{{") {
                 p.add(
                     &format!("{path}.query"),
-                    "uses a template variable weir does not know: use {{ interval }}, {{ namespace }}, {{ name }} or {{ service }}",
+                    "uses a template variable weir does not know: use {{ interval }}, {{ namespace }}, {{ name }}, {{ target }} or {{ service }}",
                 );
             }
             Metric::Query(rendered)
@@ -639,22 +650,6 @@ fn gate(
         max,
         interval,
     })
-}
-
-fn render_query(q: &str, interval: Duration, name: &str, namespace: &str, service: &str) -> String {
-    let mut out = q.to_string();
-    for (var, value) in [
-        ("interval", promql_duration(interval)),
-        ("namespace", namespace.to_string()),
-        ("name", name.to_string()),
-        ("target", name.to_string()),
-        ("service", service.to_string()),
-    ] {
-        out = out
-            .replace(&format!("{{{{ {var} }}}}"), &value)
-            .replace(&format!("{{{{{var}}}}}"), &value);
-    }
-    out
 }
 
 fn webhook(i: usize, w: RawWebhook, p: &mut Problems<'_>) -> Option<Webhook> {

@@ -475,3 +475,51 @@ fn a_healthy_run_takes_one_interval_per_check() {
     let spec = CanarySpec::from_yaml("canary.yaml", &text).unwrap();
     assert_eq!(spec.min_healthy_duration(), Duration::from_secs(50));
 }
+
+#[test]
+fn templates_are_filled_in_as_flagger_fills_them() {
+    let text = r#"apiVersion: flagger.app/v1beta1
+kind: Canary
+metadata: {name: payment, namespace: shop}
+spec:
+  targetRef: {kind: Deployment, name: payment-svc-v2}
+  service: {name: payment-svc}
+  analysis:
+    interval: 1m
+    threshold: 1
+    stepWeight: 10
+    metrics:
+    - name: errors
+      query: x{ns="{{ namespace }}",w=~"{{ target }}",n="{{ name }}",s="{{service}}"}[{{ interval }}]
+      thresholdRange: {max: 1}
+    - name: errors-own-interval
+      query: y[{{ interval }}]
+      thresholdRange: {max: 1}
+      interval: 90s
+    - name: errors-flaggers-default
+      query: z[{{ interval }}]
+      thresholdRange: {max: 1}
+"#;
+    let spec = CanarySpec::from_yaml("c.yaml", text).unwrap();
+    // Flagger's `target` is spec.targetRef.name; the VirtualService comes from spec.service.
+    assert_eq!(spec.target.workload, "payment-svc-v2");
+    assert_eq!(spec.target.virtual_service, "payment-svc");
+    let queries: Vec<&Metric> = spec.analysis.gates.iter().map(|g| &g.metric).collect();
+    assert_eq!(
+        queries,
+        [
+            &Metric::Query(
+                r#"x{ns="shop",w=~"payment-svc-v2",n="payment",s="payment-svc"}[1m]"#.into()
+            ),
+            &Metric::Query("y[90s]".into()),
+            &Metric::Query("z[1m]".into()),
+        ]
+    );
+    // Without a targetRef the workload is the Canary's name.
+    let bare = CanarySpec::from_yaml(
+        "c.yaml",
+        "apiVersion: flagger.app/v1beta1\nkind: Canary\nmetadata: {name: payment-svc}\nspec:\n  analysis: {interval: 1m, threshold: 1, stepWeight: 10}\n",
+    )
+    .unwrap();
+    assert_eq!(bare.target.workload, "payment-svc");
+}

@@ -11,6 +11,7 @@
 //! | `DELETE /rollback` | [`RollbackRequest`] or none | [`RollbackResponse`] (generation only) |
 //! | `POST /promote` | [`PromoteRequest`] | [`PromoteResponse`] |
 //! | `POST /reload` | | [`ChangeResponse`] |
+//! | `DELETE /state` | [`RollbackRequest`] or none | [`ChangeResponse`] |
 //!
 //! Every other answer is an [`ErrorResponse`]: 400 malformed, 401 no or wrong token, 404
 //! unknown endpoint or VirtualService, 405 wrong method, 409 refused by the validator (with its
@@ -23,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 pub use weir_router::WeightChange;
 
-/// `POST /rollback`, `DELETE /rollback`: one VirtualService, or every one when `None` (or when
-/// the body is empty).
+/// `POST /rollback`, `DELETE /rollback`, `DELETE /state`: one VirtualService, or every one when
+/// `None` (or when the body is empty).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
@@ -91,6 +92,7 @@ pub struct FindingView {
     /// `error` or `warning`.
     pub severity: String,
     /// Where it is.
+    #[serde(default)]
     pub location: LocationView,
     /// What is wrong and what to do about it.
     pub message: String,
@@ -112,11 +114,47 @@ pub struct LocationView {
     pub path: String,
 }
 
-/// `GET /config`: the sources in force.
+/// `GET /config`: what is in force (the config with the admin state applied), apart from the
+/// config as read from its files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConfigResponse {
     /// The generation in force.
     pub generation: u64,
+    /// What is served.
+    pub in_force: InForceView,
+    /// The config as read: what the files say, which admin writes may have overridden.
+    pub file: FileView,
+}
+
+/// What is served, by VirtualService.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InForceView {
+    /// Whether any VirtualService is served otherwise than its file says.
+    pub differs_from_file: bool,
+    /// Every VirtualService, in file order.
+    pub virtual_services: Vec<InForceVirtualService>,
+}
+
+/// One VirtualService as served.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InForceVirtualService {
+    /// `namespace/name`.
+    pub name: String,
+    /// `file` (as the file says), `admin state` (admin weights or a promotion over the
+    /// file's) or `rollback latch` (canaries held at 0%).
+    pub source: String,
+    /// The stable subset.
+    pub stable_subset: Option<String>,
+    /// Its rules' destinations and weights, as served.
+    pub rules: Vec<weir_router::state::RuleState>,
+    /// Its rules as the file says, when they differ from `rules`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_rules: Option<Vec<weir_router::state::RuleState>>,
+}
+
+/// The config as read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileView {
     /// Every source, in order.
     pub sources: Vec<SourceView>,
 }
@@ -130,13 +168,56 @@ pub struct SourceView {
     pub yaml: String,
 }
 
+/// [`RoutesResponse::api_version`]: a client checks it to know that it speaks to weir.
+pub const ROUTES_API_VERSION: &str = "weir.dev/v1";
+
+/// [`RoutesResponse::kind`].
+pub const ROUTES_KIND: &str = "Routes";
+
 /// `GET /routes`: the table in force, the weights an SRE should look at.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RoutesResponse {
+    /// [`ROUTES_API_VERSION`]. Empty from a peer that is not weir (or an older one).
+    #[serde(default)]
+    pub api_version: String,
+    /// [`ROUTES_KIND`].
+    #[serde(default)]
+    pub kind: String,
+    /// Changes every time the sidecar starts.
+    #[serde(default)]
+    pub boot_id: String,
     /// The generation in force.
     pub generation: u64,
+    /// The state file keeping admin writes across restarts.
+    #[serde(default)]
+    pub state: StateView,
     /// Every VirtualService.
     pub virtual_services: Vec<VirtualServiceView>,
+}
+
+/// The state file in `GET /routes`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateView {
+    /// Where it is; `None` when the sidecar keeps no state (admin writes last until a
+    /// restart).
+    pub path: Option<String>,
+    /// What is wrong with it (corrupt at start, the last save failed); `None` when fine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// Where a VirtualService's weights in force come from, when admin writes changed them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminStateView {
+    /// `admin state` while the file says what it said when the admin wrote (the state wins);
+    /// a latch always wins.
+    pub wins: String,
+    /// Its rules as the config file says, e.g. `canary-split: v1=90 v2=10`.
+    pub file: String,
+    /// Its rules as the admin writes left them (in force, before a latch).
+    pub admin: String,
+    /// Why, in words.
+    pub note: String,
 }
 
 /// A VirtualService in `GET /routes`.
@@ -152,6 +233,9 @@ pub struct VirtualServiceView {
     pub stable_subset: Option<String>,
     /// Whether a rollback latch holds its canaries at 0%.
     pub latched: bool,
+    /// Set when admin writes changed it: the file's weights and the admin's, and which wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_state: Option<AdminStateView>,
     /// How weights are read (`weir.dev/weight-policy`).
     pub weight_policy: String,
     /// Largest canary step one change may make, in percentage points.

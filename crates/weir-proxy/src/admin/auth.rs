@@ -42,6 +42,7 @@ pub(super) fn allowed_methods(path: &str) -> Option<&'static str> {
         "/healthz" | "/readyz" | "/metrics" | "/config" | "/routes" => "GET, HEAD",
         "/weights" => "PUT",
         "/rollback" => "POST, DELETE",
+        "/state" => "DELETE",
         "/promote" | "/reload" => "POST",
         _ => return None,
     })

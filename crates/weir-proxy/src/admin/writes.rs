@@ -42,8 +42,8 @@ pub(super) fn put_weights(sidecar: &Sidecar, body: &[u8]) -> AdminResponse {
             "`weights` is empty: name at least one subset, e.g. {\"v1\": 90, \"v2\": 10}",
         );
     }
-    if let Some(resp) = unknown_virtual_service(&sidecar.live, &change.virtual_service) {
-        return resp;
+    if let Some(rejection) = unknown_virtual_service(&sidecar.live, &change.virtual_service) {
+        return rejection.into();
     }
     change.origin = ORIGIN.to_string();
     match sidecar.live.set_weights(&change) {
@@ -77,19 +77,57 @@ pub(super) fn put_weights(sidecar: &Sidecar, body: &[u8]) -> AdminResponse {
     }
 }
 
-pub(super) fn rollback(sidecar: &Sidecar, body: &[u8], release: bool) -> AdminResponse {
+/// The VirtualService a [`RollbackRequest`] body names (`None`: an empty body or none named,
+/// meaning every one), or the answer refusing the body or an unknown name.
+fn target(sidecar: &Sidecar, body: &[u8]) -> Result<Option<String>, Rejection> {
     let req: RollbackRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RollbackRequest::default()
     } else {
-        match parse(body) {
-            Ok(r) => r,
-            Err(rejection) => return rejection.into(),
-        }
+        parse(body)?
     };
-    let target = req.virtual_service.as_deref();
-    if let Some(resp) = target.and_then(|name| unknown_virtual_service(&sidecar.live, name)) {
-        return resp;
+    if let Some(rejection) = req
+        .virtual_service
+        .as_deref()
+        .and_then(|name| unknown_virtual_service(&sidecar.live, name))
+    {
+        return Err(rejection);
     }
+    Ok(req.virtual_service)
+}
+
+/// `DELETE /state`: the config is the truth again (admin weights and promotions dropped,
+/// latches kept).
+pub(super) fn discard(sidecar: &Sidecar, body: &[u8]) -> AdminResponse {
+    let named = match target(sidecar, body) {
+        Ok(named) => named,
+        Err(rejection) => return rejection.into(),
+    };
+    let target = named.as_deref();
+    match sidecar.live.discard_admin_weights(target) {
+        Ok(applied) => {
+            tracing::info!(
+                virtual_service = target.unwrap_or("(all)"),
+                generation = applied.generation,
+                "admin weights discarded through the admin API: the config's weights are served"
+            );
+            json(
+                StatusCode::OK,
+                &ChangeResponse {
+                    generation: applied.generation,
+                    findings: findings(&applied.findings),
+                },
+            )
+        }
+        Err(refused) => refusal("refused", &refused.findings),
+    }
+}
+
+pub(super) fn rollback(sidecar: &Sidecar, body: &[u8], release: bool) -> AdminResponse {
+    let named = match target(sidecar, body) {
+        Ok(named) => named,
+        Err(rejection) => return rejection.into(),
+    };
+    let target = named.as_deref();
     let started = Instant::now();
     let result = if release {
         sidecar.live.release(target)
@@ -145,8 +183,8 @@ pub(super) fn promote(sidecar: &Sidecar, body: &[u8]) -> AdminResponse {
         Ok(r) => r,
         Err(rejection) => return rejection.into(),
     };
-    if let Some(resp) = unknown_virtual_service(&sidecar.live, &req.virtual_service) {
-        return resp;
+    if let Some(rejection) = unknown_virtual_service(&sidecar.live, &req.virtual_service) {
+        return rejection.into();
     }
     match sidecar.live.promote(&req.virtual_service, &req.subset) {
         Ok(applied) => {
@@ -194,15 +232,15 @@ pub(super) async fn reload(sidecar: &Sidecar) -> AdminResponse {
     }
 }
 
-fn unknown_virtual_service(live: &LiveTable, name: &str) -> Option<AdminResponse> {
+fn unknown_virtual_service(live: &LiveTable, name: &str) -> Option<Rejection> {
     let table = live.load();
     if table.virtual_service(name).is_some() {
         return None;
     }
     let known: Vec<String> = table.virtual_services().iter().map(|vs| vs.key()).collect();
-    Some(error(
+    Some(Rejection(
         StatusCode::NOT_FOUND,
-        &format!(
+        format!(
             "no VirtualService {name:?}; this sidecar routes {}",
             if known.is_empty() {
                 "none".to_string()

@@ -175,7 +175,7 @@ impl ConfigFeed for FileFeed {
 fn file_state(path: &Path) -> FileState {
     // Read through the resolved target, so that the text belongs to the target recorded.
     let target = std::fs::canonicalize(path).ok();
-    let text = std::fs::read_to_string(target.as_deref().unwrap_or(path))
+    let text = ConfigSource::read_text(target.as_deref().unwrap_or(path))
         .map(Arc::from)
         .map_err(|e| (e.kind(), e.to_string()));
     FileState { target, text }

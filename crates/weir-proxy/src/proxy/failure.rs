@@ -13,14 +13,21 @@ use weir_router::telemetry::ResponseFlags;
 /// Why a request gets a response made by the proxy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Failure {
+    /// The request head is refused before routing: two `Host` headers, `Host` and
+    /// `:authority` differ, or a path that cannot be normalised (400 `DPE`).
+    BadRequest,
     /// No VirtualService or rule routes the request.
     NoRoute,
     /// The rule's fault injection aborted the request with this status.
     FaultAbort(StatusCode),
     /// The request body did not arrive before the route timeout.
     BodyTimeout,
-    /// The client's request body broke off (or exceeded what was announced).
+    /// The client's request body broke off: the client went away mid-upload (or sent more
+    /// than it announced). The client's fault: `DC`, never a failure of the destination.
     BodyBroken,
+    /// The client's request body does not decode (a bad chunk size or line, an oversized chunk
+    /// extension, an h2 stream error). The client's fault: 400 `DPE`.
+    BodyMalformed,
     /// The subset has no endpoint.
     NoHealthy,
     /// Connecting failed.
@@ -44,6 +51,7 @@ impl Failure {
     pub fn local(self) -> (StatusCode, ResponseFlags, &'static str) {
         const RESET: &str = "upstream connect error or disconnect/reset before headers. reset reason: connection termination\n";
         match self {
+            Failure::BadRequest => (StatusCode::BAD_REQUEST, ResponseFlags::DPE, "bad request\n"),
             Failure::NoRoute => (
                 StatusCode::NOT_FOUND,
                 ResponseFlags::NR,
@@ -59,6 +67,11 @@ impl Failure {
                 StatusCode::BAD_REQUEST,
                 ResponseFlags::DC,
                 "request body not received\n",
+            ),
+            Failure::BodyMalformed => (
+                StatusCode::BAD_REQUEST,
+                ResponseFlags::DPE,
+                "bad request: the request body is malformed\n",
             ),
             Failure::NoHealthy => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -138,6 +151,9 @@ impl Failure {
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
             if let Some(h) = s.downcast_ref::<hyper::Error>() {
+                if let Some(client) = Failure::of_request_body(h) {
+                    return client;
+                }
                 if h.is_parse() || h.is_parse_status() {
                     return Failure::Protocol;
                 }
@@ -147,6 +163,62 @@ impl Failure {
         }
         Failure::Reset
     }
+
+    /// Whether an upstream client's error is the request body's (the downstream's) fault:
+    /// hyper reports a body that failed while being sent as a user error whose cause is the
+    /// body's own error. `None`: the upstream's fault.
+    pub fn of_request_body(e: &hyper::Error) -> Option<Failure> {
+        if !e.is_user() {
+            return None;
+        }
+        std::error::Error::source(e).map(Failure::of_body_error)
+    }
+
+    /// What an error of the downstream request body means: the client went away
+    /// (`BodyBroken`, `DC`) or sent something that does not decode (`BodyMalformed`, `DPE`).
+    pub fn of_body_error(e: &(dyn std::error::Error + 'static)) -> Failure {
+        use std::io::ErrorKind;
+        let mut cause = Some(e);
+        while let Some(c) = cause {
+            if c.is::<super::body::Stalled>() {
+                return Failure::BodyTimeout;
+            }
+            if let Some(io) = c.downcast_ref::<std::io::Error>() {
+                return match io.kind() {
+                    ErrorKind::UnexpectedEof
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::BrokenPipe
+                    | ErrorKind::TimedOut => Failure::BodyBroken,
+                    _ => Failure::BodyMalformed,
+                };
+            }
+            if let Some(h2) = c.downcast_ref::<h2::Error>() {
+                let gone = h2.is_io()
+                    || h2.is_go_away()
+                    || matches!(
+                        h2.reason(),
+                        Some(h2::Reason::CANCEL | h2::Reason::NO_ERROR | h2::Reason::STREAM_CLOSED)
+                    );
+                return if gone {
+                    Failure::BodyBroken
+                } else {
+                    Failure::BodyMalformed
+                };
+            }
+            if let Some(h) = c.downcast_ref::<hyper::Error>()
+                && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+            {
+                return Failure::BodyBroken;
+            }
+            if c.is::<http_body_util::LengthLimitError>() {
+                // More than the `content-length` it announced: cut off, as a broken body.
+                return Failure::BodyBroken;
+            }
+            cause = c.source();
+        }
+        Failure::BodyMalformed
+    }
 }
 
 impl From<pool::SendError> for Failure {
@@ -155,6 +227,7 @@ impl From<pool::SendError> for Failure {
             pool::SendError::Connect => Failure::Connect,
             pool::SendError::Reset => Failure::Reset,
             pool::SendError::Protocol => Failure::Protocol,
+            pool::SendError::Request(client) => client,
         }
     }
 }
@@ -174,10 +247,12 @@ mod tests {
     #[test]
     fn every_failure_maps_to_envoys_status_and_flag() {
         let rows = [
+            (Failure::BadRequest, 400, "DPE"),
             (Failure::NoRoute, 404, "NR"),
             (Failure::FaultAbort(StatusCode::IM_A_TEAPOT), 418, "FI"),
             (Failure::BodyTimeout, 408, "UT"),
             (Failure::BodyBroken, 400, "DC"),
+            (Failure::BodyMalformed, 400, "DPE"),
             (Failure::NoHealthy, 503, "UH"),
             (Failure::Connect, 503, "UF"),
             (Failure::Reset, 503, "UC"),
@@ -197,5 +272,69 @@ mod tests {
         }
         assert!(Failure::Connect.local().2.contains("connection failure"));
         assert!(Failure::Reset.local().2.contains("connection termination"));
+    }
+
+    /// A request body's error is the client's: gone (`DC`) or malformed (`DPE`), never the
+    /// destination's 503 `UC`.
+    #[test]
+    fn request_body_errors_are_the_clients_fault() {
+        use std::io::{Error, ErrorKind};
+        let rows: [(Box<dyn std::error::Error + Send + Sync>, Failure); 8] = [
+            (
+                Error::new(ErrorKind::InvalidInput, "invalid chunk size line").into(),
+                Failure::BodyMalformed,
+            ),
+            (
+                Error::new(ErrorKind::InvalidData, "chunk extensions over limit").into(),
+                Failure::BodyMalformed,
+            ),
+            (
+                Error::new(ErrorKind::UnexpectedEof, "incomplete body").into(),
+                Failure::BodyBroken,
+            ),
+            (
+                Error::new(ErrorKind::ConnectionReset, "reset").into(),
+                Failure::BodyBroken,
+            ),
+            (
+                h2::Error::from(h2::Reason::CANCEL).into(),
+                Failure::BodyBroken,
+            ),
+            (
+                h2::Error::from(h2::Reason::PROTOCOL_ERROR).into(),
+                Failure::BodyMalformed,
+            ),
+            (limit_error(), Failure::BodyBroken),
+            (
+                Box::new(super::super::body::Stalled(std::time::Duration::from_secs(
+                    1,
+                ))),
+                Failure::BodyTimeout,
+            ),
+        ];
+        for (err, want) in rows {
+            assert_eq!(Failure::of_body_error(&*err), want, "{err}");
+            let (status, flags, _) = want.local();
+            assert!(status.is_client_error(), "{err}");
+            assert!(
+                !flags.contains(ResponseFlags::UC) && !flags.contains(ResponseFlags::UF),
+                "{err}"
+            );
+        }
+    }
+
+    /// `Limited`'s own error (its type cannot be built outside http-body-util).
+    fn limit_error() -> Box<dyn std::error::Error + Send + Sync> {
+        use http_body_util::{BodyExt, Full, Limited};
+        let body = Limited::new(Full::new(bytes::Bytes::from_static(b"12345")), 2);
+        let polled = futures_now(body.collect());
+        polled.err().expect("over the limit")
+    }
+
+    fn futures_now<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
     }
 }

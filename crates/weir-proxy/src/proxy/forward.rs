@@ -1,7 +1,7 @@
 //! One request through the proxy, as a sequence of stages, each in its own module:
 //!
 //! ```text
-//! route -> fault -> rewrite -> body -> mirrors -> retry (balance -> upstream) -> respond
+//! sanitize -> route -> fault -> rewrite -> body -> mirrors -> retry (balance -> upstream) -> respond
 //!                                                         any failure -> failure::respond
 //! ```
 //!
@@ -19,6 +19,7 @@ use weir_router::RequestHead;
 use weir_router::telemetry::ResponseFlags;
 
 use super::body::{BoxError, ResponseBody};
+use super::failure::Failure;
 use super::headers::{is_grpc, is_upgrade};
 use super::upstream::Bound;
 use super::{Downstream, Proxy, mirror};
@@ -30,6 +31,7 @@ pub(crate) mod respond;
 pub(crate) mod retry;
 pub(crate) mod rewrite;
 pub(crate) mod route;
+pub(crate) mod sanitize;
 
 /// Routes and forwards one request. Never fails: failures are responses.
 pub(crate) async fn handle<B>(
@@ -46,7 +48,10 @@ where
     let mut flags = ResponseFlags::NONE;
     // The one load of the request: routes and the proxy's clusters, same generation.
     let published = proxy.live.load();
-    let routed = route::route(&published, proxy.clusters, &RequestHead::of(&req));
+    let routed = match sanitize::head(&mut req, proxy.options.path_normalization) {
+        Ok(()) => route::route(&published, proxy.clusters, &RequestHead::of(&req)),
+        Err(text) => Err((Failure::BadRequest, Some(text))),
+    };
     let mut rec = proxy.start(routed.as_ref().ok().map(|r| &r.cluster.series));
     rec.grpc = is_grpc(req.headers());
     let routed = match routed {
@@ -77,6 +82,7 @@ where
         wanted: policy.is_some() || !rule.mirrors.is_empty(),
         limit: proxy.options.replay_buffer_limit,
         deadline,
+        stall: Some(proxy.options.limits.body_timeout).filter(|t| !t.is_zero()),
     };
     let payload = match body::prepare(body, &parts.headers, upgrade, replay).await {
         Ok(p) => p,

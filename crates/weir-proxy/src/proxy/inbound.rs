@@ -34,7 +34,7 @@ use super::upstream::endpoint_uri;
 use crate::capture::{INBOUND_PASSTHROUGH_V4, INBOUND_PASSTHROUGH_V6};
 use crate::metrics::Metrics;
 use crate::server::transparent::{self, SERVER_FIRST_PORTS, SNIFF_WINDOW, Sniffed};
-use crate::server::{self, NewService, Prepared, ServerOptions};
+use crate::server::{self, ConnectionLimits, NewService, Prepared, ServerOptions};
 use crate::telemetry::Recorder;
 
 /// The inbound listener's data path: shared by every inbound connection.
@@ -46,6 +46,7 @@ pub struct Inbound {
     source: Option<IpAddr>,
     connect_timeout: Duration,
     max_request_head: usize,
+    limits: ConnectionLimits,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -98,6 +99,7 @@ impl Inbound {
             source: v4.map(IpAddr::V4),
             connect_timeout: options.connect_timeout,
             max_request_head: options.max_request_head,
+            limits: options.limits,
             in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -117,6 +119,7 @@ impl Inbound {
     ) -> std::io::Result<()> {
         let options = ServerOptions {
             max_request_head: Some(self.max_request_head),
+            limits: self.limits,
             ..ServerOptions::new("inbound", drain)
         };
         let listen = listener.local_addr()?;
@@ -153,7 +156,8 @@ impl Inbound {
         } else {
             Version::HTTP_11
         };
-        let req = Request::from_parts(parts, UpstreamBody::stream(body));
+        let stall = Some(self.limits.body_timeout).filter(|t| !t.is_zero());
+        let req = Request::from_parts(parts, UpstreamBody::stream(body, stall));
         let client = if h2 { &self.h2 } else { &self.h1 };
         match client.request(req).await {
             Ok(resp) => {

@@ -2,6 +2,10 @@
 
 use std::time::Duration;
 
+use weir_router::path::Normalization;
+
+use crate::server::ConnectionLimits;
+
 /// Settings of the data path. `workload` is required; everything else has a default.
 #[derive(Clone, Debug)]
 pub struct ProxyOptions {
@@ -24,6 +28,11 @@ pub struct ProxyOptions {
     /// and its own idle upstream connections (as nginx's worker processes): a request never
     /// changes threads. 0 serves on the caller's runtime instead.
     pub workers: usize,
+    /// How request paths are normalised before matching and forwarding (Istio's default:
+    /// [`Normalization::Base`]).
+    pub path_normalization: Normalization,
+    /// Deadlines and the connection cap of the downstream connections.
+    pub limits: ConnectionLimits,
 }
 
 impl Default for ProxyOptions {
@@ -37,6 +46,8 @@ impl Default for ProxyOptions {
             max_mirrors_in_flight: 256,
             mirror_timeout: Duration::from_secs(10),
             workers: 0,
+            path_normalization: Normalization::Base,
+            limits: ConnectionLimits::DEFAULT,
         }
     }
 }

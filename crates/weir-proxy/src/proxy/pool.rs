@@ -18,13 +18,22 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::proxy::body::UpstreamBody;
+use crate::proxy::failure::Failure;
 
 /// Idle connections to one endpoint, the most recently used on top (it is the likeliest to
 /// be alive and warm): one stack per proxy worker thread, so that a connection is used by the
 /// thread whose runtime drives it.
 #[derive(Debug, Default)]
 pub(crate) struct IdleConns {
-    stacks: [Mutex<Vec<Idle>>; SLOTS],
+    stacks: [Mutex<Stack>; SLOTS],
+}
+
+/// One worker's idle connections, oldest first, and whether a sweeper task is closing them
+/// at their idle timeout.
+#[derive(Debug, Default)]
+struct Stack {
+    conns: Vec<Idle>,
+    sweeping: bool,
 }
 
 /// Stacks per endpoint; workers beyond this share (correct, a little slower).
@@ -63,16 +72,19 @@ pub(crate) enum SendError {
     Reset,
     /// The upstream spoke invalid HTTP.
     Protocol,
+    /// The request body failed while it was sent: the downstream's fault
+    /// ([`Failure::of_request_body`]).
+    Request(Failure),
 }
 
 impl IdleConns {
-    fn slot(&self) -> &Mutex<Vec<Idle>> {
-        &self.stacks[WORKER.with(std::cell::Cell::get)]
+    fn lock(&self, slot: usize) -> std::sync::MutexGuard<'_, Stack> {
+        self.stacks[slot].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn pop(&self, idle_timeout: Duration) -> Option<http1::SendRequest<UpstreamBody>> {
-        let mut stack = self.slot().lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(idle) = stack.pop() {
+        let mut stack = self.lock(WORKER.with(std::cell::Cell::get));
+        while let Some(idle) = stack.conns.pop() {
             if idle.since.elapsed() < idle_timeout && idle.sender.is_ready() {
                 return Some(idle.sender);
             }
@@ -80,13 +92,46 @@ impl IdleConns {
         None
     }
 
-    fn push(&self, sender: http1::SendRequest<UpstreamBody>, max_idle: usize) {
-        let mut stack = self.slot().lock().unwrap_or_else(|p| p.into_inner());
-        if stack.len() < max_idle {
-            stack.push(Idle {
+    /// Keeps an idle connection; the first one of an empty stack starts its sweeper.
+    fn push(self: &Arc<Self>, sender: http1::SendRequest<UpstreamBody>, options: PoolOptions) {
+        let slot = WORKER.with(std::cell::Cell::get);
+        let mut stack = self.lock(slot);
+        if stack.conns.len() < options.max_idle {
+            stack.conns.push(Idle {
                 sender,
                 since: Instant::now(),
             });
+            if !stack.sweeping {
+                stack.sweeping = true;
+                tokio::spawn(Arc::clone(self).sweep(slot, options.idle_timeout));
+            }
+        }
+    }
+
+    /// Closes (drops) the connections of one stack as they reach `idle_timeout`, waking at
+    /// the oldest one's deadline; ends when the stack is empty. Without it an idle connection
+    /// lived until the next request to its endpoint, however long that took.
+    async fn sweep(self: Arc<Self>, slot: usize, idle_timeout: Duration) {
+        loop {
+            let next = {
+                let mut stack = self.lock(slot);
+                let now = Instant::now();
+                // Oldest first: the expired ones are a prefix.
+                let expired = stack
+                    .conns
+                    .iter()
+                    .take_while(|c| now.duration_since(c.since) >= idle_timeout)
+                    .count();
+                stack.conns.drain(..expired);
+                match stack.conns.first() {
+                    Some(oldest) => oldest.since + idle_timeout,
+                    None => {
+                        stack.sweeping = false;
+                        return;
+                    }
+                }
+            };
+            tokio::time::sleep_until(next.into()).await;
         }
     }
 }
@@ -113,7 +158,7 @@ pub(crate) async fn send(
                 let idle = Arc::clone(idle);
                 tokio::spawn(async move {
                     if sender.ready().await.is_ok() {
-                        idle.push(sender, options.max_idle);
+                        idle.push(sender, options);
                     }
                 });
                 return Ok(resp);
@@ -148,9 +193,64 @@ async fn connect(
 }
 
 fn classify(e: &hyper::Error) -> SendError {
-    if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+    if let Some(client) = Failure::of_request_body(e) {
+        SendError::Request(client)
+    } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
         SendError::Protocol
     } else {
         SendError::Reset
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An idle upstream connection is closed at the pool's idle timeout, with no further
+    /// request to its endpoint (it used to live until the next one).
+    #[tokio::test]
+    async fn idle_connections_are_closed_at_their_idle_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let upstream = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"GET /"), "{:?}", &buf[..n]);
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            // The next read ends when the proxy closes the idle connection.
+            let answered = std::time::Instant::now();
+            let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+                .await
+                .expect("the idle connection was never closed")
+                .unwrap();
+            (n, answered.elapsed())
+        });
+        let idle = Arc::new(IdleConns::default());
+        let options = PoolOptions {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_millis(300),
+            max_idle: 4,
+        };
+        let req = Request::get("/")
+            .header(http::header::HOST, "upstream")
+            .body(UpstreamBody::Empty)
+            .unwrap();
+        let resp = send(&idle, &authority, req, options).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        let (n, after) = upstream.await.unwrap();
+        assert_eq!(n, 0, "closed, not sent another request");
+        assert!(
+            after >= Duration::from_millis(250),
+            "closed before its idle timeout: {after:?}"
+        );
+        let stack = idle.lock(0);
+        assert!(stack.conns.is_empty() && !stack.sweeping, "{stack:?}");
     }
 }

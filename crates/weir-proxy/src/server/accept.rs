@@ -9,6 +9,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use super::limits::{Activity, Gate, OVERLOADED, Tracked};
 use super::{NewService, Prepared, ServerOptions};
 
 /// How long the loop waits after a failed accept (out of file descriptors and the like)
@@ -21,13 +22,16 @@ fn http(options: &ServerOptions) -> auto::Builder<TokioExecutor> {
     let mut http1 = builder.http1();
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout)
+        .header_read_timeout(options.limits.head_timeout)
         .keep_alive(true);
     if let Some(max) = options.max_request_head {
         http1.max_buf_size(max.max(8192));
     }
     let mut http2 = builder.http2();
-    http2.timer(TokioTimer::new());
+    http2
+        .timer(TokioTimer::new())
+        .keep_alive_interval(options.limits.h2_keepalive_interval)
+        .keep_alive_timeout(options.limits.h2_keepalive_timeout);
     if let Some(max) = options.max_request_head {
         http2.max_header_list_size(u32::try_from(max).unwrap_or(u32::MAX));
     }
@@ -40,8 +44,10 @@ pub(super) async fn serve<N: NewService>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
     options: &ServerOptions,
+    gate: Gate,
 ) -> std::io::Result<()> {
     let name = options.name;
+    let limits = options.limits;
     let builder = http(options);
     tracing::debug!(server = name, addr = ?listener.local_addr().ok(), "serving");
     // Every connection task holds a sender: when all are dropped, every connection is closed.
@@ -61,27 +67,51 @@ pub(super) async fn serve<N: NewService>(
                 }
             },
         };
+        let Some(permit) = gate.enter() else {
+            // Over the cap: answered and closed at once, from the reserve of descriptors.
+            let _ = stream.try_write(OVERLOADED);
+            if let Some(hook) = &options.on_overload {
+                hook();
+            }
+            tracing::debug!(server = name, %peer, "over the connection cap: 503");
+            continue;
+        };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(server = name, error = %e, "TCP_NODELAY");
         }
+        let activity = Activity::new();
         let new = Arc::clone(&new);
         let builder = builder.clone();
         let mut stop = stop_rx.clone();
         let open = open_tx.clone();
         let on_error = options.on_connection_error.clone();
         tokio::spawn(async move {
-            let (stream, service) = match new.prepare(stream, peer).await {
+            let (stream, inner) = match new.prepare(stream, peer).await {
                 Prepared::Http(stream, service) => (stream, service),
                 Prepared::Taken(connection) => return connection.await,
                 Prepared::Refused => return,
+            };
+            let service = Tracked {
+                inner,
+                activity: Arc::clone(&activity),
             };
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
+                () = activity.expired(limits.head_timeout, limits.idle_timeout) => {
+                    tracing::debug!(server = name, %peer, "closing a connection without a request in time");
+                    Ok(())
+                }
                 () = async { drop(stop.wait_for(|s| *s).await) } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+                    if activity.is_idle() {
+                        // Nothing in flight (an idle keep-alive, a silent or half-sent
+                        // connection): closed at once, not after the drain.
+                        Ok(())
+                    } else {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
                 }
             };
             if let Err(e) = result {
@@ -90,6 +120,7 @@ pub(super) async fn serve<N: NewService>(
                     None => tracing::debug!(server = name, error = %e, "connection error"),
                 }
             }
+            drop(permit);
             drop(open);
         });
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use super::limits::Gate;
 use super::{NewService, ServerOptions, accept};
 
 /// How long a worker's runtime waits for tasks that outlived the drain (connections cut off
@@ -24,6 +25,7 @@ pub(super) async fn serve<N: NewService>(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
     options: ServerOptions,
+    gate: Gate,
 ) -> std::io::Result<()> {
     let shared = listener.into_std()?;
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -32,6 +34,7 @@ pub(super) async fn serve<N: NewService>(
         let listener = shared.try_clone()?;
         let new = Arc::clone(&new);
         let options = options.clone();
+        let gate = gate.clone();
         let mut stop = stop_rx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("weir-worker-{worker}"))
@@ -47,7 +50,7 @@ pub(super) async fn serve<N: NewService>(
                     let stopped = async move {
                         let _ = stop.wait_for(|s| *s).await;
                     };
-                    accept::serve(new, listener, stopped, &options).await
+                    accept::serve(new, listener, stopped, &options, gate).await
                 });
                 runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
                 result

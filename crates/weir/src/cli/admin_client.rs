@@ -1,29 +1,17 @@
-//! The admin API's client, over the [`weir_proxy::admin::api`] types: `weir set-weights` and
-//! `weir rollback` (exit 0 done, 1 refused by the sidecar's validator with the findings
-//! printed, 2 usage or connection error), and `weir demo`'s calls.
+//! `weir set-weights` and `weir rollback` over [`weir_proxy::admin::client`] (exit 0 done, 1
+//! refused by the sidecar's validator with the findings printed, 2 usage or connection
+//! error).
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use bytes::Bytes;
-use http::{Method, Request, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
-use weir_proxy::admin::api::{
-    ErrorResponse, FindingView, RollbackRequest, RollbackResponse, WeightChange,
-};
+use http::{Method, StatusCode};
+use serde_json::Value;
+use weir_proxy::admin::api::{FindingView, RollbackRequest, RollbackResponse, WeightChange};
+use weir_proxy::admin::client::{AdminClient, AdminClientError, Reply};
 
 use super::Format;
-
-/// How long a command waits for the sidecar's answer.
-const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where the sidecar's admin API is and how to authenticate.
 #[derive(clap::Args, Debug)]
@@ -203,18 +191,8 @@ fn print_findings(reply: &Value) {
     }
 }
 
-/// `http://` added when missing, no trailing slash.
-pub fn base_url(url: &str) -> String {
-    let url = url.trim_end_matches('/');
-    if url.contains("://") {
-        url.to_string()
-    } else {
-        format!("http://{url}")
-    }
-}
-
 /// Runs one exchange with the admin API of `target` on a runtime of its own.
-fn blocking<F: Future<Output = Result<Reply>>>(
+fn blocking<F: Future<Output = Result<Reply, AdminClientError>>>(
     target: &AdminTarget,
     exchange: impl FnOnce(AdminClient) -> F,
 ) -> Result<Reply> {
@@ -223,121 +201,7 @@ fn blocking<F: Future<Output = Result<Reply>>>(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(exchange(admin))
-}
-
-/// An answer of the admin API: its status and its JSON body (a body that is not JSON becomes
-/// `{"error": <its text>}`).
-#[derive(Clone, Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub body: Value,
-}
-
-impl Reply {
-    /// The body as one of the [`weir_proxy::admin::api`] types.
-    pub fn parse<T: DeserializeOwned>(&self) -> Option<T> {
-        serde_json::from_value(self.body.clone()).ok()
-    }
-
-    /// The error message of a failed call.
-    pub fn error(&self) -> String {
-        self.parse::<ErrorResponse>()
-            .map_or_else(|| "no error message".to_string(), |e| e.error)
-    }
-}
-
-/// A sidecar's admin API, called over HTTP as a human or a pipeline would.
-#[derive(Clone, Debug)]
-pub struct AdminClient {
-    base: String,
-    token: Option<String>,
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl AdminClient {
-    /// A client of the admin API at `url` (`http://` added when missing).
-    pub fn new(url: &str, token: Option<String>) -> Result<Self> {
-        let base = base_url(url);
-        let uri: Uri = base.parse().with_context(|| {
-            format!("--admin {url:?} is not a URL such as http://127.0.0.1:15000")
-        })?;
-        anyhow::ensure!(
-            uri.scheme_str() == Some("http"),
-            "--admin {url:?}: only http:// is supported"
-        );
-        Ok(AdminClient {
-            base,
-            token,
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        })
-    }
-
-    /// `http://host:port`.
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    /// One call; failing to get an answer is a 503 with the reason as `error` (for callers
-    /// that report every answer, such as `weir demo`).
-    pub async fn answer(&self, method: Method, path: &str, body: Option<&impl Serialize>) -> Reply {
-        self.call(method, path, body)
-            .await
-            .unwrap_or_else(|e| Reply {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                body: json!({"error": format!("{e:#}")}),
-            })
-    }
-
-    /// One call; failing to get an answer in [`TIMEOUT`] is an error.
-    pub async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<&impl Serialize>,
-    ) -> Result<Reply> {
-        let uri = format!("{}{path}", self.base);
-        let mut req = Request::builder().method(method).uri(&uri);
-        if let Some(token) = &self.token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let bytes = match body {
-            Some(body) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::to_vec(body)?)
-            }
-            None => Bytes::new(),
-        };
-        let req = req
-            .body(Full::new(bytes))
-            .context("cannot build the request")?;
-        let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .with_context(|| format!("cannot reach the admin API at {uri}"))?;
-            let status = resp.status();
-            let body = resp
-                .into_body()
-                .collect()
-                .await
-                .context("the admin API's answer broke off")?
-                .to_bytes();
-            let body = serde_json::from_slice(&body).unwrap_or_else(
-                |_| json!({"error": String::from_utf8_lossy(&body).trim().to_string()}),
-            );
-            Ok(Reply { status, body })
-        };
-        tokio::time::timeout(TIMEOUT, exchange)
-            .await
-            .with_context(|| {
-                format!(
-                    "the admin API at {uri} did not answer within {}s",
-                    TIMEOUT.as_secs()
-                )
-            })?
-    }
+    Ok(runtime.block_on(exchange(admin))?)
 }
 
 #[cfg(test)]
@@ -351,12 +215,5 @@ mod tests {
         assert!(subset_weight("v1=-1").is_err());
         assert!(subset_weight("=5").is_err());
         assert!(subset_weight("v1=ten").is_err());
-    }
-
-    #[test]
-    fn urls_get_a_scheme_and_lose_the_trailing_slash() {
-        assert_eq!(base_url("127.0.0.1:15000"), "http://127.0.0.1:15000");
-        assert_eq!(base_url("http://a:1/"), "http://a:1");
-        assert!(AdminClient::new("https://a:1", None).is_err());
     }
 }

@@ -5,6 +5,7 @@
 //! weir canary --spec config/canary.yaml --admin http://127.0.0.1:15000
 //! weir canary --spec canary.yaml --admin http://10.0.0.7:15000 --admin http://10.0.0.8:15000 --token "$T"
 //! weir canary --spec canary.yaml --admin http://127.0.0.1:15000 --prometheus http://127.0.0.1:9090
+//! weir canary --spec canary.yaml --admin-dns checkout-admin:15000 --prometheus http://prometheus:9090
 //! weir canary --spec canary.yaml --admin http://127.0.0.1:15000 --file vs.yaml   # ConfigMap-driven
 //! weir canary --check canary.yaml            # lint only: exit 0 clean or warnings, 1 errors
 //! weir canary --spec canary.yaml --dry-run   # print the plan, touch nothing
@@ -25,11 +26,13 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use weir_canary::{
-    Abort, AdminSink, CanaryRun, CanarySpec, Event, EventKind, FileSink, MetricSource, Outcome,
-    PrometheusSource, Report, ScrapeSource, SpecError, Trigger, WeightSink,
+    Abort, AdminSink, CanaryRun, CanarySpec, DnsAdminSink, Event, EventKind, FileSink,
+    FlaggerQueries, MetricSource, Outcome, PrometheusSource, Report, ScrapeSource, SpecError,
+    Trigger, WeightSink,
 };
 
-use super::admin_client::base_url;
+use weir_proxy::admin::client::base_url;
+use weir_router::telemetry::label;
 
 #[derive(clap::Args, Debug)]
 pub struct CanaryArgs {
@@ -47,6 +50,12 @@ pub struct CanaryArgs {
     /// go to all of them (unless --file) and their /metrics are summed (unless --prometheus).
     #[arg(long, value_name = "URL")]
     admin: Vec<String>,
+    /// Find the sidecars by name instead: every address of this headless Service (e.g.
+    /// checkout-admin.shop.svc.cluster.local:15000), resolved again on every tick. A new
+    /// replica gets the current step's weights before it counts; one that is gone is dropped
+    /// and reported. Their /metrics are summed unless --prometheus.
+    #[arg(long, value_name = "NAME:PORT", conflicts_with_all = ["admin", "file"], value_parser = parse_name_port)]
+    admin_dns: Option<(String, u16)>,
     /// The sidecars' admin token (`weir serve --admin-token`), sent as `Authorization: Bearer`.
     #[arg(long, value_name = "TOKEN")]
     token: Option<String>,
@@ -54,6 +63,12 @@ pub struct CanaryArgs {
     /// the sidecars. Required for custom PromQL metrics.
     #[arg(long, value_name = "URL")]
     prometheus: Option<String>,
+    /// The PromQL of the built-in gates with --prometheus: `flagger` sends Flagger's own Istio
+    /// queries (reporter="destination", the Canary's namespace, destination_workload=~ its
+    /// spec.targetRef.name), which need inbound sidecars on the canary's pods; `versions`
+    /// counts the callers' outbound series (reporter="source") by destination_version.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = Queries::Flagger, requires = "prometheus")]
+    queries: Queries,
     /// Write the weights into this VirtualService file (rewritten in place; the sidecars
     /// reload it) instead of calling the admin APIs.
     #[arg(long, value_name = "CONFIG")]
@@ -61,6 +76,15 @@ pub struct CanaryArgs {
     /// Where report.json and report.svg go.
     #[arg(long, value_name = "DIR", default_value = "weir-report")]
     report: PathBuf,
+}
+
+/// Which PromQL the built-in gates send to Prometheus.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Queries {
+    /// Flagger's built-in Istio queries, verbatim.
+    Flagger,
+    /// weir's per-version queries over the callers' outbound series.
+    Versions,
 }
 
 /// `weir canary`.
@@ -84,10 +108,19 @@ pub fn run(args: CanaryArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let admins: Vec<String> = args.admin.iter().map(|a| base_url(a)).collect();
+    let dns = match &args.admin_dns {
+        None => None,
+        Some((host, port)) => match find_replicas(&spec, host, *port, args.token.as_deref()) {
+            Some(sink) => Some(sink),
+            None => return Ok(ExitCode::from(2)),
+        },
+    };
     let mut source: Box<dyn MetricSource> = match (&args.prometheus, admins.is_empty()) {
-        (Some(url), _) => {
-            Box::new(PrometheusSource::new(base_url(url)).filter(spec.series_filter()))
-        }
+        (Some(url), _) => Box::new(prometheus_source(&spec, base_url(url), args.queries)),
+        (None, _) if dns.is_some() => Box::new(
+            ScrapeSource::following(dns.as_ref().expect("dns").replicas(), args.token.clone())
+                .filter(spec.series_filter()),
+        ),
         (None, true) => {
             eprintln!(
                 "weir canary: no metric source: pass the sidecars' --admin URL (their /metrics are scraped) or --prometheus URL"
@@ -104,15 +137,16 @@ pub fn run(args: CanaryArgs) -> Result<ExitCode> {
             }
         }
     };
-    let mut sink: Box<dyn WeightSink> = match &args.file {
-        Some(path) => Box::new(FileSink::new(path)),
-        None if admins.is_empty() => {
+    let mut sink: Box<dyn WeightSink> = match (&args.file, dns) {
+        (_, Some(dns)) => Box::new(dns),
+        (Some(path), None) => Box::new(FileSink::new(path)),
+        (None, None) if admins.is_empty() => {
             eprintln!(
-                "weir canary: nowhere to set weights: pass the sidecars' --admin URL, or --file CONFIG"
+                "weir canary: nowhere to set weights: pass the sidecars' --admin URL, --admin-dns NAME:PORT, or --file CONFIG"
             );
             return Ok(ExitCode::from(2));
         }
-        None => {
+        (None, None) => {
             let sink = AdminSink::new(admins.clone());
             Box::new(match &args.token {
                 Some(t) => sink.token(t.clone()),
@@ -139,6 +173,68 @@ pub fn run(args: CanaryArgs) -> Result<ExitCode> {
         Err(e) => eprintln!("weir canary: {e}"),
     }
     Ok(exit_code(&report))
+}
+
+/// `NAME:PORT`, the port after the last colon.
+fn parse_name_port(text: &str) -> Result<(String, u16), String> {
+    let (name, port) = text.rsplit_once(':').ok_or_else(|| {
+        format!("{text:?} has no port: write NAME:PORT, e.g. checkout-admin:15000")
+    })?;
+    let port = port.parse().map_err(|_| {
+        format!("{port:?} is not a port: write NAME:PORT, e.g. checkout-admin:15000")
+    })?;
+    if name.is_empty() {
+        return Err(format!("{text:?} has no name: write NAME:PORT"));
+    }
+    Ok((
+        name.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    ))
+}
+
+/// The sink over every replica of a headless Service, resolved once now: `None` (after
+/// saying why) when no replica is found.
+fn find_replicas(
+    spec: &CanarySpec,
+    host: &str,
+    port: u16,
+    token: Option<&str>,
+) -> Option<DnsAdminSink> {
+    let mut sink = DnsAdminSink::new(host, port);
+    if let Some(token) = token {
+        sink = sink.token(token);
+    }
+    for change in sink.refresh(&spec.target) {
+        eprintln!("weir canary: {change}");
+    }
+    let found = sink.replicas().urls();
+    if found.is_empty() {
+        eprintln!(
+            "weir canary: no sidecar found at {host}:{port}: --admin-dns needs the name of a headless Service (one address per ready pod)"
+        );
+        return None;
+    }
+    println!("replicas of {host}:{port}: {}", found.join(", "));
+    Some(sink)
+}
+
+fn prometheus_source(spec: &CanarySpec, url: String, queries: Queries) -> PrometheusSource {
+    let source = PrometheusSource::new(url);
+    match queries {
+        Queries::Flagger => source.flagger(
+            FlaggerQueries::new(&spec.namespace, &spec.target.workload),
+            &spec.target.canary_version,
+        ),
+        Queries::Versions => {
+            let mut filter = spec.series_filter();
+            filter
+                .labels
+                .insert(label::REPORTER.to_string(), "source".to_string());
+            source.filter(filter)
+        }
+    }
 }
 
 /// Loads a spec; a refusal is printed (every finding) and becomes exit code 2.

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
-use weir_proxy::{PodIdentity, SidecarOptions, StartError, Trigger};
+use weir_proxy::{ConnectionLimits, PodIdentity, SidecarOptions, StartError, Trigger};
+use weir_router::path::Normalization;
 
-use super::init_tracing;
 use super::serve_canary::ServeCanary;
+use super::{ConfigLimitsArgs, init_tracing};
 
 #[derive(clap::Args, Debug)]
 // A later `--admin` or `--reload-poll` wins, so that wrappers (and tests) can override defaults.
@@ -63,6 +64,11 @@ pub struct ServeArgs {
     /// POST /reload still reload).
     #[arg(long, value_name = "DUR", default_value = "1s", value_parser = weir_router::parse_duration)]
     reload_poll: Duration,
+    /// Where admin writes (weights, rollback latches, promotions) are saved before they are
+    /// acknowledged, and re-applied from on start and every reload. Default:
+    /// `<first --config>.weir-state.json`. In Kubernetes, an `emptyDir` volume.
+    #[arg(long, value_name = "FILE")]
+    state: Option<PathBuf>,
     /// Run this canary (a Flagger-shaped `Canary` document) inside the sidecar: gates read
     /// from its own metrics, weights set on its own route table. It keeps serving after.
     #[arg(long, value_name = "SPEC")]
@@ -75,6 +81,35 @@ pub struct ServeArgs {
     /// else one per CPU.
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
+    /// From a connection's accept to the end of its first request head (and the longest any
+    /// later head may take); a connection without a request by then is closed.
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = weir_router::parse_duration)]
+    head_timeout: Duration,
+    /// How long a downstream connection stays open with no request in flight (Envoy's
+    /// idle_timeout).
+    #[arg(long, value_name = "DUR", default_value = "1h", value_parser = weir_router::parse_duration)]
+    idle_timeout: Duration,
+    /// How long a request body may send nothing before the request is answered 408 (Envoy's
+    /// stream_idle_timeout); 0 turns it off.
+    #[arg(long, value_name = "DUR", default_value = "5m", value_parser = weir_router::parse_duration)]
+    body_timeout: Duration,
+    /// h2 PING interval; a PING unanswered for 20 s closes the connection.
+    #[arg(long, value_name = "DUR", default_value = "60s", value_parser = weir_router::parse_duration)]
+    h2_keepalive: Duration,
+    /// Most downstream connections at once; more are answered 503 and closed. Default: half
+    /// of the file descriptors left after --fd-reserve.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// File descriptors kept free for the admin API, health checks and config reads.
+    #[arg(long, value_name = "N", default_value_t = weir_proxy::ConnectionLimits::DEFAULT.fd_reserve)]
+    fd_reserve: usize,
+    /// How request paths are normalised before matching and forwarding, as Istio's
+    /// pathNormalization: base (dot segments, %-encoded unreserved characters, `\`), merge-slashes
+    /// (base, then `//` -> `/`), none.
+    #[arg(long, value_name = "MODE", default_value = "base")]
+    path_normalization: Normalization,
+    #[command(flatten)]
+    limits: ConfigLimitsArgs,
 }
 
 /// `TOKIO_WORKER_THREADS` when set (the benchmark harness sets it for every contender's
@@ -101,6 +136,13 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         (None, None) => None,
     };
     let identity = identity(&args.workload, &args.namespace, args.pod_labels.as_deref())?;
+    let mut limits = ConnectionLimits::DEFAULT;
+    limits.head_timeout = args.head_timeout;
+    limits.idle_timeout = args.idle_timeout;
+    limits.body_timeout = args.body_timeout;
+    limits.h2_keepalive_interval = args.h2_keepalive;
+    limits.max_connections = args.max_connections;
+    limits.fd_reserve = args.fd_reserve;
     Ok(SidecarOptions {
         config: args.config,
         listen: args.listen,
@@ -112,6 +154,9 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         drain_timeout: args.drain_timeout,
         reload_poll: (!args.reload_poll.is_zero()).then_some(args.reload_poll),
         workers: args.workers.unwrap_or_else(default_workers).max(1),
+        state: args.state,
+        limits,
+        path_normalization: args.path_normalization,
     })
 }
 
@@ -153,6 +198,11 @@ fn identity(
 /// `weir serve`.
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
     init_tracing();
+    args.limits.apply();
+    // As Envoy's start scripts do: every descriptor the hard limit allows (the connection cap
+    // is derived from it).
+    let fds = weir_proxy::raise_nofile_limit();
+    tracing::debug!(?fds, "RLIMIT_NOFILE");
     let canary = match &args.canary {
         Some(spec) => Some(ServeCanary::load(spec, args.report.clone())?),
         None => None,

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use weir_router::{ConfigSource, GuardOptions, HostMode, Severity};
 
-use super::Format;
+use super::{ConfigLimitsArgs, Format};
 
 #[derive(clap::Args, Debug)]
 pub struct ValidateArgs {
@@ -30,9 +30,12 @@ pub struct ValidateArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    #[command(flatten)]
+    limits: ConfigLimitsArgs,
 }
 
 pub fn run(args: ValidateArgs) -> Result<ExitCode> {
+    args.limits.apply();
     let sources = read_sources(&args.files)?;
     let hosts = if args.strict_hosts {
         HostMode::Endpoints
@@ -117,7 +120,9 @@ pub fn read_sources(files: &[PathBuf]) -> Result<Vec<ConfigSource>> {
     for f in files {
         if f.as_os_str() == "-" {
             let mut text = String::new();
+            // One byte over the size limit is enough for the parser to refuse it.
             std::io::stdin()
+                .take(weir_router::yaml::limits().max_bytes as u64 + 1)
                 .read_to_string(&mut text)
                 .context("cannot read standard input")?;
             out.push(ConfigSource::new("<stdin>", text));

@@ -5,6 +5,8 @@ use bytes::Bytes;
 use http::{HeaderMap, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use super::super::body::{BoxError, UpstreamBody};
@@ -30,6 +32,9 @@ pub(crate) struct Replay {
     pub limit: usize,
     /// The route deadline: a body still arriving then is `BodyTimeout`.
     pub deadline: Option<Instant>,
+    /// How long the body may send nothing (streamed), or take in all (read into memory)
+    /// before it is `BodyTimeout`; `None`: no bound.
+    pub stall: Option<Duration>,
 }
 
 /// Reads or wraps the body. An upgrade's body always streams (it is the tunnel's).
@@ -52,10 +57,15 @@ where
         .and_then(|v| v.parse::<u64>().ok())
         .is_some_and(|n| n <= replay.limit as u64);
     if upgrade || !replay.wanted || !small {
-        return Ok(Payload::Stream(UpstreamBody::stream(body)));
+        return Ok(Payload::Stream(UpstreamBody::stream(body, replay.stall)));
     }
     let collect = Limited::new(body, replay.limit).collect();
-    let collected = match replay.deadline {
+    let stall_end = replay.stall.map(|s| Instant::now() + s);
+    let deadline = match (replay.deadline, stall_end) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let collected = match deadline {
         Some(at) => tokio::time::timeout_at(at, collect)
             .await
             .map_err(|_| Failure::BodyTimeout)?,
@@ -65,7 +75,7 @@ where
         Ok(c) => Ok(Payload::Buffered(c.to_bytes())),
         Err(e) => {
             tracing::debug!(error = %e, "reading the request body");
-            Err(Failure::BodyBroken)
+            Err(Failure::of_body_error(&*e))
         }
     }
 }
@@ -80,6 +90,7 @@ mod tests {
             wanted,
             limit: 16,
             deadline: None,
+            stall: None,
         }
     }
 

@@ -1,0 +1,387 @@
+//! Deadlines and bounds of downstream connections, so that no client (silent, slow, or one of
+//! thousands) can make a listener unreachable.
+//!
+//! ```text
+//! accept -> over max_connections?  yes: 503 written, closed, counted (never an accept loop)
+//!        -> per connection: a watchdog that closes it when no request is in flight and
+//!           - no request head came within head_timeout of the accept (silent, half-sent head,
+//!             half-sent or idle h2c preface), or
+//!           - no new request came within idle_timeout of the last response;
+//!           on shutdown: at once.
+//! ```
+//!
+//! A request is in flight from its head until its response body is sent or dropped
+//! ([`Tracked`]). hyper's own timers add the head timeout of later requests on a kept-alive
+//! HTTP/1.1 connection and h2 PINGs; the request body's stall timeout is the proxy's.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Deadlines and bounds of a listener's downstream connections. Defaults after Envoy's HTTP
+/// connection manager where it has one, shorter where Envoy has none (a request head).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectionLimits {
+    /// From the accept to the end of the first request head (HTTP/1.1) or the first request
+    /// (h2c); also the longest a later request head may take on HTTP/1.1 (`--head-timeout`,
+    /// Envoy's `request_headers_timeout`). Default 10 s.
+    pub head_timeout: Duration,
+    /// How long a connection may stay open with no request in flight after a response
+    /// (`--idle-timeout`, Envoy's `idle_timeout`). Default 1 h, as Envoy's.
+    pub idle_timeout: Duration,
+    /// How long a request body may go without sending anything (`--body-timeout`, Envoy's
+    /// `stream_idle_timeout`). Default 5 min, as Envoy's.
+    pub body_timeout: Duration,
+    /// h2 PING interval on connections with streams; a PING unanswered for
+    /// `h2_keepalive_timeout` closes the connection (`--h2-keepalive`, Envoy's
+    /// `connection_keepalive`). Default 60 s and 20 s.
+    pub h2_keepalive_interval: Duration,
+    /// See [`h2_keepalive_interval`](ConnectionLimits::h2_keepalive_interval).
+    pub h2_keepalive_timeout: Duration,
+    /// Most connections open at once; more are answered 503 and closed (`--max-connections`,
+    /// Envoy's overload manager `max_active_downstream_connections`). `None`: half of the file
+    /// descriptors left after [`fd_reserve`](ConnectionLimits::fd_reserve), since a proxied
+    /// connection may hold an upstream one too.
+    pub max_connections: Option<usize>,
+    /// File descriptors kept free for the admin API, health checks, config reads and logs
+    /// (`--fd-reserve`). Default 128.
+    pub fd_reserve: usize,
+}
+
+impl ConnectionLimits {
+    /// The proxy's defaults.
+    pub const DEFAULT: ConnectionLimits = ConnectionLimits {
+        head_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(3600),
+        body_timeout: Duration::from_secs(300),
+        h2_keepalive_interval: Duration::from_secs(60),
+        h2_keepalive_timeout: Duration::from_secs(20),
+        max_connections: None,
+        fd_reserve: 128,
+    };
+
+    /// The admin API's: a small control surface, reachable without a token on loopback, so
+    /// fewer connections and a short idle time.
+    pub const ADMIN: ConnectionLimits = ConnectionLimits {
+        idle_timeout: Duration::from_secs(60),
+        max_connections: Some(64),
+        ..ConnectionLimits::DEFAULT
+    };
+
+    /// The connection cap in force: [`max_connections`](ConnectionLimits::max_connections),
+    /// or derived from the process's file descriptor limit.
+    pub fn connection_cap(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            let fds = nofile_limit().unwrap_or(1024) as usize;
+            (fds.saturating_sub(self.fd_reserve) / 2).max(1)
+        })
+    }
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits::DEFAULT
+    }
+}
+
+/// The soft `RLIMIT_NOFILE` of the process.
+pub fn nofile_limit() -> Option<u64> {
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (as Envoy's and most servers' start
+/// scripts do); returns the limit in force after.
+pub fn raise_nofile_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise RLIMIT_NOFILE to its hard limit");
+        }
+    }
+    nofile_limit()
+}
+
+/// The HTTP/1.1 answer to a connection over the cap, written without reading the request.
+pub(crate) const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 33\r\nx-weir-flags: OM\r\nconnection: close\r\n\r\nweir: too many open connections\r\n";
+
+// === the connection gate ===
+
+/// Counts a listener's open connections (across its worker threads) against the cap.
+#[derive(Clone, Debug)]
+pub(crate) struct Gate {
+    open: Arc<AtomicUsize>,
+    cap: usize,
+}
+
+/// One open connection; leaves the gate when dropped.
+#[derive(Debug)]
+pub(crate) struct Permit(Arc<AtomicUsize>);
+
+impl Gate {
+    pub(crate) fn new(cap: usize) -> Self {
+        Gate {
+            open: Arc::new(AtomicUsize::new(0)),
+            cap,
+        }
+    }
+
+    /// A permit, or `None` when the cap is reached.
+    pub(crate) fn enter(&self) -> Option<Permit> {
+        let mut n = self.open.load(Ordering::Relaxed);
+        loop {
+            if n >= self.cap {
+                return None;
+            }
+            match self
+                .open
+                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return Some(Permit(Arc::clone(&self.open))),
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+// === activity of one connection ===
+
+/// What the watchdog of one connection knows: requests in flight, and when the last one
+/// ended (or the connection was accepted).
+#[derive(Debug)]
+pub(crate) struct Activity {
+    in_flight: AtomicUsize,
+    /// Milliseconds from `born` to the end of the last request; `u64::MAX`: none yet.
+    last_end_ms: AtomicU64,
+    born: Instant,
+    changed: Notify,
+}
+
+impl Activity {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            last_end_ms: AtomicU64::new(u64::MAX),
+            born: Instant::now(),
+            changed: Notify::new(),
+        })
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.changed.notify_one();
+        InFlight(Arc::clone(self))
+    }
+
+    /// Whether no request is in flight.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+    }
+
+    /// Resolves when the connection has been without a request for too long: `head` from the
+    /// accept until the first request, `idle` after each.
+    pub(crate) async fn expired(&self, head: Duration, idle: Duration) {
+        loop {
+            // Registered before the state is read, so that no change is missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.is_idle() {
+                let deadline = match self.last_end_ms.load(Ordering::Acquire) {
+                    u64::MAX => self.born + head,
+                    ms => self.born + Duration::from_millis(ms) + idle,
+                };
+                if Instant::now() >= deadline {
+                    return;
+                }
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = &mut changed => {}
+                }
+            } else {
+                changed.await;
+            }
+        }
+    }
+}
+
+/// A request in flight on a connection, until its response body is done or dropped.
+#[derive(Debug)]
+pub(crate) struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let ms = a.born.elapsed().as_millis().min(u64::MAX as u128 - 1) as u64;
+        a.last_end_ms.store(ms, Ordering::Release);
+        a.in_flight.fetch_sub(1, Ordering::AcqRel);
+        a.changed.notify_one();
+    }
+}
+
+// === the service and body wrappers ===
+
+/// A connection's service, counting its requests in flight into [`Activity`].
+#[derive(Debug)]
+pub(crate) struct Tracked<S> {
+    pub inner: S,
+    pub activity: Arc<Activity>,
+}
+
+impl<S, R, B> hyper::service::Service<Request<R>> for Tracked<S>
+where
+    S: hyper::service::Service<Request<R>, Response = Response<B>>,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn call(&self, req: Request<R>) -> Self::Future {
+        TrackedFuture {
+            guard: Some(self.activity.begin()),
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`Tracked`]: the request stays in flight through its body.
+    pub(crate) struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<InFlight>,
+    }
+}
+
+impl<F, B, E> Future for TrackedFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let resp = std::task::ready!(this.inner.poll(cx));
+        let guard = this.guard.take();
+        Poll::Ready(resp.map(|r| r.map(|body| TrackedBody { inner: body, guard })))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that ends its request's time in flight when it ends or is dropped.
+    pub(crate) struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        guard: Option<InFlight>,
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.guard.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_admits_up_to_its_cap_and_frees_on_drop() {
+        let gate = Gate::new(2);
+        let a = gate.enter().expect("first");
+        let _b = gate.enter().expect("second");
+        assert!(gate.enter().is_none(), "over the cap");
+        drop(a);
+        assert!(gate.enter().is_some(), "a slot was freed");
+    }
+
+    #[test]
+    fn the_cap_leaves_the_reserve_and_halves_the_rest() {
+        let limits = ConnectionLimits {
+            max_connections: None,
+            fd_reserve: 24,
+            ..ConnectionLimits::DEFAULT
+        };
+        let fds = nofile_limit().unwrap() as usize;
+        assert_eq!(limits.connection_cap(), (fds - 24) / 2);
+        let fixed = ConnectionLimits {
+            max_connections: Some(7),
+            ..ConnectionLimits::DEFAULT
+        };
+        assert_eq!(fixed.connection_cap(), 7);
+        let overloaded = std::str::from_utf8(OVERLOADED).unwrap();
+        let (head, body) = overloaded.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.contains(&format!("content-length: {}", body.len())),
+            "{overloaded}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_expires_at_its_head_timeout_then_at_its_idle_timeout() {
+        let head = Duration::from_millis(200);
+        let idle = Duration::from_millis(300);
+        let activity = Activity::new();
+        let start = Instant::now();
+        activity.expired(head, idle).await;
+        assert!(
+            start.elapsed() >= head,
+            "no request: the head timeout from the accept"
+        );
+
+        // A request in flight holds the connection open past both timeouts.
+        let activity = Activity::new();
+        let request = activity.begin();
+        let watch = {
+            let activity = Arc::clone(&activity);
+            tokio::spawn(async move { activity.expired(head, idle).await })
+        };
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(!watch.is_finished(), "expired with a request in flight");
+        let ended = Instant::now();
+        drop(request);
+        watch.await.unwrap();
+        assert!(
+            ended.elapsed() >= idle,
+            "the idle timeout from the end of the request"
+        );
+    }
+}
