@@ -61,6 +61,22 @@ fn requests_total(text: &str, labels: &[&str]) -> Option<u64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// Server-first TCP through the capture, from `client` to `addr`: the greeting arrives
+/// (relayed at once on MySQL's 3306, after the short sniff window on the unknown 7000), then
+/// the echo.
+fn server_first_tcp_works(client: &Netns, addr: &str) {
+    for (port, greeting) in [(3306, "mysql-hello"), (7000, "banner-7000")] {
+        let script = format!(
+            "exec 3<>/dev/tcp/{addr}/{port}; read -r hello <&3; printf 'ping\\n' >&3; \
+             read -r echo <&3; echo \"$hello $echo\""
+        );
+        assert_eq!(
+            client.bash(None, &script).expect("the TCP service answers"),
+            format!("{greeting} ping\n")
+        );
+    }
+}
+
 /// The body of an HTTP answer.
 fn body(answer: &str) -> &str {
     answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
@@ -112,16 +128,7 @@ fn inbound_connections_reach_the_app_and_are_counted_as_reporter_destination() {
     }
     // Server-first TCP: the greeting arrives (relayed at once on 3306, after the sniff
     // window elsewhere), then the echo.
-    for (port, greeting) in [(3306, "mysql-hello"), (7000, "banner-7000")] {
-        let script = format!(
-            "exec 3<>/dev/tcp/198.51.100.2/{port}; read -r hello <&3; printf 'ping\\n' >&3; \
-             read -r echo <&3; echo \"$hello $echo\""
-        );
-        assert_eq!(
-            remote.bash(None, &script).expect("the TCP service answers"),
-            format!("{greeting} ping\n")
-        );
-    }
+    server_first_tcp_works(&remote, "198.51.100.2");
     // A connection to the inbound listener itself was not redirected: refused, no loop.
     // (Closed unanswered; with the request unread the kernel resets it.)
     let direct = pod.http(None, "127.0.0.1", 15006, "GET / HTTP/1.0\n");
@@ -153,6 +160,130 @@ fn inbound_connections_reach_the_app_and_are_counted_as_reporter_destination() {
         text.contains(
             r#"istio_request_duration_milliseconds_bucket{le="+Inf",reporter="destination""#
         ),
+        "{text}"
+    );
+}
+
+/// payment-svc as a ServiceEntry with a virtual address (a ClusterIP on no interface) and one
+/// endpoint, the remote host's :8080.
+const TRANSPARENT_CONFIG: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: payment-svc, namespace: production}
+spec:
+  hosts: [payment-svc.production.svc.cluster.local]
+  addresses: [198.51.100.200]
+  ports: [{number: 80, name: http, protocol: HTTP}]
+  resolution: STATIC
+  endpoints:
+  - {address: 198.51.100.10, ports: {http: 8080}, labels: {app: payment-svc, version: v1}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: payment-svc, namespace: production}
+spec:
+  hosts: [payment-svc]
+  http:
+  - route: [{destination: {host: payment-svc}}]
+"#;
+
+/// A pod with `weir init --proxy-uid <proxy_uid>` and weir serving as uid 1337 on
+/// [`TRANSPARENT_CONFIG`], next to a remote host that also speaks server-first TCP on 3306
+/// and 7000.
+fn transparent_pod(proxy_uid: &str) -> (Netns, Netns, tempfile::TempDir) {
+    let (mut pod, mut remote) = linked_pod_and_remote();
+    remote.upstream_with("198.51.100.10:3306", "mysql-hello", &["--tcp-greeting"]);
+    remote.upstream_with("198.51.100.10:7000", "banner-7000", &["--tcp-greeting"]);
+    let said = pod.weir_init("nft", &["--proxy-uid", proxy_uid]);
+    assert!(said.contains("rules installed"), "{said}");
+    let dir = pod_files("");
+    std::fs::write(dir.path().join("payment-svc.yaml"), TRANSPARENT_CONFIG).unwrap();
+    serve(
+        &mut pod,
+        dir.path(),
+        &["--workload", "checkout", "--namespace", "shop"],
+    );
+    (pod, remote, dir)
+}
+
+#[test]
+fn captured_connections_are_routed_by_host_then_address_else_passed_through() {
+    if !privileged() {
+        return;
+    }
+    let (pod, _remote, _dir) = transparent_pod("1337");
+    let get = |addr: &str, port: u16, host: &str| {
+        pod.http(None, addr, port, &format!("GET / HTTP/1.0\nHost: {host}\n"))
+            .unwrap_or_else(|e| panic!("GET {host} via {addr}:{port}: {e}"))
+    };
+    // The app calls the service by name, with no proxy settings: routed by Host to the
+    // endpoint (the remote's :8080), whatever address the connection went to.
+    let answer = get("198.51.100.200", 80, "payment-svc");
+    assert_eq!(body(&answer), "remote-8080", "{answer}");
+    // The ClusterIP case: the Host is the address; routed by the original destination (the
+    // ServiceEntry's `addresses`).
+    let answer = get("198.51.100.200", 80, "198.51.100.200");
+    assert_eq!(body(&answer), "remote-8080", "{answer}");
+    // Nobody routes this host: passed through to the original destination, as Envoy's
+    // PassthroughCluster, not answered 404.
+    let answer = get("198.51.100.10", 80, "example.test");
+    assert_eq!(body(&answer), "remote", "{answer}");
+    assert!(!answer.contains("x-weir-flags"), "{answer}");
+    // Server-first TCP: the greeting arrives (relayed at once on 3306, after the short sniff
+    // window on an unknown port), then the echo.
+    server_first_tcp_works(&pod, "198.51.100.10");
+
+    let text = metrics(&pod);
+    let routed = requests_total(
+        &text,
+        &[
+            r#"reporter="source""#,
+            r#"source_workload="checkout""#,
+            r#"source_workload_namespace="shop""#,
+            r#"destination_service_name="payment-svc""#,
+            r#"destination_app="payment-svc""#,
+            r#"response_code="200""#,
+        ],
+    );
+    assert_eq!(routed, Some(2), "{text}");
+    let passed = requests_total(
+        &text,
+        &[
+            r#"reporter="source""#,
+            r#"destination_service="example.test""#,
+            r#"destination_service_name="PassthroughCluster""#,
+            r#"destination_workload="unknown""#,
+            r#"response_code="200""#,
+        ],
+    );
+    assert_eq!(passed, Some(1), "{text}");
+    assert!(
+        text.contains("weir_tcp_passthrough_connections_total 2\n"),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_the_uid_exemption_a_loop_ends_in_508_not_a_storm() {
+    if !privileged() {
+        return;
+    }
+    // The rules exempt uid 4242, but weir runs as 1337: its own upstream connections are
+    // captured and come back to it.
+    let (pod, _remote, _dir) = transparent_pod("4242");
+    for (addr, host) in [
+        ("198.51.100.10", "example.test"),
+        ("198.51.100.200", "payment-svc"),
+    ] {
+        let answer = pod
+            .http(None, addr, 80, &format!("GET / HTTP/1.0\nHost: {host}\n"))
+            .expect("weir answers");
+        assert!(answer.starts_with("HTTP/1.0 508"), "{host}: {answer}");
+        assert!(answer.contains("x-weir-hops"), "{host}: {answer}");
+    }
+    let text = metrics(&pod);
+    assert!(
+        text.contains("weir_loops_stopped_total{reason=\"hop_limit\"} 2\n"),
         "{text}"
     );
 }

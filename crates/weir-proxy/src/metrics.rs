@@ -36,6 +36,10 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 pub use weir_router::telemetry::DURATION_BUCKETS_MS;
 
+/// `destination_service_name` of requests passed through to an unknown destination (Istio's
+/// cluster of that name).
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
+
 /// All of the sidecar's metrics. One per process, shared by the proxy, the admin API and the
 /// reloader.
 pub struct Metrics {
@@ -51,6 +55,8 @@ pub struct Metrics {
     inbound_series: Arc<ClusterSeries>,
     reloads: Family<ResultLabel, Counter>,
     rollbacks: Counter,
+    loops: Family<ReasonLabel, Counter>,
+    tcp_passthrough: Counter,
     overloads: Counter,
     mirrors: Family<MirrorLabels, Counter>,
     unknown: Arc<ClusterSeries>,
@@ -61,6 +67,17 @@ impl std::fmt::Debug for Metrics {
         f.debug_struct("Metrics")
             .field("identity", &self.identity)
             .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+impl EncodeLabelSet for ReasonLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ("reason", self.reason).encode(encoder.encode_label())
     }
 }
 
@@ -131,6 +148,21 @@ impl Metrics {
             "Downstream connections refused (503, closed) because the listener was at its connection cap",
             overloads.clone(),
         );
+        let loops = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "weir_loops_stopped",
+            "Request loops stopped: captured connections to weir's own listener (own_listener), requests at the x-weir-hops bound answered 508 (hop_limit)",
+            loops.clone(),
+        );
+        for reason in ["own_listener", "hop_limit"] {
+            let _ = loops.get_or_create(&ReasonLabel { reason });
+        }
+        let tcp_passthrough: Counter = Counter::default();
+        registry.register(
+            "weir_tcp_passthrough_connections",
+            "Captured connections relayed as plain TCP to their original destination (not HTTP, or a non-HTTP port)",
+            tcp_passthrough.clone(),
+        );
         let mirrors = Family::<MirrorLabels, Counter>::default();
         registry.register(
             "weir_mirror_requests",
@@ -148,6 +180,8 @@ impl Metrics {
             inbound_series,
             reloads,
             rollbacks,
+            loops,
+            tcp_passthrough,
             overloads,
             mirrors,
             unknown,
@@ -247,6 +281,26 @@ impl Metrics {
     /// The series of requests that reached no destination (`NR`, protocol errors).
     pub(crate) fn unknown_series(&self) -> &Arc<ClusterSeries> {
         &self.unknown
+    }
+
+    /// The series of outbound requests passed through to a destination weir has no route
+    /// for, as Istio labels its `PassthroughCluster`: `destination_service` the requested
+    /// host, `destination_service_name="PassthroughCluster"`. Takes a lock: passthrough
+    /// requests only.
+    pub(crate) fn passthrough_series(&self, host: &str) -> Arc<ClusterSeries> {
+        let labels = Arc::new(ClusterLabels::unknown(host, PASSTHROUGH_CLUSTER));
+        RequestSeries::cluster(&self.requests, &labels)
+    }
+
+    /// Counts a request loop stopped: `reason` is `own_listener` (a captured connection to
+    /// weir's own listener, refused) or `hop_limit` (`x-weir-hops` at its bound, 508).
+    pub(crate) fn record_loop(&self, reason: &'static str) {
+        self.loops.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a captured connection relayed as plain TCP to its original destination.
+    pub(crate) fn record_tcp_passthrough(&self) {
+        self.tcp_passthrough.inc();
     }
 
     /// The pod this sidecar reports for.

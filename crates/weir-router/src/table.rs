@@ -25,6 +25,43 @@ pub struct RouteTable {
     pub(crate) wildcard_hosts: Vec<(String, usize)>,
     pub(crate) clusters: Vec<Cluster>,
     pub(crate) sources: Arc<[ConfigSource]>,
+    /// ServiceEntry `addresses` (VIPs, CIDRs) and the host they stand for.
+    pub(crate) service_addresses: Vec<ServiceAddress>,
+    /// ServiceEntry ports whose protocol is neither HTTP nor gRPC (`TCP`, `TLS`, `MYSQL`...).
+    pub(crate) opaque_ports: Vec<u16>,
+}
+
+/// A ServiceEntry `addresses` entry: connections to it are for `host` (Istio matches a
+/// transparently captured connection to a service by this address and the port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAddress {
+    /// The network, e.g. `10.96.0.10` (a /32) or `240.240.0.0/16`.
+    pub addr: std::net::IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+    /// The ServiceEntry's port numbers (empty: any).
+    pub ports: Vec<u16>,
+    /// The ServiceEntry host (lowercase).
+    pub host: String,
+}
+
+impl ServiceAddress {
+    /// Whether `to` is inside this address range, on one of its ports.
+    pub fn covers(&self, to: SocketAddr) -> bool {
+        use std::net::IpAddr;
+        let inside = match (self.addr, to.ip()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let shift = 32 - u32::from(self.prefix.min(32));
+                u32::from(net).checked_shr(shift) == u32::from(ip).checked_shr(shift)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let shift = 128 - u32::from(self.prefix.min(128));
+                u128::from(net).checked_shr(shift) == u128::from(ip).checked_shr(shift)
+            }
+            _ => false,
+        };
+        inside && (self.ports.is_empty() || self.ports.contains(&to.port()))
+    }
 }
 
 /// Host name -> VirtualService index. Most sidecars route a handful of hosts: then a scan that
@@ -417,6 +454,22 @@ impl Cluster {
 // === impl RouteTable ===
 
 impl RouteTable {
+    /// The ServiceEntry host a transparently captured connection to `to` is for: the first
+    /// ServiceEntry `addresses` entry that covers the address and port.
+    pub fn host_for_address(&self, to: SocketAddr) -> Option<&str> {
+        self.service_addresses
+            .iter()
+            .find(|a| a.covers(to))
+            .map(|a| a.host.as_str())
+    }
+
+    /// Whether a ServiceEntry declares `port` with a protocol that is not HTTP or gRPC
+    /// (`TCP`, `TLS`, `MYSQL`, ...): captured connections to it are relayed as TCP, never
+    /// sniffed.
+    pub fn is_opaque_port(&self, port: u16) -> bool {
+        self.opaque_ports.contains(&port)
+    }
+
     /// The generation: bumped every time a [`LiveTable`](crate::LiveTable) publishes a table.
     pub fn generation(&self) -> u64 {
         self.generation

@@ -28,7 +28,7 @@ enum Command {
     /// did not, the destinations and weights, and with --samples the observed split.
     Explain(explain::ExplainArgs),
     /// Run the sidecar: the weighted proxy, its metrics and the admin API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Install the nat rules that capture a pod's traffic for the sidecar (a pod's init
     /// container, as istio-iptables). Needs NET_ADMIN and NET_RAW.
     Init(init::InitArgs),
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Explain(args) => explain::run(args),
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Init(args) => init::run(args),
         Command::SetWeights(args) => admin_client::set_weights(args),
         Command::Rollback(args) => admin_client::rollback(args),

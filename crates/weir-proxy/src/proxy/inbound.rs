@@ -17,8 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use http::uri::{Authority, PathAndQuery};
-use http::{Request, Response, Version};
+use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -28,9 +27,9 @@ use weir_router::telemetry::ResponseFlags;
 
 use super::body::{ResponseBody, UpstreamBody};
 use super::failure::Failure;
-use super::headers::{is_grpc, strip_hop_by_hop};
+use super::headers::is_grpc;
 use super::options::ProxyOptions;
-use super::upstream::endpoint_uri;
+use super::plain;
 use crate::capture::{INBOUND_PASSTHROUGH_V4, INBOUND_PASSTHROUGH_V6};
 use crate::metrics::Metrics;
 use crate::server::transparent::{self, SERVER_FIRST_PORTS, SNIFF_WINDOW, Sniffed};
@@ -139,40 +138,12 @@ impl Inbound {
         let series = Arc::clone(self.metrics.inbound_series());
         let mut rec = Recorder::start(series, Arc::clone(&self.in_flight));
         rec.grpc = is_grpc(req.headers());
-        let version = req.version();
-        let (mut parts, body) = req.into_parts();
-        strip_hop_by_hop(&mut parts.headers, false);
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let authority = Authority::try_from(app.to_string().as_str())
-            .expect("a socket address is an authority");
-        parts.uri = endpoint_uri(&authority, &path);
-        let h2 = version == Version::HTTP_2;
-        parts.version = if h2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
         let stall = Some(self.limits.body_timeout).filter(|t| !t.is_zero());
-        let req = Request::from_parts(parts, UpstreamBody::stream(body, stall));
-        let client = if h2 { &self.h2 } else { &self.h1 };
-        match client.request(req).await {
-            Ok(resp) => {
-                let (mut parts, body) = resp.into_parts();
-                strip_hop_by_hop(&mut parts.headers, false);
-                parts.version = version;
-                rec.outcome(parts.status, ResponseFlags::NONE);
-                Response::from_parts(parts, ResponseBody::upstream(body, rec))
-            }
-            Err(e) => {
-                let failure = Failure::classify(e);
-                tracing::debug!(%app, ?failure, "inbound: the app did not answer");
-                failure.respond(rec, version, ResponseFlags::NONE)
-            }
-        }
+        let clients = plain::Clients {
+            h1: &self.h1,
+            h2: &self.h2,
+        };
+        plain::forward(clients, app, req, rec, stall).await
     }
 }
 
