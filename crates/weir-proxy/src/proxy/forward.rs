@@ -25,7 +25,7 @@ use super::body::{BoxError, ResponseBody};
 use super::failure::Failure;
 use super::headers::{is_grpc, is_upgrade};
 use super::upstream::Bound;
-use super::{Downstream, Proxy, mirror};
+use super::{Downstream, Proxy, mirror, outbound};
 
 pub(crate) mod body;
 
@@ -57,12 +57,32 @@ where
         Ok(()) => route::route(&published, proxy.clusters, &RequestHead::of(&req)),
         Err(text) => Err((Failure::BadRequest, Some(text))),
     };
+    let routed = match (routed, down.original_dst) {
+        // Captured, and no VirtualService claims the Host: by the original destination,
+        // else passed through to it (off the explicit path, boxed).
+        (Err((Failure::NoRoute, text)), Some(original)) => match Box::pin(
+            outbound::by_original_dst(&proxy, &published, RequestHead::of(&req), original),
+        )
+        .await
+        {
+            Some(r) => Ok(r),
+            None => return Ok(Box::pin(outbound::passthrough(&proxy, req, original)).await),
+        }
+        .map_err(|()| (Failure::NoRoute, text)),
+        (routed, _) => routed,
+    };
     let mut rec = proxy.start(routed.as_ref().ok().map(|r| &r.cluster.series));
     rec.grpc = is_grpc(req.headers());
     let routed = match routed {
         Ok(r) => r,
         Err((f, text)) => return Ok(f.respond_saying(text, rec, version, flags)),
     };
+    if down.original_dst.is_some()
+        && let Err(f) = outbound::count_hop(req.headers_mut())
+    {
+        proxy.metrics.record_loop("hop_limit");
+        return Ok(f.respond(rec, version, flags));
+    }
     let rule = routed.decision.rule;
     if let Err(f) = fault::inject(rule, &mut flags).await {
         return Ok(f.respond(rec, version, flags));
