@@ -65,7 +65,7 @@ pub async fn start_with_feed(
     ));
 
     let bind = |addr: SocketAddr| async move {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         let local = listener.local_addr()?;
         Ok::<_, std::io::Error>((listener, local))
     };
@@ -219,4 +219,24 @@ async fn supervise(s: Supervised) -> Result<(), RunError> {
         Ok(Err(e)) => Err(RunError::Proxy(e)),
         Err(e) => Err(RunError::Panicked(e)),
     }
+}
+
+/// Connections the kernel queues for accept, per listener (capped by `net.core.somaxconn`).
+/// tokio's `TcpListener::bind` asks for 1,024: a burst of 1,000 or 5,000 clients connecting
+/// at once overflowed it (SYNs dropped, clients retrying after a second); nginx asks for
+/// 511 and relies on accepting in a loop, HAProxy for the `maxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restart binds while
+/// the previous process's connections are in `TIME_WAIT`), as `TcpListener::bind` does
+/// except for the backlog.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

@@ -140,9 +140,9 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         reload_poll: (!args.reload_poll.is_zero()).then_some(args.reload_poll),
         workers: args.workers.unwrap_or_else(default_workers).max(1),
         state: args.state,
-        health: args.health,
         limits,
         path_normalization: args.path_normalization,
+        health: args.health,
     })
 }
 
