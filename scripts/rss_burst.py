@@ -40,9 +40,10 @@ time.sleep(0.5)
 
 
 def rss_kb():
+    fds = len(os.listdir(f"/proc/{serve.pid}/fd"))
     for l in open(f"/proc/{serve.pid}/status"):
         if l.startswith("VmRSS:"):
-            return int(l.split()[1])
+            return f"{int(l.split()[1])} KiB RSS, {fds} fds open"
 
 
 def burst():
@@ -63,18 +64,19 @@ def burst():
 
 
 try:
-    print(f"start: {rss_kb()} KiB")
+    print(f"start: {rss_kb()}")
     conns = burst()
     time.sleep(1)
-    print(f"{n} idle keep-alive connections: {rss_kb()} KiB")
+    print(f"{n} idle keep-alive connections: {rss_kb()}")
     for s in conns:
         s.close()
     time.sleep(5)
-    print(f"5 s after they closed: {rss_kb()} KiB")
-    for s in burst():
-        s.close()
-    time.sleep(5)
-    print(f"after a second burst of {n}, 5 s after: {rss_kb()} KiB")
+    print(f"5 s after they closed: {rss_kb()}")
+    for i in range(2, 2 + int(os.environ.get("BURSTS", "1"))):
+        for s in burst():
+            s.close()
+        time.sleep(5)
+        print(f"after burst {i} of {n}, 5 s after: {rss_kb()}")
 finally:
     serve.terminate()
     for u in ups:

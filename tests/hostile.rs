@@ -583,3 +583,36 @@ async fn partial_and_idle_h2c_connections_are_closed_at_the_head_timeout() {
         "closed before the head timeout"
     );
 }
+
+/// SIGTERM closes connections with no request in flight at once (silent, half a head, an idle
+/// keep-alive): the drain does not wait its 30 s for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_connections_without_a_request_at_once() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let mut weir = Weir::start_with_args(
+        &lesson_config(&v1, &v2, 100, 0),
+        &["--drain-timeout", "30s"],
+    );
+    let _silent = TcpStream::connect(weir.proxy).await.unwrap();
+    let mut half = TcpStream::connect(weir.proxy).await.unwrap();
+    half.write_all(b"GET /pay HTTP/1.1\r\nhost: pay")
+        .await
+        .unwrap();
+    let mut idle = TcpStream::connect(weir.proxy).await.unwrap();
+    idle.write_all(b"GET /pay HTTP/1.1\r\nhost: payment-svc\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = idle.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+    weir.signal("TERM");
+    let code = tokio::task::spawn_blocking(move || weir.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(
+        code,
+        Some(0),
+        "the drain waited for connections without a request"
+    );
+}

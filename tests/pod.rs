@@ -369,6 +369,47 @@ fn sigterm_drains_the_requests_in_flight_refuses_new_ones_and_exits_0() {
 }
 
 #[test]
+fn a_rollback_survives_a_sidecar_restart_through_the_state_on_its_empty_dir() {
+    let Some(mut bed) = Bed::up() else {
+        return;
+    };
+    bed.payment("v1", &[]);
+    bed.payment("v2", &[]);
+    bed.checkout(0, &configmap(90, 10), &[]);
+    let auth = format!("Authorization: Bearer {TOKEN}");
+    let rollback = bed.exec(
+        "node",
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "5",
+            "-X",
+            "POST",
+            "-H",
+            &auth,
+            "-d",
+            r#"{"virtual_service":"payment-svc"}"#,
+            "http://198.51.100.10:15000/rollback",
+        ],
+    );
+    assert!(rollback.contains("generation"), "{rollback}");
+    assert_eq!(bed.weight(0, "v2"), 0.0);
+    // The container crashes and the kubelet starts it again; the ConfigMap still says 90/10,
+    // the state file on the emptyDir says rolled back: the rollback holds.
+    bed.restart_sidecar(0);
+    assert_eq!((bed.weight(0, "v1"), bed.weight(0, "v2")), (100.0, 0.0));
+    let v2_before = bed.served("v2").0;
+    let answers = bed.requests(0, 200, &["x-canary: false"]);
+    assert_eq!(statuses(&answers), [("200".to_string(), 200)].into());
+    assert_eq!(
+        bed.served("v2").0,
+        v2_before,
+        "a request reached the rolled-back v2"
+    );
+}
+
+#[test]
 fn teardown_is_idempotent_and_leaves_nothing_behind() {
     let Some(mut bed) = Bed::up() else { return };
     bed.payment("v1", &[]);

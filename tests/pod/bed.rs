@@ -30,6 +30,8 @@ pub struct Sidecar {
     pub admin: String,
     /// Its ConfigMap volume.
     pub volume: PathBuf,
+    /// Its command line, for a restart.
+    argv: Vec<String>,
 }
 
 /// The bed; everything in it is killed and deleted on drop.
@@ -214,16 +216,36 @@ impl Bed {
             state.to_str().unwrap(),
         ];
         argv.extend(extra);
-        let mut cmd = self.command(&role, Some(PROXY_UID), &argv);
-        cmd.env("RUST_LOG", "info");
-        let run = WeirRun::spawn_command(cmd);
-        wait_for(&run, "weir: ready ");
+        let argv: Vec<String> = argv.into_iter().map(String::from).collect();
+        let run = self.sidecar(&role, &argv);
         let addr = checkout_addr(i);
         self.checkouts.push(Sidecar {
             run,
             admin: format!("http://{addr}:15000"),
             volume,
+            argv,
         });
+    }
+
+    /// Starts a sidecar as uid 1337 in `role`'s pod and waits for its ready line.
+    fn sidecar(&self, role: &str, argv: &[String]) -> WeirRun {
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let mut cmd = self.command(role, Some(PROXY_UID), &argv);
+        cmd.env("RUST_LOG", "info");
+        let run = WeirRun::spawn_command(cmd);
+        wait_for(&run, "weir: ready ");
+        run
+    }
+
+    /// The kubelet restarting checkout pod `i`'s crashed sidecar container: SIGKILL, then the
+    /// same command on the same volumes (the init container does not run again; the pod's nat
+    /// rules stay).
+    pub fn restart_sidecar(&mut self, i: usize) {
+        let role = format!("checkout-{i}");
+        self.checkouts[i].run.signal("KILL");
+        self.checkouts[i].run.wait_exit(WAIT);
+        let run = self.sidecar(&role, &self.checkouts[i].argv);
+        self.checkouts[i].run = run;
     }
 
     /// The kubelet's ConfigMap update on checkout pod `i`'s volume: a new timestamped

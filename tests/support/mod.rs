@@ -6,7 +6,7 @@
 
 mod http;
 mod metrics;
-mod netns;
+pub mod netns;
 mod prometheus;
 mod traffic;
 mod upstream;

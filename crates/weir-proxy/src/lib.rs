@@ -97,6 +97,7 @@
 pub mod admin;
 pub mod capture;
 pub mod feed;
+mod identity;
 mod metrics;
 mod proxy;
 mod reload;
@@ -107,8 +108,9 @@ pub mod state;
 mod telemetry;
 
 pub use feed::{ConfigFeed, FeedError, FileFeed};
-pub use metrics::{CONTENT_TYPE, DURATION_BUCKETS_MS, Metrics};
-pub use proxy::{Proxy, ProxyOptions, ProxyService, ResponseBody, ResponseFlags};
+pub use identity::{PodIdentity, UNKNOWN, parse_labels};
+pub use metrics::{CONTENT_TYPE, DURATION_BUCKETS_MS, Metrics, PASSTHROUGH_CLUSTER};
+pub use proxy::{Inbound, Proxy, ProxyOptions, ProxyService, ResponseBody, ResponseFlags};
 pub use reload::{ReloadError, Reloader, Trigger};
 pub use server::ConnectionLimits;
 pub use server::limits::{nofile_limit, raise_nofile_limit};

@@ -1,6 +1,8 @@
-//! The sidecar's metrics, under Istio's names and labels as the outbound side reports them
-//! (`reporter="source"`), plus weir's own (`weir_route_weight`, ...). Flagger's built-in
-//! queries select the inbound side (`reporter="destination"`), which weir does not report yet.
+//! The sidecar's metrics, under Istio's names and labels, both sides as Istio's sidecar
+//! reports them: outbound (`reporter="source"`, this pod in the `source_*` labels) and inbound
+//! (`reporter="destination"`, this pod in the `destination_*` labels, the series Flagger's
+//! built-in queries select), plus weir's own (`weir_route_weight`, ...). `docs/metrics.md`
+//! says how every Istio standard label is filled.
 //!
 //! This module is the registry and its OpenMetrics encoding; the counters a request touches
 //! are in `proxy::telemetry` (every cluster of a table gets a `ClusterSeries` when the table
@@ -26,12 +28,17 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 use weir_router::{ClusterLabels, LiveTable, Published};
 
-use crate::telemetry::{ClusterSeries, RequestSeries, SeriesKey};
+use crate::identity::{PodIdentity, UNKNOWN};
+use crate::telemetry::{ClusterSeries, Reporter, RequestSeries, SeriesKey};
 
 /// The content type of [`Metrics::encode`]'s output (OpenMetrics text; Prometheus reads it).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 pub use weir_router::telemetry::DURATION_BUCKETS_MS;
+
+/// `destination_service_name` of requests passed through to an unknown destination (Istio's
+/// cluster of that name).
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 
 /// All of the sidecar's metrics. One per process, shared by the proxy, the admin API and the
 /// reloader.
@@ -39,9 +46,17 @@ pub struct Metrics {
     registry: RwLock<Registry>,
     /// Embedders' metrics by name (see [`Metrics::extension`]).
     extensions: Mutex<HashMap<String, Box<dyn std::any::Any + Send + Sync>>>,
+    identity: PodIdentity,
+    /// Outbound requests (`reporter="source"`).
     requests: Arc<RequestSeries>,
+    /// Inbound requests (`reporter="destination"`).
+    inbound: Arc<RequestSeries>,
+    /// The one destination of inbound requests: this pod.
+    inbound_series: Arc<ClusterSeries>,
     reloads: Family<ResultLabel, Counter>,
     rollbacks: Counter,
+    loops: Family<ReasonLabel, Counter>,
+    tcp_passthrough: Counter,
     overloads: Counter,
     mirrors: Family<MirrorLabels, Counter>,
     unknown: Arc<ClusterSeries>,
@@ -50,8 +65,19 @@ pub struct Metrics {
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
-            .field("source_workload", &self.requests.workload)
+            .field("identity", &self.identity)
             .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+impl EncodeLabelSet for ReasonLabel {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ("reason", self.reason).encode(encoder.encode_label())
     }
 }
 
@@ -83,15 +109,24 @@ pub enum MirrorResult {
 // === impl Metrics ===
 
 impl Metrics {
-    /// Metrics for a sidecar reporting as `workload` (`source_workload`).
+    /// Metrics for a sidecar reporting as `workload` (`source_workload`), its other labels
+    /// unknown.
     pub fn new(workload: &str) -> Self {
+        Metrics::with_identity(PodIdentity::workload(workload))
+    }
+
+    /// Metrics for a sidecar in the pod `identity`: the `source_*` labels of its outbound
+    /// requests, the `destination_*` labels of its inbound ones.
+    pub fn with_identity(identity: PodIdentity) -> Self {
         let mut registry = Registry::default();
-        let requests = Arc::new(RequestSeries {
-            workload: Arc::from(workload),
-            series: Mutex::new(HashMap::new()),
-            clusters: Mutex::new(HashMap::new()),
-        });
-        registry.register_collector(Box::new(RequestCollector(requests.clone())));
+        let requests = RequestSeries::new(Reporter::Source, identity.clone());
+        let inbound = RequestSeries::new(Reporter::Destination, PodIdentity::unknown());
+        let inbound_series =
+            RequestSeries::cluster(&inbound, &Arc::new(identity.destination_labels()));
+        registry.register_collector(Box::new(RequestCollector([
+            requests.clone(),
+            inbound.clone(),
+        ])));
         let reloads = Family::<ResultLabel, Counter>::default();
         registry.register(
             "weir_config_reloads",
@@ -113,26 +148,40 @@ impl Metrics {
             "Downstream connections refused (503, closed) because the listener was at its connection cap",
             overloads.clone(),
         );
+        let loops = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "weir_loops_stopped",
+            "Request loops stopped: captured connections to weir's own listener (own_listener), requests at the x-weir-hops bound answered 508 (hop_limit)",
+            loops.clone(),
+        );
+        for reason in ["own_listener", "hop_limit"] {
+            let _ = loops.get_or_create(&ReasonLabel { reason });
+        }
+        let tcp_passthrough: Counter = Counter::default();
+        registry.register(
+            "weir_tcp_passthrough_connections",
+            "Captured connections relayed as plain TCP to their original destination (not HTTP, or a non-HTTP port)",
+            tcp_passthrough.clone(),
+        );
         let mirrors = Family::<MirrorLabels, Counter>::default();
         registry.register(
             "weir_mirror_requests",
             "Mirrored (shadow) copies of requests, by mirror destination and result",
             mirrors.clone(),
         );
-        let unknown = Arc::new(ClusterLabels {
-            destination_service: Arc::from("unknown"),
-            destination_service_name: Arc::from("unknown"),
-            destination_service_namespace: Arc::from("unknown"),
-            destination_workload: Arc::from("unknown"),
-            destination_version: Arc::from("unknown"),
-        });
+        let unknown = Arc::new(ClusterLabels::unknown(UNKNOWN, UNKNOWN));
         let unknown = RequestSeries::cluster(&requests, &unknown);
         Metrics {
             registry: RwLock::new(registry),
             extensions: Mutex::default(),
+            identity,
             requests,
+            inbound,
+            inbound_series,
             reloads,
             rollbacks,
+            loops,
+            tcp_passthrough,
             overloads,
             mirrors,
             unknown,
@@ -195,20 +244,21 @@ impl Metrics {
     /// `(upper bound in ms, cumulative count)`, the last bound `+Inf`. Off the hot path: takes
     /// the series map's lock once and copies the counters.
     pub fn for_each_request(&self, mut visit: impl FnMut(&[(&str, &str)], u64, &[(f64, u64)])) {
-        let rows = self.requests.rows();
-        let workload = &*self.requests.workload;
-        for (key, series) in &rows {
-            let code = key.code.to_string();
-            let flags = key.flags.to_string();
-            let labels = request_labels(workload, key, &code, &flags);
-            let mut buckets = [(0.0, 0u64); 20];
-            let mut cumulative = 0;
-            for (i, b) in buckets.iter_mut().enumerate() {
-                cumulative += series.buckets[i].load(Ordering::Relaxed);
-                let bound = DURATION_BUCKETS_MS.get(i).copied().unwrap_or(f64::INFINITY);
-                *b = (bound, cumulative);
+        for all in [&self.requests, &self.inbound] {
+            let rows = all.rows();
+            for (key, series) in &rows {
+                let code = key.code.to_string();
+                let flags = key.flags.to_string();
+                let labels = request_labels(all, key, &code, &flags);
+                let mut buckets = [(0.0, 0u64); 20];
+                let mut cumulative = 0;
+                for (i, b) in buckets.iter_mut().enumerate() {
+                    cumulative += series.buckets[i].load(Ordering::Relaxed);
+                    let bound = DURATION_BUCKETS_MS.get(i).copied().unwrap_or(f64::INFINITY);
+                    *b = (bound, cumulative);
+                }
+                visit(&labels, series.count.load(Ordering::Relaxed), &buckets);
             }
-            visit(&labels, series.count.load(Ordering::Relaxed), &buckets);
         }
     }
 
@@ -233,6 +283,36 @@ impl Metrics {
         &self.unknown
     }
 
+    /// The series of outbound requests passed through to a destination weir has no route
+    /// for, as Istio labels its `PassthroughCluster`: `destination_service` the requested
+    /// host, `destination_service_name="PassthroughCluster"`. Takes a lock: passthrough
+    /// requests only.
+    pub(crate) fn passthrough_series(&self, host: &str) -> Arc<ClusterSeries> {
+        let labels = Arc::new(ClusterLabels::unknown(host, PASSTHROUGH_CLUSTER));
+        RequestSeries::cluster(&self.requests, &labels)
+    }
+
+    /// Counts a request loop stopped: `reason` is `own_listener` (a captured connection to
+    /// weir's own listener, refused) or `hop_limit` (`x-weir-hops` at its bound, 508).
+    pub(crate) fn record_loop(&self, reason: &'static str) {
+        self.loops.get_or_create(&ReasonLabel { reason }).inc();
+    }
+
+    /// Counts a captured connection relayed as plain TCP to its original destination.
+    pub(crate) fn record_tcp_passthrough(&self) {
+        self.tcp_passthrough.inc();
+    }
+
+    /// The pod this sidecar reports for.
+    pub fn identity(&self) -> &PodIdentity {
+        &self.identity
+    }
+
+    /// The series of inbound requests (to this pod, `reporter="destination"`).
+    pub(crate) fn inbound_series(&self) -> &Arc<ClusterSeries> {
+        &self.inbound_series
+    }
+
     /// Counts a mirrored copy.
     pub(crate) fn record_mirror(&self, labels: &Arc<ClusterLabels>, result: MirrorResult) {
         self.mirrors
@@ -246,7 +326,7 @@ impl Metrics {
 
 /// The label set of a request series, as Istio's telemetry writes it.
 struct RequestLabelSet<'a> {
-    workload: &'a str,
+    all: &'a RequestSeries,
     key: &'a SeriesKey,
 }
 
@@ -254,7 +334,7 @@ impl EncodeLabelSet for RequestLabelSet<'_> {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
         let flags = self.key.flags.to_string();
         let code = self.key.code.to_string();
-        for pair in request_labels(self.workload, self.key, &code, &flags) {
+        for pair in request_labels(self.all, self.key, &code, &flags) {
             pair.encode(encoder.encode_label())?;
         }
         Ok(())
@@ -264,16 +344,22 @@ impl EncodeLabelSet for RequestLabelSet<'_> {
 /// The labels of a request series, in the order `/metrics` writes them: the one definition
 /// the exposition and [`Metrics::for_each_request`] share.
 fn request_labels<'a>(
-    workload: &'a str,
+    all: &'a RequestSeries,
     key: &'a SeriesKey,
     code: &'a str,
     flags: &'a str,
-) -> [(&'static str, &'a str); 11] {
+) -> [(&'static str, &'a str); 19] {
     use weir_router::telemetry::label;
     let l = &key.labels;
+    let s = &all.source;
     [
-        (label::REPORTER, "source"),
-        (label::SOURCE_WORKLOAD, workload),
+        (label::REPORTER, all.reporter.as_str()),
+        (label::SOURCE_WORKLOAD, &s.workload),
+        (label::SOURCE_WORKLOAD_NAMESPACE, &s.namespace),
+        (label::SOURCE_APP, &s.app),
+        (label::SOURCE_VERSION, &s.version),
+        (label::SOURCE_CANONICAL_SERVICE, &s.canonical_service),
+        (label::SOURCE_CANONICAL_REVISION, &s.canonical_revision),
         (label::DESTINATION_SERVICE, &l.destination_service),
         (label::DESTINATION_SERVICE_NAME, &l.destination_service_name),
         (
@@ -285,7 +371,16 @@ fn request_labels<'a>(
             label::DESTINATION_WORKLOAD_NAMESPACE,
             &l.destination_service_namespace,
         ),
+        (label::DESTINATION_APP, &l.destination_app),
         (label::DESTINATION_VERSION, &l.destination_version),
+        (
+            label::DESTINATION_CANONICAL_SERVICE,
+            &l.destination_canonical_service,
+        ),
+        (
+            label::DESTINATION_CANONICAL_REVISION,
+            &l.destination_canonical_revision,
+        ),
         (label::RESPONSE_CODE, code),
         (label::RESPONSE_FLAGS, flags),
         (
@@ -324,28 +419,35 @@ impl EncodeLabelSet for MirrorLabels {
 
 /// Encodes the request series: `istio_requests_total` and `istio_request_duration_milliseconds`.
 #[derive(Debug)]
-struct RequestCollector(Arc<RequestSeries>);
+/// Outbound, then inbound: one family each for both, as the exposition allows.
+struct RequestCollector([Arc<RequestSeries>; 2]);
 
 impl Collector for RequestCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let mut rows = self.0.rows();
-        rows.sort_by(|(a, _), (b, _)| {
-            (
-                &a.labels.destination_service,
-                &a.labels.destination_version,
-                a.code,
-                a.flags,
-                a.grpc,
-            )
-                .cmp(&(
-                    &b.labels.destination_service,
-                    &b.labels.destination_version,
-                    b.code,
-                    b.flags,
-                    b.grpc,
-                ))
-        });
-        let workload = &*self.0.workload;
+        let rows: Vec<_> = self
+            .0
+            .iter()
+            .map(|all| {
+                let mut rows = all.rows();
+                rows.sort_by(|(a, _), (b, _)| {
+                    (
+                        &a.labels.destination_service,
+                        &a.labels.destination_version,
+                        a.code,
+                        a.flags,
+                        a.grpc,
+                    )
+                        .cmp(&(
+                            &b.labels.destination_service,
+                            &b.labels.destination_version,
+                            b.code,
+                            b.flags,
+                            b.grpc,
+                        ))
+                });
+                (&**all, rows)
+            })
+            .collect();
         {
             let mut family = encoder.encode_descriptor(
                 weir_router::telemetry::REQUESTS,
@@ -353,12 +455,14 @@ impl Collector for RequestCollector {
                 None,
                 MetricType::Counter,
             )?;
-            for (key, series) in &rows {
-                let labels = RequestLabelSet { workload, key };
-                let count = series.count.load(Ordering::Relaxed);
-                family
-                    .encode_family(&labels)?
-                    .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            for (all, rows) in &rows {
+                for (key, series) in rows {
+                    let labels = RequestLabelSet { all, key };
+                    let count = series.count.load(Ordering::Relaxed);
+                    family
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+                }
             }
         }
         let mut family = encoder.encode_descriptor(
@@ -367,18 +471,20 @@ impl Collector for RequestCollector {
             None,
             MetricType::Histogram,
         )?;
-        for (key, series) in &rows {
-            let labels = RequestLabelSet { workload, key };
-            let count = series.count.load(Ordering::Relaxed);
-            let sum = series.sum_us.load(Ordering::Relaxed) as f64 / 1000.0;
-            let mut buckets = [(0.0, 0u64); 20];
-            for (i, b) in buckets.iter_mut().enumerate() {
-                let bound = DURATION_BUCKETS_MS.get(i).copied().unwrap_or(f64::INFINITY);
-                *b = (bound, series.buckets[i].load(Ordering::Relaxed));
+        for (all, rows) in &rows {
+            for (key, series) in rows {
+                let labels = RequestLabelSet { all, key };
+                let count = series.count.load(Ordering::Relaxed);
+                let sum = series.sum_us.load(Ordering::Relaxed) as f64 / 1000.0;
+                let mut buckets = [(0.0, 0u64); 20];
+                for (i, b) in buckets.iter_mut().enumerate() {
+                    let bound = DURATION_BUCKETS_MS.get(i).copied().unwrap_or(f64::INFINITY);
+                    *b = (bound, series.buckets[i].load(Ordering::Relaxed));
+                }
+                family
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
             }
-            family
-                .encode_family(&labels)?
-                .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
         }
         Ok(())
     }
@@ -545,7 +651,7 @@ mod tests {
         let text = metrics.encode(&live);
         let v = &table.clusters()[0].labels.destination_version;
         let head = format!(
-            r#"reporter="source",source_workload="frontend",destination_service="payment-svc.production.svc.cluster.local",destination_service_name="payment-svc",destination_service_namespace="production",destination_workload="payment-svc-{v}",destination_workload_namespace="production",destination_version="{v}""#
+            r#"reporter="source",source_workload="frontend",source_workload_namespace="unknown",source_app="unknown",source_version="unknown",source_canonical_service="frontend",source_canonical_revision="latest",destination_service="payment-svc.production.svc.cluster.local",destination_service_name="payment-svc",destination_service_namespace="production",destination_workload="payment-svc-{v}",destination_workload_namespace="production",destination_app="payment-svc",destination_version="{v}",destination_canonical_service="payment-svc",destination_canonical_revision="{v}""#
         );
         assert!(
             text.contains(&format!(

@@ -30,8 +30,11 @@ mod clusters;
 pub(crate) mod failure;
 mod forward;
 mod headers;
+pub(crate) mod inbound;
 mod mirror;
 mod options;
+mod outbound;
+mod plain;
 pub(crate) mod pool;
 mod service;
 mod upstream;
@@ -41,6 +44,7 @@ use clusters::ClusterTable;
 use upstream::Upstream;
 
 pub use body::ResponseBody;
+pub use inbound::Inbound;
 pub use options::ProxyOptions;
 pub use service::ProxyService;
 pub use weir_router::telemetry::ResponseFlags;
@@ -55,6 +59,8 @@ pub struct Proxy {
     upstream: Upstream,
     mirrors: Arc<Semaphore>,
     in_flight: Arc<AtomicUsize>,
+    /// The addresses of the VirtualService hosts, for captured requests to a ClusterIP.
+    resolved: outbound::ResolvedHosts,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -70,6 +76,9 @@ impl std::fmt::Debug for Proxy {
 #[derive(Debug)]
 pub(crate) struct Downstream {
     peer: SocketAddr,
+    /// Where the client meant to go, when the nat rules redirected the connection here
+    /// (transparent); `None` for a client that connected to the listener itself.
+    original_dst: Option<SocketAddr>,
     /// The client's IP as a header value, made once per connection for `x-forwarded-for`.
     peer_header: HeaderValue,
 }
@@ -93,13 +102,14 @@ impl Proxy {
             upstream: Upstream::new(&options),
             options,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            resolved: outbound::ResolvedHosts::default(),
         })
     }
 
     /// The service answering the requests of one downstream connection from `peer`: mount
     /// it in any hyper or tower server.
     pub fn service(self: &Arc<Self>, peer: SocketAddr) -> ProxyService {
-        ProxyService::new(Arc::clone(self), Arc::new(Downstream::new(peer)))
+        ProxyService::new(Arc::clone(self), Arc::new(Downstream::new(peer, None)))
     }
 
     /// Requests in progress: from the head read until the response body is sent.
@@ -132,11 +142,18 @@ impl Proxy {
         tracing::debug!(workload = %self.options.workload, "proxy serving");
         // One `ProxyService` per connection; its `handle` rather than its `Service` impl,
         // because hyper's `service_fn` keeps the response future unboxed.
-        let new_service = move |peer: SocketAddr| {
-            let proxy = self.service(peer);
+        let for_services = Arc::clone(&self);
+        let make = move |down: Downstream| {
+            let proxy = ProxyService::new(Arc::clone(&for_services), Arc::new(down));
             hyper::service::service_fn(move |req| proxy.handle(req))
         };
-        server::serve(Arc::new(new_service), listener, shutdown, options).await
+        let listen = listener.local_addr()?;
+        let outbound = outbound::OutboundListener {
+            proxy: self,
+            make,
+            listen,
+        };
+        server::serve(Arc::new(outbound), listener, shutdown, options).await
     }
 
     /// Starts counting a request into `series` (the destination's; `None`: no destination).
@@ -155,9 +172,10 @@ impl Drop for Proxy {
 // === impl Downstream ===
 
 impl Downstream {
-    fn new(peer: SocketAddr) -> Self {
+    fn new(peer: SocketAddr, original_dst: Option<SocketAddr>) -> Self {
         Downstream {
             peer,
+            original_dst,
             peer_header: HeaderValue::from_str(&peer.ip().to_string())
                 .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
         }

@@ -20,13 +20,25 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 mod accept;
 pub(crate) mod limits;
+pub(crate) mod transparent;
 mod workers;
 
 pub use limits::ConnectionLimits;
+
+/// What an accepted connection becomes once its listener has looked at it
+/// ([`NewService::prepare`]).
+pub(crate) enum Prepared<S> {
+    /// HTTP, served on the stream by this service.
+    Http(TcpStream, S),
+    /// Taken over by the listener (a plain TCP passthrough); runs to its end.
+    Taken(std::pin::Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// Refused: the stream is closed.
+    Refused,
+}
 
 /// The error type hyper accepts from services and bodies.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -49,6 +61,18 @@ pub(crate) trait NewService: Send + Sync + 'static {
 
     /// The service for a connection from `peer`.
     fn new_service(&self, peer: SocketAddr) -> Self::Service;
+
+    /// Runs in the connection's task before anything is served: a listener that sees more
+    /// than HTTP (a transparent one, which reads the original destination and sniffs the
+    /// protocol) takes the connection over here. By default: HTTP for
+    /// [`new_service`](NewService::new_service).
+    fn prepare(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+    ) -> impl Future<Output = Prepared<Self::Service>> + Send {
+        std::future::ready(Prepared::Http(stream, self.new_service(peer)))
+    }
 }
 
 impl<F, S, B> NewService for F

@@ -15,6 +15,7 @@ use weir_router::{Findings, LiveTable};
 use weir_router::path::Normalization;
 
 use crate::feed::FeedError;
+use crate::identity::PodIdentity;
 use crate::metrics::Metrics;
 use crate::reload::Reloader;
 use crate::server::ConnectionLimits;
@@ -32,6 +33,12 @@ pub struct SidecarOptions {
     pub admin: SocketAddr,
     /// `source_workload` of the metrics.
     pub workload: String,
+    /// The pod's identity (workload, namespace, app, version ...): the `source_*` labels of
+    /// outbound requests and the `destination_*` ones of inbound requests. `None`: only
+    /// `workload` is known.
+    pub identity: Option<PodIdentity>,
+    /// The inbound listener (`--inbound`, Istio's 15006); `None`: no inbound side.
+    pub inbound: Option<SocketAddr>,
     /// Bearer token for the admin API; required when `admin` is not a loopback address.
     pub admin_token: Option<String>,
     /// Upper bound on the drain at shutdown.
@@ -59,6 +66,8 @@ impl Default for SidecarOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 15001)),
             admin: SocketAddr::from(([127, 0, 0, 1], 15000)),
             workload: "unknown".to_string(),
+            identity: None,
+            inbound: None,
             admin_token: None,
             drain_timeout: Duration::from_secs(30),
             reload_poll: Some(Duration::from_secs(1)),
@@ -227,6 +236,8 @@ pub struct RunningSidecar {
     pub admin_addr: SocketAddr,
     /// Where the health listener listens, if there is one.
     pub health_addr: Option<SocketAddr>,
+    /// Where the inbound listener listens, if there is one.
+    pub inbound_addr: Option<SocketAddr>,
     pub(crate) sidecar: Arc<Sidecar>,
     pub(crate) shutdown: ShutdownHandle,
     pub(crate) done: JoinHandle<Result<(), RunError>>,

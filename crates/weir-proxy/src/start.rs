@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::feed::{ConfigFeed, FileFeed};
+use crate::identity::PodIdentity;
 use crate::metrics::Metrics;
-use crate::proxy::{Proxy, ProxyOptions};
+use crate::proxy::{Inbound, Proxy, ProxyOptions};
 use crate::reload::Reloader;
 use crate::sidecar::{
     RunError, RunningSidecar, ShutdownHandle, Sidecar, SidecarOptions, StartError,
@@ -57,7 +58,11 @@ pub async fn start_with_feed(
         tracing::warn!("config warning: {w}");
     }
     let live = Arc::new(live);
-    let metrics = Arc::new(Metrics::new(&options.workload));
+    let identity = options
+        .identity
+        .clone()
+        .unwrap_or_else(|| PodIdentity::workload(&options.workload));
+    let metrics = Arc::new(Metrics::with_identity(identity));
     let reloader = Arc::new(Reloader::new(
         Arc::clone(&feed),
         Arc::clone(&live),
@@ -65,7 +70,7 @@ pub async fn start_with_feed(
     ));
 
     let bind = |addr: SocketAddr| async move {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         let local = listener.local_addr()?;
         Ok::<_, std::io::Error>((listener, local))
     };
@@ -95,6 +100,15 @@ pub async fn start_with_feed(
     };
     let health_addr = health_listener.as_ref().map(|(_, a)| *a);
 
+    let inbound_listener = match options.inbound {
+        Some(addr) => Some(bind(addr).await.map_err(|source| StartError::Bind {
+            addr,
+            what: "--inbound",
+            source,
+        })?),
+        None => None,
+    };
+
     let sidecar = Arc::new(Sidecar::new(
         Arc::clone(&live),
         Arc::clone(&metrics),
@@ -106,17 +120,17 @@ pub async fn start_with_feed(
     // The admin API outlives the drain, so that `/readyz` reports it; it stops after.
     let admin_stop = ShutdownHandle::new();
 
-    let proxy = Proxy::new(
-        Arc::clone(&live),
-        Arc::clone(&metrics),
-        ProxyOptions {
-            workload: options.workload.clone(),
-            workers: options.workers,
-            limits: options.limits,
-            path_normalization: options.path_normalization,
-            ..ProxyOptions::default()
-        },
-    );
+    let proxy_options = ProxyOptions {
+        workload: options.workload.clone(),
+        workers: options.workers,
+        limits: options.limits,
+        path_normalization: options.path_normalization,
+        ..ProxyOptions::default()
+    };
+    let inbound_addr = inbound_listener.as_ref().map(|(_, addr)| *addr);
+    let inbound = inbound_listener
+        .map(|(listener, _)| (Inbound::new(Arc::clone(&metrics), &proxy_options), listener));
+    let proxy = Proxy::new(Arc::clone(&live), Arc::clone(&metrics), proxy_options);
     let admin = tokio::spawn(crate::admin::serve(
         admin_listener,
         Arc::clone(&sidecar),
@@ -134,6 +148,7 @@ pub async fn start_with_feed(
     tracing::info!(
         proxy = %proxy_addr,
         admin = %admin_addr,
+        inbound = ?inbound_addr,
         generation = live.generation(),
         config = %feed.describe(),
         "weir sidecar started"
@@ -143,6 +158,7 @@ pub async fn start_with_feed(
         sidecar: Arc::clone(&sidecar),
         proxy,
         proxy_listener,
+        inbound,
         shutdown: shutdown.clone(),
         admin_stop,
         admin,
@@ -154,6 +170,7 @@ pub async fn start_with_feed(
         proxy_addr,
         admin_addr,
         health_addr,
+        inbound_addr,
         sidecar,
         shutdown,
         done,
@@ -164,6 +181,7 @@ struct Supervised {
     sidecar: Arc<Sidecar>,
     proxy: Arc<Proxy>,
     proxy_listener: TcpListener,
+    inbound: Option<(Arc<Inbound>, TcpListener)>,
     shutdown: ShutdownHandle,
     admin_stop: ShutdownHandle,
     admin: JoinHandle<()>,
@@ -182,6 +200,9 @@ async fn supervise(s: Supervised) -> Result<(), RunError> {
         sidecar.begin_draining();
     };
     let proxy = Arc::clone(&s.proxy);
+    let inbound = s.inbound.map(|(inbound, listener)| {
+        tokio::spawn(inbound.serve(listener, s.shutdown.signalled(), s.drain))
+    });
     let serving = tokio::spawn(proxy.serve(s.proxy_listener, began, s.drain));
     // The proxy bounds its own drain; the margin only guards against a drain that hangs.
     let mut serving = std::pin::pin!(serving);
@@ -197,6 +218,14 @@ async fn supervise(s: Supervised) -> Result<(), RunError> {
     };
     // Whether the proxy ended by a shutdown or by an error, nothing is served any more.
     s.shutdown.shutdown();
+    if let Some(inbound) = inbound {
+        match tokio::time::timeout(s.drain + Duration::from_secs(2), inbound).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the inbound listener failed"),
+            Ok(Err(e)) => tracing::error!(error = %e, "the inbound listener panicked"),
+            Err(_) => tracing::warn!("the inbound drain did not end in time"),
+            Ok(Ok(Ok(()))) => {}
+        }
+    }
     s.sidecar.begin_draining();
     let left = s.proxy.in_flight();
     if left > 0 {
@@ -219,4 +248,24 @@ async fn supervise(s: Supervised) -> Result<(), RunError> {
         Ok(Err(e)) => Err(RunError::Proxy(e)),
         Err(e) => Err(RunError::Panicked(e)),
     }
+}
+
+/// Connections the kernel queues for accept, per listener (capped by `net.core.somaxconn`).
+/// tokio's `TcpListener::bind` asks for 1,024: a burst of 1,000 or 5,000 clients connecting
+/// at once overflowed it (SYNs dropped, clients retrying after a second); nginx asks for
+/// 511 and relies on accepting in a loop, HAProxy for the `maxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restart binds while
+/// the previous process's connections are in `TIME_WAIT`), as `TcpListener::bind` does
+/// except for the backlog.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

@@ -53,8 +53,28 @@ pub(crate) struct SeriesKey {
     pub(crate) grpc: bool,
 }
 
+/// Which side of a request a sidecar reports: Istio's `reporter` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reporter {
+    /// The client's sidecar (outbound): `reporter="source"`.
+    Source,
+    /// The server's sidecar (inbound): `reporter="destination"`.
+    Destination,
+}
+
+impl Reporter {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Reporter::Source => "source",
+            Reporter::Destination => "destination",
+        }
+    }
+}
+
 pub(crate) struct RequestSeries {
-    pub(crate) workload: Arc<str>,
+    pub(crate) reporter: Reporter,
+    /// The `source_*` labels: this pod on the outbound side, an unknown peer inbound.
+    pub(crate) source: Arc<crate::identity::PodIdentity>,
     pub(crate) series: Mutex<HashMap<SeriesKey, Arc<Series>>>,
     pub(crate) clusters: Mutex<HashMap<Arc<ClusterLabels>, Arc<ClusterSeries>>>,
 }
@@ -62,6 +82,15 @@ pub(crate) struct RequestSeries {
 // === impl RequestSeries ===
 
 impl RequestSeries {
+    pub(crate) fn new(reporter: Reporter, source: crate::identity::PodIdentity) -> Arc<Self> {
+        Arc::new(RequestSeries {
+            reporter,
+            source: Arc::new(source),
+            series: Mutex::new(HashMap::new()),
+            clusters: Mutex::new(HashMap::new()),
+        })
+    }
+
     /// Every series and its key, copied out of the map so that readers (a scrape, the
     /// in-process canary) hold the lock only for the copy.
     pub(crate) fn rows(&self) -> Vec<(SeriesKey, Arc<Series>)> {

@@ -173,6 +173,10 @@ struct Compiler<'a> {
     /// FQDN -> `namespace/name` of the DestinationRule that defines it, for messages.
     rule_owners: HashMap<String, String>,
     clusters: Vec<Cluster>,
+    /// ServiceEntry `addresses`.
+    service_addresses: Vec<ServiceAddress>,
+    /// ServiceEntry ports of protocols other than HTTP and gRPC.
+    opaque_ports: Vec<u16>,
     cluster_index: HashMap<(String, Option<String>), usize>,
     /// Clusters whose host or subset could not be resolved (an error was reported).
     failed: HashSet<usize>,
@@ -197,6 +201,8 @@ impl<'a> Compiler<'a> {
             rules: HashMap::new(),
             rule_owners: HashMap::new(),
             clusters: Vec::new(),
+            service_addresses: Vec::new(),
+            opaque_ports: Vec::new(),
             cluster_index: HashMap::new(),
             failed: HashSet::new(),
             reported_hosts: HashSet::new(),
@@ -311,6 +317,8 @@ impl<'a> Compiler<'a> {
             wildcard_hosts,
             clusters: self.clusters,
             sources: self.sources.to_vec().into(),
+            service_addresses: self.service_addresses,
+            opaque_ports: self.opaque_ports,
         })
     }
 

@@ -126,6 +126,6 @@ pub use request::RequestHead;
 pub use source::ConfigSource;
 pub use table::{
     Cluster, ClusterLabels, Destination, Endpoint, Fault, HashKey, HeaderEdits, HeaderOps,
-    LoadBalancer, Mirror, RetryOn, RetryPolicy, Rewrite, RouteTable, Rule, StableSource, StickyKey,
-    UpstreamProtocol, VirtualService, WeightPolicy,
+    LoadBalancer, Mirror, RetryOn, RetryPolicy, Rewrite, RouteTable, Rule, ServiceAddress,
+    StableSource, StickyKey, UpstreamProtocol, VirtualService, WeightPolicy,
 };

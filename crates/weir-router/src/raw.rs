@@ -303,6 +303,8 @@ pub struct RawServiceEntry {
     #[serde(default)]
     pub hosts: Vec<String>,
     #[serde(default)]
+    pub addresses: Vec<String>,
+    #[serde(default)]
     pub ports: Vec<RawPort>,
     #[serde(default)]
     pub location: Option<String>,

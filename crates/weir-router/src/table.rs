@@ -25,6 +25,43 @@ pub struct RouteTable {
     pub(crate) wildcard_hosts: Vec<(String, usize)>,
     pub(crate) clusters: Vec<Cluster>,
     pub(crate) sources: Arc<[ConfigSource]>,
+    /// ServiceEntry `addresses` (VIPs, CIDRs) and the host they stand for.
+    pub(crate) service_addresses: Vec<ServiceAddress>,
+    /// ServiceEntry ports whose protocol is neither HTTP nor gRPC (`TCP`, `TLS`, `MYSQL`...).
+    pub(crate) opaque_ports: Vec<u16>,
+}
+
+/// A ServiceEntry `addresses` entry: connections to it are for `host` (Istio matches a
+/// transparently captured connection to a service by this address and the port).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceAddress {
+    /// The network, e.g. `10.96.0.10` (a /32) or `240.240.0.0/16`.
+    pub addr: std::net::IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+    /// The ServiceEntry's port numbers (empty: any).
+    pub ports: Vec<u16>,
+    /// The ServiceEntry host (lowercase).
+    pub host: String,
+}
+
+impl ServiceAddress {
+    /// Whether `to` is inside this address range, on one of its ports.
+    pub fn covers(&self, to: SocketAddr) -> bool {
+        use std::net::IpAddr;
+        let inside = match (self.addr, to.ip()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let shift = 32 - u32::from(self.prefix.min(32));
+                u32::from(net).checked_shr(shift) == u32::from(ip).checked_shr(shift)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let shift = 128 - u32::from(self.prefix.min(128));
+                u128::from(net).checked_shr(shift) == u128::from(ip).checked_shr(shift)
+            }
+            _ => false,
+        };
+        inside && (self.ports.is_empty() || self.ports.contains(&to.port()))
+    }
 }
 
 /// Host name -> VirtualService index. Most sidecars route a handful of hosts: then a scan that
@@ -342,6 +379,32 @@ pub struct ClusterLabels {
     pub destination_workload: Arc<str>,
     /// `destination_version`: the subset's `version` label, else its name, else `unknown`.
     pub destination_version: Arc<str>,
+    /// `destination_app`: the endpoints' common `app` label, else `unknown`.
+    pub destination_app: Arc<str>,
+    /// `destination_canonical_service`: the endpoints' `service.istio.io/canonical-name`
+    /// label, else `app`, else the short service name (Istio's defaulting).
+    pub destination_canonical_service: Arc<str>,
+    /// `destination_canonical_revision`: the endpoints' `service.istio.io/canonical-revision`
+    /// label, else the version, else `latest`.
+    pub destination_canonical_revision: Arc<str>,
+}
+
+impl ClusterLabels {
+    /// Labels of a destination nothing is known of, every value `name`, as Istio writes
+    /// `unknown` (the canonical revision of an unknown workload is `latest`, as Istio's).
+    pub fn unknown(service: &str, service_name: &str) -> Self {
+        let unknown: Arc<str> = Arc::from("unknown");
+        ClusterLabels {
+            destination_service: Arc::from(service),
+            destination_service_name: Arc::from(service_name),
+            destination_service_namespace: unknown.clone(),
+            destination_workload: unknown.clone(),
+            destination_version: unknown.clone(),
+            destination_app: unknown.clone(),
+            destination_canonical_service: unknown,
+            destination_canonical_revision: Arc::from("latest"),
+        }
+    }
 }
 
 /// The protocol a proxy speaks to a cluster's endpoints, from the ServiceEntry port's
@@ -391,6 +454,22 @@ impl Cluster {
 // === impl RouteTable ===
 
 impl RouteTable {
+    /// The ServiceEntry host a transparently captured connection to `to` is for: the first
+    /// ServiceEntry `addresses` entry that covers the address and port.
+    pub fn host_for_address(&self, to: SocketAddr) -> Option<&str> {
+        self.service_addresses
+            .iter()
+            .find(|a| a.covers(to))
+            .map(|a| a.host.as_str())
+    }
+
+    /// Whether a ServiceEntry declares `port` with a protocol that is not HTTP or gRPC
+    /// (`TCP`, `TLS`, `MYSQL`, ...): captured connections to it are relayed as TCP, never
+    /// sniffed.
+    pub fn is_opaque_port(&self, port: u16) -> bool {
+        self.opaque_ports.contains(&port)
+    }
+
     /// The generation: bumped every time a [`LiveTable`](crate::LiveTable) publishes a table.
     pub fn generation(&self) -> u64 {
         self.generation

@@ -32,6 +32,22 @@ pub mod label {
     pub const REPORTER: &str = "reporter";
     /// The workload that sent the request.
     pub const SOURCE_WORKLOAD: &str = "source_workload";
+    /// The namespace of the workload that sent the request.
+    pub const SOURCE_WORKLOAD_NAMESPACE: &str = "source_workload_namespace";
+    /// The sender's `app` label.
+    pub const SOURCE_APP: &str = "source_app";
+    /// The sender's `version` label.
+    pub const SOURCE_VERSION: &str = "source_version";
+    /// The sender's canonical service.
+    pub const SOURCE_CANONICAL_SERVICE: &str = "source_canonical_service";
+    /// The sender's canonical revision.
+    pub const SOURCE_CANONICAL_REVISION: &str = "source_canonical_revision";
+    /// The answering workload's `app` label.
+    pub const DESTINATION_APP: &str = "destination_app";
+    /// The answering workload's canonical service.
+    pub const DESTINATION_CANONICAL_SERVICE: &str = "destination_canonical_service";
+    /// The answering workload's canonical revision.
+    pub const DESTINATION_CANONICAL_REVISION: &str = "destination_canonical_revision";
     /// The destination's FQDN.
     pub const DESTINATION_SERVICE: &str = "destination_service";
     /// The destination's short name (Flagger's and the canary's service filter).

@@ -42,6 +42,9 @@ pub(crate) enum Failure {
     RouteTimeout,
     /// The proxy's own state is missing (a bug): the cluster table of the route table.
     Internal,
+    /// A transparently received request came back through weir too often (`x-weir-hops`):
+    /// weir's own connections are captured again.
+    Loop,
 }
 
 // === impl Failure ===
@@ -93,6 +96,13 @@ impl Failure {
                 StatusCode::GATEWAY_TIMEOUT,
                 ResponseFlags::UT,
                 "upstream request timeout\n",
+            ),
+            Failure::Loop => (
+                StatusCode::LOOP_DETECTED,
+                ResponseFlags::NONE,
+                "weir: request loop: this request passed weir's transparent listener too often (x-weir-hops); \
+                 weir's own upstream connections are being captured again. Run weir as the uid weir init exempts \
+                 (--proxy-uid, default 1337)\n",
             ),
             Failure::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,

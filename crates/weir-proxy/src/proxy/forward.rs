@@ -25,7 +25,7 @@ use super::body::{BoxError, ResponseBody};
 use super::failure::Failure;
 use super::headers::{is_grpc, is_upgrade};
 use super::upstream::Bound;
-use super::{Downstream, Proxy, mirror};
+use super::{Downstream, Proxy, mirror, outbound};
 
 pub(crate) mod body;
 
@@ -49,7 +49,7 @@ where
     B::Error: Into<BoxError>,
 {
     let start = Instant::now();
-    let version = req.version();
+    let version = answer_version(req.version());
     let mut flags = ResponseFlags::NONE;
     // The one load of the request: routes and the proxy's clusters, same generation.
     let published = proxy.live.load();
@@ -57,18 +57,38 @@ where
         Ok(()) => route::route(&published, proxy.clusters, &RequestHead::of(&req)),
         Err(text) => Err((Failure::BadRequest, Some(text))),
     };
+    let routed = match (routed, down.original_dst) {
+        // Captured, and no VirtualService claims the Host: by the original destination,
+        // else passed through to it (off the explicit path, boxed).
+        (Err((Failure::NoRoute, text)), Some(original)) => match Box::pin(
+            outbound::by_original_dst(&proxy, &published, RequestHead::of(&req), original),
+        )
+        .await
+        {
+            Some(r) => Ok(r),
+            None => return Ok(Box::pin(outbound::passthrough(&proxy, req, original)).await),
+        }
+        .map_err(|()| (Failure::NoRoute, text)),
+        (routed, _) => routed,
+    };
     let mut rec = proxy.start(routed.as_ref().ok().map(|r| &r.cluster.series));
     rec.grpc = is_grpc(req.headers());
     let routed = match routed {
         Ok(r) => r,
         Err((f, text)) => return Ok(f.respond_saying(text, rec, version, flags)),
     };
+    if down.original_dst.is_some()
+        && let Err(f) = outbound::count_hop(req.headers_mut())
+    {
+        proxy.metrics.record_loop("hop_limit");
+        return Ok(f.respond(rec, version, flags));
+    }
     let rule = routed.decision.rule;
     if let Err(f) = fault::inject(rule, &mut flags).await {
         return Ok(f.respond(rec, version, flags));
     }
 
-    let upgrade = version == Version::HTTP_11 && is_upgrade(req.headers());
+    let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let peer = Some(down.peer.ip());
@@ -125,4 +145,17 @@ where
         }
         Err(f) => f.respond(rec, version, flags),
     })
+}
+
+/// The version the answer is marked with. An HTTP/1.0 request is answered as 1.1: hyper
+/// writes `HTTP/1.0` on the wire to a 1.0 client either way, but a response marked 1.0 makes
+/// it close the connection even when the request asked for `Connection: keep-alive`; marked
+/// 1.1, hyper keeps such a connection open and says `Connection: keep-alive`, as nginx and
+/// HAProxy do (a 1.0 request without it is still closed).
+fn answer_version(request: Version) -> Version {
+    if request == Version::HTTP_10 {
+        Version::HTTP_11
+    } else {
+        request
+    }
 }

@@ -166,6 +166,11 @@ impl Upstream {
     pub fn h1(&self) -> &Client<HttpConnector, UpstreamBody> {
         &self.h1
     }
+
+    /// The HTTP/2 (prior knowledge) client, for passthrough of HTTP/2 requests.
+    pub fn h2(&self) -> &Client<HttpConnector, UpstreamBody> {
+        &self.h2
+    }
 }
 
 impl Send for Bound<'_> {

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 use super::limits::{Activity, Gate, OVERLOADED, Tracked, Watched};
-use super::{NewService, ServerOptions};
+use super::{NewService, Prepared, ServerOptions};
 
 /// How long the loop waits after a failed accept (out of file descriptors and the like)
 /// before trying again, instead of spinning.
@@ -86,15 +86,21 @@ pub(super) async fn serve<N: NewService>(
             tracing::debug!(server = name, error = %e, "TCP_NODELAY");
         }
         let activity = Activity::new();
-        let service = Tracked {
-            inner: new.new_service(peer),
-            activity: Arc::clone(&activity),
-        };
+        let new = Arc::clone(&new);
         let builder = builder.clone();
         let mut stop = stop_rx.clone();
         let open = open_tx.clone();
         let on_error = options.on_connection_error.clone();
         tokio::spawn(async move {
+            let (stream, inner) = match new.prepare(stream, peer).await {
+                Prepared::Http(stream, service) => (stream, service),
+                Prepared::Taken(connection) => return connection.await,
+                Prepared::Refused => return,
+            };
+            let service = Tracked {
+                inner,
+                activity: Arc::clone(&activity),
+            };
             let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
             let conn = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(conn);

@@ -206,8 +206,14 @@ impl Activity {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 
+    /// Milliseconds since the accept, rounded up: a deadline counted from it never falls
+    /// before the full timeout.
     fn millis(&self) -> u64 {
-        self.born.elapsed().as_millis().min(u64::MAX as u128 - 1) as u64
+        self.born
+            .elapsed()
+            .as_micros()
+            .div_ceil(1000)
+            .min(u64::MAX as u128 - 1) as u64
     }
 
     /// Bytes came in: the first ones tell the protocol; on HTTP/1.1 with no request in flight

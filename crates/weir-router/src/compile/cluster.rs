@@ -114,11 +114,21 @@ impl Compiler<'_> {
         let short = host.split('.').next().unwrap_or(host).to_string();
         let version_label: Arc<str> = version.clone().unwrap_or_else(|| "unknown".into()).into();
         let app = common_label(&endpoints, "app");
-        let workload: Arc<str> = match (&app, &version) {
-            (Some(app), Some(v)) => format!("{app}-{v}").into(),
-            (Some(app), None) => app.clone().into(),
-            (None, Some(_)) => format!("{short}-{}", subset.unwrap_or("")).into(),
-            (None, None) => short.clone().into(),
+        let canonical_service: Arc<str> = common_label(&endpoints, CANONICAL_NAME)
+            .or_else(|| app.clone())
+            .unwrap_or_else(|| short.clone())
+            .into();
+        let canonical_revision: Arc<str> = common_label(&endpoints, CANONICAL_REVISION)
+            .or_else(|| version.clone())
+            .unwrap_or_else(|| "latest".into())
+            .into();
+        let named_workload = common_label(&endpoints, WORKLOAD_NAME);
+        let workload: Arc<str> = match (named_workload, &app, &version) {
+            (Some(name), _, _) => name.into(),
+            (None, Some(app), Some(v)) => format!("{app}-{v}").into(),
+            (None, Some(app), None) => app.clone().into(),
+            (None, None, Some(_)) => format!("{short}-{}", subset.unwrap_or("")).into(),
+            (None, None, None) => short.clone().into(),
         };
         let labels = ClusterLabels {
             destination_service: key_fqdn.clone().into(),
@@ -126,6 +136,9 @@ impl Compiler<'_> {
             destination_service_namespace: fqdn_namespace(&key_fqdn, ns).into(),
             destination_workload: workload,
             destination_version: version_label,
+            destination_app: app.unwrap_or_else(|| "unknown".into()).into(),
+            destination_canonical_service: canonical_service,
+            destination_canonical_revision: canonical_revision,
         };
         let i = self.clusters.len();
         self.clusters.push(Cluster {
@@ -265,6 +278,14 @@ impl Compiler<'_> {
         }
     }
 }
+
+/// Istio's workload-name label: the Deployment (or other owner) an endpoint belongs to, what
+/// its peer metadata would report as `destination_workload`.
+const WORKLOAD_NAME: &str = "service.istio.io/workload-name";
+/// Istio's canonical service label.
+const CANONICAL_NAME: &str = "service.istio.io/canonical-name";
+/// Istio's canonical revision label.
+const CANONICAL_REVISION: &str = "service.istio.io/canonical-revision";
 
 fn common_label(endpoints: &[Endpoint], key: &str) -> Option<String> {
     let first = endpoints.first()?.labels.get(key)?;

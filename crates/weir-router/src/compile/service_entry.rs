@@ -8,6 +8,52 @@ use crate::finding::{Code, Finding};
 use crate::raw::*;
 use crate::table::*;
 
+impl Compiler<'_> {
+    /// The ServiceEntry's `addresses` (for transparently captured connections) and its ports
+    /// of protocols that are not HTTP.
+    fn addresses(&mut self, se: &Located<RawServiceEntry>) {
+        let spec = &se.raw.spec;
+        let ports: Vec<u16> = spec
+            .ports
+            .iter()
+            .filter_map(|p| u16::try_from(p.number).ok())
+            .collect();
+        for p in &spec.ports {
+            let protocol = p.protocol.as_deref().unwrap_or("HTTP").to_ascii_uppercase();
+            if !matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")
+                && let Ok(port) = u16::try_from(p.number)
+            {
+                self.opaque_ports.push(port);
+            }
+        }
+        let Some(host) = spec.hosts.first() else {
+            return;
+        };
+        let host = host.to_ascii_lowercase().trim_end_matches('.').to_string();
+        for (i, text) in spec.addresses.iter().enumerate() {
+            let (addr, prefix) = match text.split_once('/') {
+                Some((a, p)) => (a, p.parse::<u8>().ok()),
+                None => (text.as_str(), None),
+            };
+            let Ok(addr) = IpAddr::from_str(addr) else {
+                self.findings.push(Finding::error(
+                    Code::InvalidValue,
+                    se.doc.location(&format!("spec.addresses[{i}]")),
+                    format!("address {text:?} is not an IP address or CIDR (e.g. 10.96.0.10 or 240.240.0.0/16)"),
+                ));
+                continue;
+            };
+            let max = if addr.is_ipv4() { 32 } else { 128 };
+            self.service_addresses.push(ServiceAddress {
+                addr,
+                prefix: prefix.unwrap_or(max).min(max),
+                ports: ports.clone(),
+                host: host.clone(),
+            });
+        }
+    }
+}
+
 /// What the ServiceEntries say about one host.
 #[derive(Clone)]
 pub(super) struct ServiceEndpoints {
@@ -115,6 +161,7 @@ impl Compiler<'_> {
             .ports
             .first()
             .and_then(|p| u16::try_from(p.target_port.unwrap_or(p.number)).ok());
+        self.addresses(se);
         for host in &spec.hosts {
             // Istio takes a ServiceEntry's hosts literally: `payment-svc` is not expanded to
             // `payment-svc.<namespace>.svc.cluster.local` (istio/istio#36864).

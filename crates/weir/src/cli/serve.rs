@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
-use weir_proxy::{ConnectionLimits, SidecarOptions, StartError, Trigger};
+use weir_proxy::{ConnectionLimits, PodIdentity, SidecarOptions, StartError, Trigger};
 use weir_router::path::Normalization;
 
 use super::serve_canary::ServeCanary;
@@ -30,9 +30,26 @@ pub struct ServeArgs {
     /// Where the admin API listens. Off loopback it requires --admin-token.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:15000")]
     admin: SocketAddr,
-    /// This workload's name: the `source_workload` of the metrics.
-    #[arg(long, value_name = "NAME", default_value = "unknown")]
+    /// This workload's name (the Deployment's): `source_workload` of outbound requests,
+    /// `destination_workload` of inbound ones (Flagger's `destination_workload=~"<target>"`).
+    /// Default: $WEIR_WORKLOAD or $ISTIO_META_WORKLOAD_NAME (set from the downward API), else
+    /// the `service.istio.io/workload-name` or `app` label of --pod-labels.
+    #[arg(long, value_name = "NAME", default_value = "")]
     workload: String,
+    /// The pod's namespace (`*_workload_namespace`). Default: $POD_NAMESPACE (the downward
+    /// API's `metadata.namespace`), else `unknown`.
+    #[arg(long, value_name = "NS", default_value = "")]
+    namespace: String,
+    /// The pod's labels, as a downward-API volume writes `metadata.labels` (`key="value"`
+    /// lines): `app`, `version`, `service.istio.io/canonical-name` and `-revision` become
+    /// the `*_app`, `*_version`, `*_canonical_service` and `*_canonical_revision` labels.
+    #[arg(long, value_name = "FILE")]
+    pod_labels: Option<PathBuf>,
+    /// The inbound listener (Istio's 0.0.0.0:15006): connections `weir init` redirected to
+    /// the app's ports are forwarded to 127.0.0.1:<port> and counted with
+    /// `reporter="destination"`. Off by default.
+    #[arg(long, value_name = "ADDR")]
+    inbound: Option<SocketAddr>,
     /// A bearer token every admin request must carry (`Authorization: Bearer <token>`).
     /// Visible in the process list: prefer --admin-token-file outside tests.
     #[arg(long, value_name = "TOKEN", conflicts_with = "admin_token_file")]
@@ -123,6 +140,7 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         }
         (None, None) => None,
     };
+    let identity = identity(&args.workload, &args.namespace, args.pod_labels.as_deref())?;
     let mut limits = ConnectionLimits::DEFAULT;
     limits.head_timeout = args.head_timeout;
     limits.idle_timeout = args.idle_timeout;
@@ -134,7 +152,9 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         config: args.config,
         listen: args.listen,
         admin: args.admin,
-        workload: args.workload,
+        workload: identity.workload.clone(),
+        identity: Some(identity),
+        inbound: args.inbound,
         admin_token,
         drain_timeout: args.drain_timeout,
         reload_poll: (!args.reload_poll.is_zero()).then_some(args.reload_poll),
@@ -144,6 +164,41 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         path_normalization: args.path_normalization,
         health: args.health,
     })
+}
+
+/// The pod's identity from the flags, else the downward-API environment, else the labels
+/// file.
+fn identity(
+    workload: &str,
+    namespace: &str,
+    labels: Option<&std::path::Path>,
+) -> Result<PodIdentity> {
+    let env = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+            .unwrap_or_default()
+    };
+    let workload = if workload.is_empty() {
+        env(&["WEIR_WORKLOAD", "ISTIO_META_WORKLOAD_NAME"])
+    } else {
+        workload.to_string()
+    };
+    let namespace = if namespace.is_empty() {
+        env(&["POD_NAMESPACE"])
+    } else {
+        namespace.to_string()
+    };
+    let labels = match labels {
+        Some(path) => std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read --pod-labels {} (a downward-API volume of metadata.labels)",
+                path.display()
+            )
+        })?,
+        None => String::new(),
+    };
+    Ok(PodIdentity::from_labels(&workload, &namespace, &labels))
 }
 
 /// `weir serve`.
@@ -200,11 +255,15 @@ async fn serve(options: SidecarOptions, canary: Option<ServeCanary>) -> Result<E
         let health = running
             .health_addr
             .map_or_else(String::new, |a| format!(" health={a}"));
-        writeln!(
+        write!(
             out,
             "weir: ready proxy={} admin={}{health}",
             running.proxy_addr, running.admin_addr
         )?;
+        if let Some(inbound) = running.inbound_addr {
+            write!(out, " inbound={inbound}")?;
+        }
+        writeln!(out)?;
         out.flush()?;
     }
 

@@ -52,6 +52,25 @@ pub struct UpstreamArgs {
     /// Answer with a body of this many bytes instead of the name.
     #[arg(long, value_name = "N")]
     body_bytes: Option<usize>,
+    /// Plain TCP instead of HTTP, the server speaking first as MySQL or SMTP do: every
+    /// connection gets `<name>` and a newline, then its own bytes echoed back.
+    #[arg(long)]
+    tcp_greeting: bool,
+}
+
+/// The `--tcp-greeting` server: the name and a newline on every connection, then an echo.
+async fn greet(listener: TcpListener, name: String) {
+    use tokio::io::AsyncWriteExt as _;
+    let greeting = Bytes::from(format!("{name}\n"));
+    while let Ok((mut stream, _)) = listener.accept().await {
+        let greeting = greeting.clone();
+        tokio::spawn(async move {
+            if stream.write_all(&greeting).await.is_ok() {
+                let (mut read, mut write) = stream.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            }
+        });
+    }
 }
 
 fn error_rate(text: &str) -> Result<f64, String> {
@@ -268,6 +287,21 @@ pub fn run(args: UpstreamArgs) -> Result<ExitCode> {
             latency: Duration::from_millis(args.latency_ms),
             body_bytes: args.body_bytes,
         };
+        if args.tcp_greeting {
+            let listener = TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            println!(
+                "weir upstream: ready addr={} name={} tcp",
+                listener.local_addr()?,
+                args.name
+            );
+            tokio::select! {
+                () = greet(listener, args.name.clone()) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
         let upstream = DemoUpstream::start(args.listen, settings).await?;
         println!(
             "weir upstream: ready addr={} name={}",
