@@ -598,3 +598,53 @@ async fn rollback_cli_rolls_back_and_releases() {
     assert!(reply["generation"].as_u64().is_some(), "{reply}");
     assert!(!latched(&weir).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_port_answers_the_kubelets_probes_without_the_token_and_nothing_else() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let weir = Weir::start_with_args(
+        &lesson_config(&v1, &v2, 90, 10),
+        &["--admin-token", "s3cret", "--health", "127.0.0.1:0"],
+    );
+    let ready = weir.run.line_starting("weir: ready ").unwrap();
+    let health = ready
+        .split_whitespace()
+        .find_map(|p| p.strip_prefix("health="))
+        .unwrap_or_else(|| panic!("no health= in {ready:?}"));
+    let get = |path: &str| {
+        let url = format!("http://{health}{path}");
+        async move {
+            let (status, _, body) = http_request("GET", &url, None, &[], bytes::Bytes::new()).await;
+            (status, String::from_utf8_lossy(&body).into_owned())
+        }
+    };
+    assert_eq!(
+        get("/healthz/ready").await,
+        (StatusCode::OK, "ready\n".into())
+    );
+    assert_eq!(get("/healthz").await.0, StatusCode::OK);
+    // Nothing of the admin API is reachable there, with or without a token.
+    for path in ["/metrics", "/routes", "/config", "/readyz"] {
+        assert_eq!(get(path).await.0, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (status, _, _) = http_request(
+        "PUT",
+        &format!("http://{health}/weights"),
+        None,
+        &[("authorization", "Bearer s3cret")],
+        bytes::Bytes::from_static(b"{}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // The admin API still wants its token.
+    let (status, _, _) = http_request(
+        "GET",
+        &format!("{}/readyz", weir.admin_url()),
+        None,
+        &[],
+        bytes::Bytes::new(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

@@ -56,6 +56,19 @@ fn write_spec(dir: &Path, dark: bool) -> String {
     path.display().to_string()
 }
 
+/// `weir canary --spec SPEC --admin ADMIN --report DIR`.
+fn canary_run(spec: &str, admin: &str, report_dir: &Path) -> WeirRun {
+    WeirRun::spawn(&[
+        "canary",
+        "--spec",
+        spec,
+        "--admin",
+        admin,
+        "--report",
+        report_dir.to_str().unwrap(),
+    ])
+}
+
 fn report(dir: &Path) -> Value {
     serde_json::from_str(&read(dir.join("report.json"))).expect("report.json is JSON")
 }
@@ -135,15 +148,7 @@ async fn a_healthy_canary_steps_through_the_weights_and_is_promoted() {
 
     let traffic = SteadyTraffic::start(&[weir.proxy_url()], 3, 1, Duration::from_millis(10));
     let watch = WeightWatch::start(&weir.admin_url(), None, "canary-split", "v2");
-    let mut run = WeirRun::spawn(&[
-        "canary",
-        "--spec",
-        &spec,
-        "--admin",
-        &weir.admin_url(),
-        "--report",
-        report_dir.to_str().unwrap(),
-    ]);
+    let mut run = canary_run(&spec, &weir.admin_url(), &report_dir);
     run.assert_exit(0, RUN_TIMEOUT).await;
 
     // The weights an SRE would have seen on /metrics, step by step.
@@ -201,15 +206,7 @@ async fn a_canary_failing_20_percent_is_rolled_back_within_a_guard_period() {
     let report_dir = work.path().join("report");
 
     let traffic = SteadyTraffic::start(&[weir.proxy_url()], 4, 0, Duration::from_millis(10));
-    let mut run = WeirRun::spawn(&[
-        "canary",
-        "--spec",
-        &spec,
-        "--admin",
-        &weir.admin_url(),
-        "--report",
-        report_dir.to_str().unwrap(),
-    ]);
+    let mut run = canary_run(&spec, &weir.admin_url(), &report_dir);
     run.assert_exit(1, RUN_TIMEOUT).await;
 
     // Read after the sidecar confirmed the rollback: every request sent from then on was
@@ -574,4 +571,159 @@ async fn usage_errors_exit_2() {
         "{err}"
     );
     assert!(run.stdout().is_empty(), "nothing ran: {}", run.stdout());
+}
+
+/// A free port on loopback (bound, then released for the sidecar to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sidecar_restarted_mid_step_without_its_state_is_put_back_and_its_window_not_counted() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    // Fixed ports, so that the restarted sidecar is the same --admin for the canary.
+    let (admin_port, proxy_port) = (free_port(), free_port());
+    let admin_addr = format!("127.0.0.1:{admin_port}");
+    let proxy_addr = format!("127.0.0.1:{proxy_port}");
+    let fixed = ["--admin", &admin_addr, "--listen", &proxy_addr];
+    let weir = Weir::start_with_args(&lesson_config(&v1, &v2, 100, 0), &fixed);
+    let work = tempfile::tempdir().unwrap();
+    let spec = write_spec(work.path(), false);
+    let report_dir = work.path().join("report");
+    let traffic = SteadyTraffic::start(&[weir.proxy_url()], 3, 0, Duration::from_millis(10));
+    let mut run = canary_run(&spec, &weir.admin_url(), &report_dir);
+    eventually(WAIT, "the canary at 20%", || async {
+        routes(&weir.admin_url(), None).await.0 == [("v1".to_string(), 80), ("v2".to_string(), 20)]
+    })
+    .await;
+
+    // SIGKILL, and back without its state file (a lost volume): it serves the file's 100/0.
+    let Weir {
+        dir,
+        config_path,
+        run: mut sidecar,
+        ..
+    } = weir;
+    sidecar.signal("KILL");
+    sidecar.wait_exit(Duration::from_secs(10));
+    let fresh = dir.path().join("fresh-state.json").display().to_string();
+    let mut args = fixed.to_vec();
+    args.extend(["--state", &fresh]);
+    let weir = Weir::spawn(dir, config_path, &args).unwrap();
+    let back = Instant::now();
+
+    run.assert_exit(0, RUN_TIMEOUT).await;
+    let out = run.stdout();
+    let put_back = run
+        .line_seen_at("put back on every replica")
+        .unwrap_or_else(|| panic!("the drift was not put back:\n{out}"));
+    // The fast guard ticks every second: the drift is seen on the first tick after the
+    // restart (the bound leaves room for a loaded machine, not for a second tick's worth).
+    let after = put_back.saturating_duration_since(back);
+    assert!(after < Duration::from_millis(1900), "{after:?}\n{out}");
+    assert!(out.contains("serves 100/0, not the step's 80/20"), "{out}");
+    assert!(out.contains("restarted (new boot id)"), "{out}");
+    assert!(out.contains("check not counted"), "{out}");
+
+    let r = report(&report_dir);
+    assert_eq!(r["decision"], "promoted", "{}", r["reason"]);
+    assert!(r["uncounted_checks"].as_u64().unwrap() >= 1, "{r}");
+    // No check passed on the restarted sidecar's 100/0: every passing check at 20% came from
+    // a window in which 80/20 was in force.
+    assert_eq!(
+        routes(&weir.admin_url(), None).await,
+        (promoted(), "v2".into())
+    );
+    drop(traffic);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_refuses_a_non_weir_admin_and_a_wrong_subset_and_changes_nothing() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let weir = Weir::start(&lesson_config(&v1, &v2, 90, 10));
+    let generation = || async {
+        let (_, r) = weir.admin_json("GET", "/routes", Value::Null).await;
+        r["generation"].as_u64().unwrap()
+    };
+    let before = generation().await;
+    let work = tempfile::tempdir().unwrap();
+    let report_dir = work.path().join("report");
+    // An ordinary web server answering 200 to anything, next to the real sidecar.
+    let web = Upstream::start("not-weir").await;
+    let web_url = format!("http://127.0.0.1:{}", web.port());
+
+    let good = write_spec(work.path(), false);
+    let typo = work.path().join("typo.yaml");
+    std::fs::write(
+        &typo,
+        spec_text(false).replace(
+            "    rule: canary-split\n",
+            "    rule: canary-split\n    canarySubset: v3\n",
+        ),
+    )
+    .unwrap();
+    let typo = typo.display().to_string();
+    let admin = weir.admin_url();
+    let cases: [(&str, Vec<&str>, &str); 2] = [
+        (
+            "a non-weir admin",
+            vec!["--admin", &admin, "--admin", &web_url],
+            "is this a weir sidecar",
+        ),
+        (
+            "a wrong subset",
+            vec!["--admin", &admin],
+            "no subset \"v3\"",
+        ),
+    ];
+    for (what, admins, why) in cases {
+        let spec = if what == "a wrong subset" {
+            &typo
+        } else {
+            &good
+        };
+        let (v1_before, v2_before) = (v1.count(), v2.count());
+        let mut args = vec!["canary", "--spec", spec.as_str()];
+        args.extend(admins);
+        args.extend(["--report", report_dir.to_str().unwrap()]);
+        let mut run = WeirRun::spawn(&args);
+        assert_eq!(run.exit_code(WAIT).await, 3, "{what}: {}", run.stdout());
+        let out = run.stdout();
+        assert!(
+            out.contains("could not start: nothing was changed"),
+            "{what}: {out}"
+        );
+        assert!(out.contains(why), "{what}: {out}");
+        // Untouched: the same generation and 90/10, and the dark launch still on v2.
+        assert_eq!(generation().await, before, "{what}");
+        assert_eq!(
+            routes(&weir.admin_url(), None).await.0,
+            [("v1".to_string(), 90), ("v2".to_string(), 10)],
+            "{what}"
+        );
+        let (status, _, _) = weir
+            .send("payment-svc", "/pay", &[("x-canary", "true")])
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            v2.count(),
+            v2_before + 1,
+            "{what}: the dark launch still reaches v2"
+        );
+        assert_eq!(v1.count(), v1_before, "{what}");
+    }
+    // The web server was asked for /routes only, never for a weight change.
+    let asked: Vec<String> = web
+        .seen()
+        .iter()
+        .map(|s| format!("{} {}", s.method, s.uri))
+        .collect();
+    assert!(!asked.is_empty());
+    assert!(asked.iter().all(|a| a == "GET /routes"), "{asked:?}");
 }

@@ -9,7 +9,7 @@
 
 mod support;
 
-use support::netns::{Netns, pod_and_remote, privileged};
+use support::{Netns, pod_and_remote, privileged};
 
 fn weir_init(pod: &Netns, backend: &str, extra: &[&str]) -> String {
     pod.weir_init(backend, extra)
@@ -54,21 +54,21 @@ fn captures_the_apps_traffic_but_not_the_proxys(backend: &str) {
 
 #[test]
 fn weir_init_with_iptables_nft() {
-    if privileged() {
+    if privileged("the capture tests") {
         captures_the_apps_traffic_but_not_the_proxys("nft");
     }
 }
 
 #[test]
 fn weir_init_with_iptables_legacy() {
-    if privileged() {
+    if privileged("the capture tests") {
         captures_the_apps_traffic_but_not_the_proxys("legacy");
     }
 }
 
 #[test]
 fn weir_init_keeps_other_rules_of_the_nat_table() {
-    if !privileged() {
+    if !privileged("the capture tests") {
         return;
     }
     let pod = Netns::new("pod");

@@ -602,6 +602,13 @@ async fn access_log_lines_have_envoys_default_format_and_json_on_request() {
     let v1 = Upstream::start("v1").await;
     let v2 = Upstream::start("v2").await;
     let config = lesson_config(&v1, &v2, 100, 0);
+    // [%START_TIME%] "%METHOD% %PATH% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS%
+    // %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %UPSTREAM_SERVICE_TIME% "%XFF%" "%UA%"
+    // "%REQUEST_ID%" "%AUTHORITY%" "%UPSTREAM_HOST%"
+    let envoy = regex::Regex::new(
+        r#"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "(\S+) (\S+) (HTTP/[0-9.]+)" (\d{3}) (\S+) (\d+) (\d+) (\d+) (\S+) "([^"]*)" "([^"]*)" "([^"]*)" "([^"]*)" "([^"]*)"$"#,
+    )
+    .unwrap();
     for format in ["text", "json"] {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("access.log");
@@ -637,13 +644,6 @@ async fn access_log_lines_have_envoys_default_format_and_json_on_request() {
             assert_eq!(nr["response_flags"], "NR");
             continue;
         }
-        // [%START_TIME%] "%METHOD% %PATH% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS%
-        // %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %UPSTREAM_SERVICE_TIME% "%XFF%" "%UA%"
-        // "%REQUEST_ID%" "%AUTHORITY%" "%UPSTREAM_HOST%"
-        let envoy = regex::Regex::new(
-            r#"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "(\S+) (\S+) (HTTP/[0-9.]+)" (\d{3}) (\S+) (\d+) (\d+) (\d+) (\S+) "([^"]*)" "([^"]*)" "([^"]*)" "([^"]*)" "([^"]*)"$"#,
-        )
-        .unwrap();
         let ok = envoy
             .captures(lines[0])
             .unwrap_or_else(|| panic!("{}", lines[0]));

@@ -147,11 +147,13 @@ async fn a_promotion_survives_a_reload_and_a_restart_and_routes_says_which_wins(
         || async { routes(&weir).await["virtual_services"][0]["admin_state"].is_null() },
     )
     .await;
-    assert!(
-        weir.stderr().contains("the config wins"),
-        "{}",
-        weir.stderr()
-    );
+    // The reload's warning is logged right after the swap.
+    eventually(
+        Duration::from_secs(20),
+        "the reload says the config wins",
+        || async { weir.stderr().contains("the config wins") },
+    )
+    .await;
     let (to_v1, to_v2) = send(&weir, &v1, &v2, 200, false).await;
     assert!(to_v1 > 100 && to_v2 > 0, "{to_v1}/{to_v2}");
 }

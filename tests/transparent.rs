@@ -11,8 +11,8 @@ mod support;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
-use support::netns::{Netns, linked_pod_and_remote, privileged};
 use support::weir_bin;
+use support::{Netns, linked_pod_and_remote, privileged};
 
 /// A directory every uid can read (weir runs as 1337), with the lesson's config and a
 /// downward-API labels file.
@@ -84,7 +84,7 @@ fn body(answer: &str) -> &str {
 
 #[test]
 fn inbound_connections_reach_the_app_and_are_counted_as_reporter_destination() {
-    if !privileged() {
+    if !privileged("the transparent capture tests") {
         return;
     }
     let (mut pod, remote) = linked_pod_and_remote();
@@ -208,7 +208,7 @@ fn transparent_pod(proxy_uid: &str) -> (Netns, Netns, tempfile::TempDir) {
 
 #[test]
 fn captured_connections_are_routed_by_host_then_address_else_passed_through() {
-    if !privileged() {
+    if !privileged("the transparent capture tests") {
         return;
     }
     let (pod, _remote, _dir) = transparent_pod("1337");
@@ -265,7 +265,7 @@ fn captured_connections_are_routed_by_host_then_address_else_passed_through() {
 
 #[test]
 fn without_the_uid_exemption_a_loop_ends_in_508_not_a_storm() {
-    if !privileged() {
+    if !privileged("the transparent capture tests") {
         return;
     }
     // The rules exempt uid 4242, but weir runs as 1337: its own upstream connections are

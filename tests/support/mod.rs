@@ -6,7 +6,7 @@
 
 mod http;
 mod metrics;
-pub mod netns;
+mod netns;
 mod prometheus;
 mod traffic;
 mod upstream;
@@ -14,7 +14,7 @@ mod weir;
 
 // Every test crate uses a part of the harness.
 #[allow(unused_imports)]
-pub use self::{http::*, metrics::*, prometheus::*, traffic::*, upstream::*, weir::*};
+pub use self::{http::*, metrics::*, netns::*, prometheus::*, traffic::*, upstream::*, weir::*};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -1,16 +1,19 @@
-//! Network namespaces for the capture tests: a namespace per role (pod, remote host), a veth
-//! pair between them with addresses from the documentation range 198.51.100.0/24, processes
-//! started inside (killed when the namespace drops), and clients run inside as a given uid.
-//! Nothing touches the root namespace.
+//! For the tests that build network namespaces (`tests/capture.rs`, `tests/pod.rs`,
+//! `tests/transparent.rs`): who may, running the commands that build them, and [`Netns`]: a
+//! namespace per role (pod, remote host), a veth pair between them with addresses from the
+//! documentation range 198.51.100.0/24, processes started inside (killed when the namespace
+//! drops), and clients run inside as a given uid. Nothing touches the root namespace.
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::weir_bin;
+use super::*;
 
-/// Whether this process may create namespaces and nat rules.
-pub fn privileged() -> bool {
+/// Whether this process may create namespaces and nat rules: root. Without root, `tests`
+/// (what needs it) says so and the caller skips, except under CI (`CI` set), where it fails
+/// instead.
+pub fn privileged(tests: &str) -> bool {
     let root = Command::new("id")
         .arg("-u")
         .output()
@@ -18,14 +21,15 @@ pub fn privileged() -> bool {
     if !root {
         assert!(
             std::env::var_os("CI").is_none(),
-            "the capture tests need root (network namespaces, iptables); CI runs as root"
+            "{tests} need root (network namespaces, iptables); CI runs as root"
         );
-        eprintln!("skipping: the capture tests need root (network namespaces, iptables)");
+        eprintln!("skipping: {tests} need root (network namespaces, iptables)");
     }
     root
 }
 
-pub fn run(cmd: &mut Command) -> String {
+/// Runs a command to success (stdin closed): its stdout; a failure panics with its output.
+pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -54,7 +58,7 @@ impl Netns {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        run(Command::new("ip").args(["netns", "add", &name]));
+        run_ok(Command::new("ip").args(["netns", "add", &name]));
         let ns = Netns {
             name,
             children: Vec::new(),
@@ -70,7 +74,7 @@ impl Netns {
     }
 
     pub fn exec(&self, argv: &[&str]) -> String {
-        run(&mut self.command(argv))
+        run_ok(&mut self.command(argv))
     }
 
     /// Starts `argv` in the namespace as `uid` (None: root) and waits for its first line on

@@ -49,19 +49,28 @@ impl Prometheus {
     /// Starts Prometheus on a free loopback port, scraping these addresses' `/metrics` every
     /// second.
     pub fn start(targets: &[String]) -> Prometheus {
-        Prometheus::start_with(&[], &format!("127.0.0.1:{}", free_port()), targets)
+        Prometheus::start_with(&[], &format!("127.0.0.1:{}", free_port()), targets, None)
     }
 
     /// Starts Prometheus listening on `listen`, its command line prefixed with `prefix` (e.g.
-    /// `ip netns exec NAME`), scraping these addresses' `/metrics` every second.
-    pub fn start_with(prefix: &[&str], listen: &str, targets: &[String]) -> Prometheus {
+    /// `ip netns exec NAME`), scraping these addresses' `/metrics` every second, with
+    /// `Authorization: Bearer <token>` when given.
+    pub fn start_with(
+        prefix: &[&str],
+        listen: &str,
+        targets: &[String],
+        token: Option<&str>,
+    ) -> Prometheus {
         let bin = Prometheus::binary();
         let dir = tempfile::tempdir().unwrap();
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let auth = token.map_or_else(String::new, |t| {
+            format!("  authorization:\n    credentials: '{t}'\n")
+        });
         let config = format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n- job_name: weir\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  \
-             metrics_path: /metrics\n  static_configs:\n  - targets: [{}]\n",
+             metrics_path: /metrics\n{auth}  static_configs:\n  - targets: [{}]\n",
             targets.join(", ")
         );
         let config_path = dir.path().join("prometheus.yml");

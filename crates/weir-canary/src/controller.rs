@@ -8,7 +8,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::event::{Event, EventKind, Phase};
 use crate::plan::Stage;
 use crate::report::{HookResult, Outcome, Report, RollbackLatency, Sample, Trigger};
-use crate::sink::{Split, WeightSink};
+use crate::sink::{Drift, Split, WeightSink};
 use crate::source::{MetricSource, Observation};
 use crate::spec::{CanarySpec, HookKind};
 use crate::webhook::{HttpWebhooks, WebhookClient, WebhookPayload};
@@ -21,6 +21,8 @@ const STABLE_PROBE_STEP: Duration = Duration::from_millis(10);
 const STABLE_PROBE_LIMIT: Duration = Duration::from_secs(2);
 /// A rollback is retried this many times before the run gives up and reports it failed.
 const ROLLBACK_ATTEMPTS: u32 = 3;
+/// The pause before the second rollback attempt (doubled before the third).
+const ROLLBACK_BACKOFF: Duration = Duration::from_millis(100);
 /// Without a fast guard, the wait between checks still wakes this often to see an abort or a
 /// rollback hook.
 const IDLE_TICK: Duration = Duration::from_secs(1);
@@ -141,6 +143,7 @@ impl<'a> CanaryRun<'a> {
             phase: Phase::Initialized,
             canary_weight: 0,
             failed_checks: 0,
+            tainted: false,
             last: None,
             report: Report::new(self.spec),
         };
@@ -172,6 +175,8 @@ struct Machine<'a> {
     phase: Phase,
     canary_weight: u32,
     failed_checks: u32,
+    /// The current check window saw other weights than the step's: its check does not count.
+    tainted: bool,
     last: Option<Observation>,
     report: Report,
 }
@@ -242,6 +247,24 @@ impl Machine<'_> {
             };
         }
         self.refresh_replicas();
+        // Nothing is changed until every replica answers as weir and serves the target.
+        if let Err(e) = self.sink.preflight(&spec.target) {
+            let stop = self.stop(
+                Trigger::Refused,
+                format!("could not start: nothing was changed: {e}"),
+            );
+            return End::Stopped {
+                stop,
+                touched: false,
+            };
+        }
+        self.emit(
+            EventKind::Phase,
+            format!(
+                "preflight passed: moving the live split of {} to {}=100 {}=0 to start",
+                spec.target.virtual_service, spec.target.stable_subset, spec.target.canary_subset
+            ),
+        );
         // Start from a known 0%, whatever the route said before.
         if let Err(stop) = self.apply(0) {
             return End::Stopped {
@@ -276,6 +299,9 @@ impl Machine<'_> {
                     let mut passed = 0;
                     while passed < iterations {
                         self.wait_interval()?;
+                        if self.window_tainted() {
+                            continue;
+                        }
                         if self.check(*stage)? {
                             passed += 1;
                         }
@@ -285,6 +311,9 @@ impl Machine<'_> {
                     self.apply(canary)?;
                     loop {
                         self.wait_interval()?;
+                        if self.window_tainted() {
+                            continue;
+                        }
                         if self.check(*stage)? {
                             break;
                         }
@@ -299,7 +328,9 @@ impl Machine<'_> {
                         loop {
                             self.wait_interval()?;
                             // Checks go on while waiting, and can still roll back.
-                            self.check(*stage)?;
+                            if !self.window_tainted() {
+                                self.check(*stage)?;
+                            }
                             if self.run_hooks(HookKind::ConfirmPromotion) {
                                 break;
                             }
@@ -342,6 +373,12 @@ impl Machine<'_> {
                         c.took.as_micros()
                     ),
                 );
+                // A first look at what is in force (and each replica's boot id), so that a
+                // restart before the next tick is seen as one.
+                for d in self.sink.verify(&self.spec.target, split) {
+                    self.tainted = true;
+                    self.emit(EventKind::Warning, format!("in force: {d}"));
+                }
                 Ok(())
             }
             Err(e) => Err(self.stop(
@@ -424,6 +461,7 @@ impl Machine<'_> {
             }
             // Replicas first: a newcomer is in step before the guard reads the metrics.
             self.refresh_replicas();
+            self.verify_in_force()?;
             // Metrics before hooks: a slow rollback hook (up to its timeout) must not delay
             // the look at the canary.
             if let Some(g) = guard {
@@ -438,6 +476,66 @@ impl Machine<'_> {
                 return Ok(());
             }
         }
+    }
+
+    /// Compares what every replica serves with the step's split. A drift taints the check
+    /// window; weights that moved are put back through the guard; a manual rollback, or
+    /// weights that cannot be put back, stop the run.
+    fn verify_in_force(&mut self) -> Result<(), Stop> {
+        let expected = Split::canary(self.canary_weight);
+        let drifts = self.sink.verify(&self.spec.target, expected);
+        if drifts.is_empty() {
+            return Ok(());
+        }
+        self.tainted = true;
+        for d in &drifts {
+            self.emit(EventKind::Warning, format!("in force: {d}"));
+        }
+        if drifts.iter().any(|d| matches!(d, Drift::Latched { .. })) {
+            let reason =
+                "the canary was rolled back by hand (weir rollback): the run stops".to_string();
+            self.emit(EventKind::Breach, reason.clone());
+            return Err(self.stop(Trigger::ManualRollback, reason));
+        }
+        if drifts.iter().any(|d| matches!(d, Drift::Weights { .. })) {
+            return match self.sink.set_weights(&self.spec.target, expected) {
+                Ok(c) => {
+                    self.emit(
+                        EventKind::Weights,
+                        format!(
+                            "weights {expected} put back on every replica (sink took {} µs); this window's check does not count",
+                            c.took.as_micros()
+                        ),
+                    );
+                    Ok(())
+                }
+                Err(e) => {
+                    let reason = format!(
+                        "the weights in force drifted from {expected} and could not be put back: {e}"
+                    );
+                    self.emit(EventKind::Breach, reason.clone());
+                    Err(self.stop(Trigger::Drift, reason))
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Whether the window just waited saw a drift; the flag is cleared and the skipped check
+    /// is reported.
+    fn window_tainted(&mut self) -> bool {
+        if !std::mem::take(&mut self.tainted) {
+            return false;
+        }
+        self.report.uncounted_checks += 1;
+        self.emit(
+            EventKind::Warning,
+            format!(
+                "check not counted: its window saw other weights than the step's {}%",
+                self.canary_weight
+            ),
+        );
+        true
     }
 
     /// Lets the sink follow its replicas (a headless Service's pods) and reports the changes.
@@ -517,6 +615,10 @@ impl Machine<'_> {
         let mut attempts = 0;
         let mut result = Err(String::new());
         while attempts < ROLLBACK_ATTEMPTS && result.is_err() {
+            if attempts > 0 {
+                // A short doubling pause: a replica restarting comes back within it.
+                self.clock.sleep(ROLLBACK_BACKOFF * 2u32.pow(attempts - 1));
+            }
             attempts += 1;
             result = self.sink.rollback(target).map_err(|e| e.to_string());
         }

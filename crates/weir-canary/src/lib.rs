@@ -76,8 +76,8 @@ pub use report::{
     Verdict,
 };
 pub use sink::{
-    AdminSink, Confirmation, DnsAdminSink, FileSink, LiveSink, ReplicaChange, SinkError, Split,
-    WeightSink,
+    AdminSink, Confirmation, DnsAdminSink, Drift, FileSink, LiveSink, ReplicaChange, SinkError,
+    Split, WeightSink,
 };
 pub use source::{
     BuiltinQueries, MetricSource, Observation, PrometheusSource, ScrapeSource, SourceError,

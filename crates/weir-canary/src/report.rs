@@ -45,6 +45,9 @@ pub struct Report {
     pub rollback: Option<RollbackLatency>,
     /// How long the sink took to promote, in µs, if it did.
     pub promotion_took_us: Option<u64>,
+    /// Checks not counted because their window saw other weights than the step's (a sidecar
+    /// restarted, another writer): the timeline says which.
+    pub uncounted_checks: u32,
 }
 
 /// The end of a run.
@@ -75,6 +78,11 @@ pub enum Trigger {
     SinkError,
     /// The run could not start (nothing was changed).
     Refused,
+    /// Someone rolled the canary back by hand (`weir rollback`): a rollback latch holds it.
+    ManualRollback,
+    /// The weights in force drifted from the step's (a restart without its state, another
+    /// writer) and could not be put back.
+    Drift,
 }
 
 /// One check of the gates.
@@ -216,6 +224,7 @@ impl Report {
             hooks: Vec::new(),
             rollback: None,
             promotion_took_us: None,
+            uncounted_checks: 0,
         }
     }
 

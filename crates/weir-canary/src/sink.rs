@@ -92,6 +92,75 @@ pub trait WeightSink {
         let _ = target;
         Vec::new()
     }
+
+    /// Checks, before anything is changed, that every replica answers and serves `target`
+    /// (its VirtualService, rule, stable and canary subsets) and that they agree on the
+    /// split in force. A sink that cannot tell answers `Ok`.
+    fn preflight(&mut self, target: &Target) -> Result<(), SinkError> {
+        let _ = target;
+        Ok(())
+    }
+
+    /// Reads what is in force and compares it with `expected`, the split the run set last;
+    /// the controller calls it on every tick. A sink that cannot read what is in force
+    /// answers no drift.
+    fn verify(&mut self, target: &Target, expected: Split) -> Vec<Drift> {
+        let _ = (target, expected);
+        Vec::new()
+    }
+}
+
+/// What is in force is not what the run set, or cannot be known.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Drift {
+    /// The replica restarted since the last look (its boot id changed).
+    Restarted {
+        /// The replica's admin URL.
+        replica: String,
+    },
+    /// The replica serves other weights than the run set.
+    Weights {
+        /// The replica's admin URL.
+        replica: String,
+        /// What it serves.
+        in_force: Split,
+        /// What the run set.
+        expected: Split,
+    },
+    /// A rollback latch holds the canary at 0%: someone rolled it back by hand.
+    Latched {
+        /// The replica's admin URL.
+        replica: String,
+    },
+    /// What is in force could not be read (unreachable, not weir's routes document, no such
+    /// VirtualService or rule).
+    Unreadable {
+        /// The replica's admin URL.
+        replica: String,
+        /// Why.
+        why: String,
+    },
+}
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Drift::Restarted { replica } => write!(f, "{replica} restarted (new boot id)"),
+            Drift::Weights {
+                replica,
+                in_force,
+                expected,
+            } => write!(f, "{replica} serves {in_force}, not the step's {expected}"),
+            Drift::Latched { replica } => write!(
+                f,
+                "{replica} was rolled back by hand: a rollback latch holds the canary at 0%"
+            ),
+            Drift::Unreadable { replica, why } => {
+                write!(f, "what {replica} serves cannot be read: {why}")
+            }
+        }
+    }
 }
 
 /// Why a sink did not apply a change.
@@ -126,6 +195,12 @@ pub enum SinkError {
         /// What went wrong.
         reason: String,
     },
+    /// The checks before the run found problems; nothing was changed.
+    #[error("{}", preflight(.problems))]
+    Preflight {
+        /// One line per problem, naming the replica.
+        problems: Vec<String>,
+    },
     /// Some replicas failed; the ones that confirmed were put back.
     #[error("{} of {replicas} sidecars failed: {}; {}", .failures.len(), join(.failures), undo(.undo_error))]
     Partial {
@@ -144,9 +219,15 @@ impl SinkError {
         match self {
             SinkError::Refused { .. } => true,
             SinkError::Partial { failures, .. } => failures.iter().all(SinkError::is_refused),
-            SinkError::Unreachable { .. } | SinkError::Failed { .. } => false,
+            SinkError::Unreachable { .. }
+            | SinkError::Failed { .. }
+            | SinkError::Preflight { .. } => false,
         }
     }
+}
+
+fn preflight(problems: &[String]) -> String {
+    format!("preflight failed:{}", list(problems))
 }
 
 fn list(findings: &[String]) -> String {

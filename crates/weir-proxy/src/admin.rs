@@ -51,6 +51,35 @@ pub(crate) async fn serve(
     }
 }
 
+/// Serves the health listener (`--health`): the kubelet's probes, without the token, and
+/// nothing else, until `shutdown` completes. It outlives the drain like the admin API, so that
+/// the probe sees 503 while the sidecar drains.
+pub(crate) async fn serve_health(
+    listener: TcpListener,
+    sidecar: Arc<Sidecar>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let new_service = move |_peer| {
+        let sidecar = Arc::clone(&sidecar);
+        service_fn(move |req: Request<Incoming>| {
+            let read = req.method() == Method::GET || req.method() == Method::HEAD;
+            let resp = match req.uri().path().trim_end_matches('/') {
+                "/healthz/ready" if read => routes::readyz(&sidecar),
+                "/healthz" if read => text(StatusCode::OK, "ok\n"),
+                _ => error(
+                    StatusCode::NOT_FOUND,
+                    "the health port serves GET /healthz/ready and /healthz only; the rest is on the admin API",
+                ),
+            };
+            std::future::ready(Ok::<_, Infallible>(resp))
+        })
+    };
+    let options = ServerOptions::new("health", CLOSE_GRACE);
+    if let Err(e) = server::serve(Arc::new(new_service), listener, shutdown, options).await {
+        tracing::warn!(error = %e, "health listener: serving failed");
+    }
+}
+
 async fn handle(
     sidecar: Arc<Sidecar>,
     req: Request<Incoming>,

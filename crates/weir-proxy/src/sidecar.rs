@@ -56,6 +56,9 @@ pub struct SidecarOptions {
     /// The state file keeping admin writes across restarts (see [`crate::state`]);
     /// [`start`](crate::start) defaults it to `<first config>.weir-state.json`.
     pub state: Option<PathBuf>,
+    /// A health listener for the kubelet's probes (Istio's 15021): `GET /healthz/ready` and
+    /// `/healthz`, without the admin token and nothing else; `None`: none.
+    pub health: Option<SocketAddr>,
 }
 
 impl Default for SidecarOptions {
@@ -75,6 +78,7 @@ impl Default for SidecarOptions {
             limits: ConnectionLimits::DEFAULT,
             path_normalization: Normalization::Base,
             state: None,
+            health: None,
         }
     }
 }
@@ -235,6 +239,8 @@ pub struct RunningSidecar {
     pub admin_addr: SocketAddr,
     /// Where the inbound listener listens, if there is one.
     pub inbound_addr: Option<SocketAddr>,
+    /// Where the health listener listens, if there is one.
+    pub health_addr: Option<SocketAddr>,
     pub(crate) sidecar: Arc<Sidecar>,
     pub(crate) shutdown: ShutdownHandle,
     pub(crate) done: JoinHandle<Result<(), RunError>>,

@@ -70,7 +70,7 @@ pub async fn start_with_feed(
     ));
 
     let bind = |addr: SocketAddr| async move {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         let local = listener.local_addr()?;
         Ok::<_, std::io::Error>((listener, local))
     };
@@ -90,6 +90,15 @@ pub async fn start_with_feed(
                 what: "--admin",
                 source,
             })?;
+    let health_listener = match options.health {
+        None => None,
+        Some(addr) => Some(bind(addr).await.map_err(|source| StartError::Bind {
+            addr,
+            what: "--health",
+            source,
+        })?),
+    };
+    let health_addr = health_listener.as_ref().map(|(_, a)| *a);
 
     let inbound_listener = match options.inbound {
         Some(addr) => Some(bind(addr).await.map_err(|source| StartError::Bind {
@@ -128,6 +137,13 @@ pub async fn start_with_feed(
         Arc::clone(&sidecar),
         admin_stop.signalled(),
     ));
+    let health = health_listener.map(|(listener, _)| {
+        tokio::spawn(crate::admin::serve_health(
+            listener,
+            Arc::clone(&sidecar),
+            admin_stop.signalled(),
+        ))
+    });
     let watcher = tokio::spawn(Arc::clone(&reloader).watch(shutdown.signalled()));
 
     tracing::info!(
@@ -147,6 +163,7 @@ pub async fn start_with_feed(
         shutdown: shutdown.clone(),
         admin_stop,
         admin,
+        health,
         watcher,
         drain: options.drain_timeout,
     }));
@@ -154,6 +171,7 @@ pub async fn start_with_feed(
         proxy_addr,
         admin_addr,
         inbound_addr,
+        health_addr,
         sidecar,
         shutdown,
         done,
@@ -168,6 +186,7 @@ struct Supervised {
     shutdown: ShutdownHandle,
     admin_stop: ShutdownHandle,
     admin: JoinHandle<()>,
+    health: Option<JoinHandle<()>>,
     watcher: JoinHandle<()>,
     drain: Duration,
 }
@@ -218,6 +237,9 @@ async fn supervise(s: Supervised) -> Result<(), RunError> {
     }
     s.admin_stop.shutdown();
     let _ = s.admin.await;
+    if let Some(health) = s.health {
+        let _ = health.await;
+    }
     s.watcher.abort();
     match result {
         Ok(Ok(())) => {
@@ -227,4 +249,24 @@ async fn supervise(s: Supervised) -> Result<(), RunError> {
         Ok(Err(e)) => Err(RunError::Proxy(e)),
         Err(e) => Err(RunError::Panicked(e)),
     }
+}
+
+/// Connections the kernel queues for accept, per listener (capped by `net.core.somaxconn`).
+/// tokio's `TcpListener::bind` asks for 1,024: a burst of 1,000 or 5,000 clients connecting
+/// at once overflowed it (SYNs dropped, clients retrying after a second); nginx asks for
+/// 511 and relies on accepting in a loop, HAProxy for the `maxconn`.
+const LISTEN_BACKLOG: u32 = 8192;
+
+/// A listener on `addr` with [`LISTEN_BACKLOG`] and `SO_REUSEADDR` (a restart binds while
+/// the previous process's connections are in `TIME_WAIT`), as `TcpListener::bind` does
+/// except for the backlog.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }

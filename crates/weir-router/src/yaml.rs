@@ -134,13 +134,13 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// 4 MiB, 64 levels, 250,000 nodes, 10,000 documents, 10,000 rules and 10,000 hosts: far
+    /// 4 MiB, 64 levels, 200,000 nodes, 10,000 documents, 10,000 rules and 10,000 hosts: far
     /// beyond any hand-written mesh config (the lesson's file has about 120 nodes), and well
     /// under 100 MB of memory at the caps.
     pub const DEFAULT: Limits = Limits {
         max_bytes: 4 << 20,
         max_depth: 64,
-        max_nodes: 250_000,
+        max_nodes: 200_000,
         max_documents: 10_000,
         max_rules: 10_000,
         max_hosts: 10_000,
@@ -170,6 +170,15 @@ impl Limits {
                     self.max_bytes
                 ),
                 "--max-config-bytes",
+            ));
+        }
+        // Flow nesting first, on the bytes: the YAML scanner looks ahead for a possible
+        // implicit key at every open `[` / `{`, which is quadratic in the nesting.
+        if let Some(line) = flow_nesting_over(text, self.max_depth) {
+            return Err(over(
+                line,
+                format!("nesting deeper than {} levels", self.max_depth),
+                "--max-config-depth",
             ));
         }
         // The expanded size of each open node, and of each anchored node once complete.
@@ -250,6 +259,67 @@ impl Default for Limits {
     fn default() -> Self {
         Limits::DEFAULT
     }
+}
+
+/// The line where flow collections (`[`, `{`) nest deeper than `max`, skipping quoted
+/// scalars and comments: one pass over the bytes.
+fn flow_nesting_over(text: &str, max: usize) -> Option<u32> {
+    let (mut depth, mut line) = (0usize, 1u32);
+    let mut quote: Option<u8> = None;
+    let mut prev = b'\n';
+    let mut bytes = text.bytes().peekable();
+    while let Some(c) = bytes.next() {
+        if c == b'\n' {
+            line += 1;
+        }
+        match quote {
+            Some(q) if c == q => {
+                // `''` inside a single-quoted scalar is an escaped quote.
+                if q == b'\'' && bytes.peek() == Some(&b'\'') {
+                    bytes.next();
+                } else {
+                    quote = None;
+                }
+            }
+            Some(b'"') if c == b'\\' => {
+                bytes.next();
+            }
+            Some(_) => {}
+            None => match c {
+                b'#' if prev.is_ascii_whitespace() => {
+                    // A comment: to the end of the line.
+                    for c in bytes.by_ref() {
+                        if c == b'\n' {
+                            line += 1;
+                            break;
+                        }
+                    }
+                    prev = b'\n';
+                    continue;
+                }
+                b'"' | b'\'' if depth > 0 || matches!(prev, b' ' | b'\n' | b':' | b'-') => {
+                    quote = Some(c);
+                }
+                // A collection starts a node: after blanks or an indicator, never inside a
+                // plain scalar such as `x[`.
+                b'[' | b'{'
+                    if matches!(
+                        prev,
+                        b' ' | b'\t' | b'\n' | b'\r' | b',' | b'[' | b'{' | b':' | b'-' | b'?'
+                    ) =>
+                {
+                    depth += 1;
+                    if depth > max {
+                        return Some(line);
+                    }
+                }
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+        }
+        prev = c;
+    }
+    None
 }
 
 static LIMITS: RwLock<Limits> = RwLock::new(Limits::DEFAULT);
@@ -698,6 +768,19 @@ mod tests {
         // Within the limit: parsed.
         let ok = format!("{}1{}", "[".repeat(60), "]".repeat(60));
         assert!(parse_stream_within(&"ok.yaml".into(), &ok, &Limits::DEFAULT).is_ok());
+        // 100,000 levels (200 KB) are refused from the bytes, before the scanner's quadratic
+        // look-ahead; brackets in quotes and comments do not count.
+        let bomb = format!("a: 1\nb: {}1{}\n", "[".repeat(100_000), "]".repeat(100_000));
+        let f = refused(&bomb, &Limits::DEFAULT);
+        assert!(f.message.contains("--max-config-depth"), "{f}");
+        assert_eq!(f.location.line, 2, "{f}");
+        let quoted = format!(
+            "a: \"{}\"\nb: '{}'\n# {}\nc: x[{{\n",
+            "[".repeat(100),
+            "{".repeat(100),
+            "[".repeat(100)
+        );
+        assert!(parse_stream_within(&"ok.yaml".into(), &quoted, &Limits::DEFAULT).is_ok());
     }
 
     #[test]

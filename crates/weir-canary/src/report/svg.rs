@@ -654,6 +654,8 @@ fn trigger_name(t: super::Trigger) -> &'static str {
         Trigger::Aborted => "aborted",
         Trigger::SinkError => "weight sink error",
         Trigger::Refused => "refused",
+        Trigger::ManualRollback => "rolled back by hand",
+        Trigger::Drift => "weights in force drifted",
     }
 }
 

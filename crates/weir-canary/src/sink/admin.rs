@@ -5,10 +5,15 @@ use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
 use serde_json::Value;
-use weir_proxy::admin::api::{ErrorResponse, PromoteRequest, RollbackRequest, WeightChange};
-use weir_proxy::admin::client::{AdminClient, Reply, base_url};
+use std::collections::BTreeMap;
 
-use super::{Confirmation, SinkError, Split, WeightSink};
+use weir_proxy::admin::api::{
+    DestinationView, ErrorResponse, PromoteRequest, RollbackRequest, RoutesResponse,
+    VirtualServiceView, WeightChange,
+};
+use weir_proxy::admin::client::{AdminClient, Reply, base_url, check_routes};
+
+use super::{Confirmation, Drift, SinkError, Split, WeightSink};
 use crate::spec::Target;
 
 /// A [`WeightSink`] over the admin APIs of one or many sidecars, e.g.
@@ -24,6 +29,8 @@ pub struct AdminSink {
     replicas: Vec<String>,
     token: Option<String>,
     timeout: Duration,
+    /// Each replica's boot id at the last look, to see restarts.
+    boot_ids: BTreeMap<String, String>,
 }
 
 impl AdminSink {
@@ -37,6 +44,7 @@ impl AdminSink {
             replicas: replicas.into_iter().map(|r| base_url(&r.into())).collect(),
             token: None,
             timeout: Duration::from_secs(2),
+            boot_ids: BTreeMap::new(),
         }
     }
 
@@ -194,6 +202,66 @@ impl AdminSink {
     }
 }
 
+/// The destinations of `target`'s rule on one replica.
+fn rule_of<'r>(
+    routes: &'r RoutesResponse,
+    target: &Target,
+) -> Result<&'r [DestinationView], String> {
+    let vs = virtual_service_of(routes, target)?;
+    let rule = match &target.rule {
+        Some(name) => vs.rules.iter().find(|r| r.name.as_ref() == Some(name)),
+        None => vs
+            .rules
+            .iter()
+            .find(|r| r.destinations.len() > 1)
+            .or(vs.rules.last()),
+    }
+    .ok_or_else(|| {
+        let names: Vec<&str> = vs.rules.iter().filter_map(|r| r.name.as_deref()).collect();
+        format!(
+            "VirtualService {} has no rule {:?} (its rules: {})",
+            vs.name,
+            target.rule.as_deref().unwrap_or("(split)"),
+            names.join(", ")
+        )
+    })?;
+    Ok(&rule.destinations)
+}
+
+fn virtual_service_of<'r>(
+    routes: &'r RoutesResponse,
+    target: &Target,
+) -> Result<&'r VirtualServiceView, String> {
+    routes
+        .virtual_services
+        .iter()
+        .find(|v| {
+            v.name == target.virtual_service
+                || format!("{}/{}", v.namespace, v.name) == target.virtual_service
+                || v.hosts.contains(&target.virtual_service)
+        })
+        .ok_or_else(|| format!("no VirtualService {:?}", target.virtual_service))
+}
+
+/// What one replica serves on `target`'s rule: its split and whether a latch holds it.
+fn in_force(routes: &RoutesResponse, target: &Target) -> Result<(Split, bool), String> {
+    let latched = virtual_service_of(routes, target)?.latched;
+    let rule = rule_of(routes, target)?;
+    let weight = |subset: &str| -> u32 {
+        rule.iter()
+            .filter(|d| d.subset.as_deref() == Some(subset))
+            .map(|d| d.weight)
+            .sum()
+    };
+    Ok((
+        Split {
+            stable: weight(&target.stable_subset),
+            canary: weight(&target.canary_subset),
+        },
+        latched,
+    ))
+}
+
 /// The generation every successful write answers with.
 #[derive(serde::Deserialize)]
 struct Generation {
@@ -278,10 +346,129 @@ impl WeightSink for AdminSink {
         self.everywhere(Method::DELETE, "/rollback", naming(target), None)
     }
 
+    fn preflight(&mut self, target: &Target) -> Result<(), SinkError> {
+        let mut problems = Vec::new();
+        let mut splits: Vec<(String, Split)> = Vec::new();
+        for (replica, look) in self.look_all(PREFLIGHT_ATTEMPTS) {
+            let found = look.and_then(|routes| {
+                let rule = rule_of(&routes, target)?;
+                for subset in [&target.stable_subset, &target.canary_subset] {
+                    if !rule
+                        .iter()
+                        .any(|d| d.subset.as_deref() == Some(subset.as_str()))
+                    {
+                        let known: Vec<&str> =
+                            rule.iter().filter_map(|d| d.subset.as_deref()).collect();
+                        return Err(format!(
+                            "the rule routes to no subset {subset:?} (its subsets: {})",
+                            known.join(", ")
+                        ));
+                    }
+                }
+                in_force(&routes, target).map(|(split, _)| split)
+            });
+            match found {
+                Ok(split) => splits.push((replica, split)),
+                Err(why) => problems.push(format!("{replica}: {why}")),
+            }
+        }
+        if let Some((first, split)) = splits.first()
+            && let Some((other, theirs)) = splits.iter().find(|(_, s)| s != split)
+        {
+            problems.push(format!(
+                "the replicas disagree on the split in force: {first} serves {split}, {other} serves {theirs}"
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::Preflight { problems })
+        }
+    }
+
+    fn verify(&mut self, target: &Target, expected: Split) -> Vec<Drift> {
+        let looks = self.look_all(1);
+        let mut drifts = Vec::new();
+        for (replica, look) in looks {
+            let routes = match look {
+                Ok(r) => r,
+                Err(why) => {
+                    drifts.push(Drift::Unreadable { replica, why });
+                    continue;
+                }
+            };
+            if let Some(before) = self
+                .boot_ids
+                .insert(replica.clone(), routes.boot_id.clone())
+                && before != routes.boot_id
+            {
+                drifts.push(Drift::Restarted {
+                    replica: replica.clone(),
+                });
+            }
+            match in_force(&routes, target) {
+                Err(why) => drifts.push(Drift::Unreadable { replica, why }),
+                Ok((_, true)) if expected.canary > 0 => drifts.push(Drift::Latched { replica }),
+                Ok((split, _)) if split != expected => drifts.push(Drift::Weights {
+                    replica,
+                    in_force: split,
+                    expected,
+                }),
+                Ok(_) => {}
+            }
+        }
+        drifts
+    }
+
     fn describe(&self) -> String {
         match self.replicas.as_slice() {
             [one] => format!("admin API {one}"),
             many => format!("admin API of {} sidecars", many.len()),
         }
+    }
+}
+
+/// How many times preflight asks a replica that gives no answer, or a 5xx.
+const PREFLIGHT_ATTEMPTS: u32 = 3;
+
+impl AdminSink {
+    /// Every replica's `GET /routes`, in parallel, as weir's document; a replica that gives
+    /// no answer or a 5xx is asked up to `attempts` times, with a doubling pause from 200 ms.
+    fn look_all(&self, attempts: u32) -> Vec<(String, Result<RoutesResponse, String>)> {
+        let look = |base: &str| {
+            let mut pause = Duration::from_millis(200);
+            let mut attempt = 1;
+            loop {
+                let reply = self.exchange(base, Method::GET, "/routes", None);
+                let transient = match &reply {
+                    Err(SinkError::Unreachable { .. }) => true,
+                    Ok(r) => r.status.is_server_error(),
+                    Err(_) => false,
+                };
+                if !transient || attempt >= attempts {
+                    return reply
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| check_routes(&r));
+                }
+                std::thread::sleep(pause);
+                pause *= 2;
+                attempt += 1;
+            }
+        };
+        std::thread::scope(|s| {
+            let calls: Vec<_> = self
+                .replicas
+                .iter()
+                .map(|base| s.spawn(move || look(base)))
+                .collect();
+            self.replicas
+                .iter()
+                .cloned()
+                .zip(calls.into_iter().map(|c| {
+                    c.join()
+                        .unwrap_or_else(|_| Err("the request thread panicked".into()))
+                }))
+                .collect()
+        })
     }
 }

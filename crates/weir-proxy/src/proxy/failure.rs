@@ -338,7 +338,7 @@ mod tests {
         use http_body_util::{BodyExt, Full, Limited};
         let body = Limited::new(Full::new(bytes::Bytes::from_static(b"12345")), 2);
         let polled = futures_now(body.collect());
-        polled.err().expect("over the limit")
+        polled.expect_err("over the limit")
     }
 
     fn futures_now<F: std::future::Future>(f: F) -> F::Output {

@@ -11,6 +11,9 @@
 //!
 //! [`Recorder`]: crate::telemetry::Recorder
 
+use std::convert::Infallible;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{Request, Response, Version};
 use http_body::Body;
@@ -33,18 +36,20 @@ pub(crate) mod rewrite;
 pub(crate) mod route;
 pub(crate) mod sanitize;
 
-/// Routes and forwards one request. Never fails: failures are responses.
+/// Routes and forwards one request. Never fails: failures are responses. It owns what it
+/// needs (`'static`), so that the service hands it to hyper as it is: a wrapping `async`
+/// block would keep a second copy of the request and move this whole state once more.
 pub(crate) async fn handle<B>(
-    proxy: &Proxy,
-    down: &Downstream,
+    proxy: Arc<Proxy>,
+    down: Arc<Downstream>,
     mut req: Request<B>,
-) -> Response<ResponseBody>
+) -> Result<Response<ResponseBody>, Infallible>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let start = Instant::now();
-    let version = req.version();
+    let version = answer_version(req.version());
     let mut flags = ResponseFlags::NONE;
     // The one load of the request: routes and the proxy's clusters, same generation.
     let published = proxy.live.load();
@@ -56,12 +61,12 @@ where
         // Captured, and no VirtualService claims the Host: by the original destination,
         // else passed through to it (off the explicit path, boxed).
         (Err((Failure::NoRoute, text)), Some(original)) => match Box::pin(
-            outbound::by_original_dst(proxy, &published, RequestHead::of(&req), original),
+            outbound::by_original_dst(&proxy, &published, RequestHead::of(&req), original),
         )
         .await
         {
             Some(r) => Ok(r),
-            None => return Box::pin(outbound::passthrough(proxy, req, original)).await,
+            None => return Ok(Box::pin(outbound::passthrough(&proxy, req, original)).await),
         }
         .map_err(|()| (Failure::NoRoute, text)),
         (routed, _) => routed,
@@ -70,20 +75,20 @@ where
     rec.grpc = is_grpc(req.headers());
     let routed = match routed {
         Ok(r) => r,
-        Err((f, text)) => return f.respond_saying(text, rec, version, flags),
+        Err((f, text)) => return Ok(f.respond_saying(text, rec, version, flags)),
     };
     if down.original_dst.is_some()
         && let Err(f) = outbound::count_hop(req.headers_mut())
     {
         proxy.metrics.record_loop("hop_limit");
-        return f.respond(rec, version, flags);
+        return Ok(f.respond(rec, version, flags));
     }
     let rule = routed.decision.rule;
     if let Err(f) = fault::inject(rule, &mut flags).await {
-        return f.respond(rec, version, flags);
+        return Ok(f.respond(rec, version, flags));
     }
 
-    let upgrade = version == Version::HTTP_11 && is_upgrade(req.headers());
+    let upgrade = req.version() == Version::HTTP_11 && is_upgrade(req.headers());
     let downstream_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let peer = Some(down.peer.ip());
@@ -106,17 +111,17 @@ where
     };
     let payload = match body::prepare(body, &parts.headers, upgrade, replay).await {
         Ok(p) => p,
-        Err(f) => return f.respond(rec, version, flags),
+        Err(f) => return Ok(f.respond(rec, version, flags)),
     };
     if !upgrade {
-        mirror::send_all(proxy, &routed, &parts, &head.path, &payload);
+        mirror::send_all(&proxy, &routed, &parts, &head.path, &payload);
     }
 
     let sender = Bound {
         upstream: &proxy.upstream,
         protocol: head.protocol,
     };
-    let exchange = retry::Exchange {
+    let mut exchange = retry::Exchange {
         method: &parts.method,
         path: &head.path,
         headers: parts.headers,
@@ -125,11 +130,32 @@ where
         replayable: !upgrade,
     };
     let cluster = routed.cluster;
-    match retry::send_with_retries(&sender, cluster, exchange, policy, deadline, &mut flags).await {
+    let sent = retry::send_with_retries(
+        &sender,
+        cluster,
+        &mut exchange,
+        policy,
+        deadline,
+        &mut flags,
+    );
+    Ok(match sent.await {
         Ok((resp, lease)) => {
             let d = &routed.decision;
             respond::respond(resp, d, flags, rec, lease, version, downstream_upgrade)
         }
         Err(f) => f.respond(rec, version, flags),
+    })
+}
+
+/// The version the answer is marked with. An HTTP/1.0 request is answered as 1.1: hyper
+/// writes `HTTP/1.0` on the wire to a 1.0 client either way, but a response marked 1.0 makes
+/// it close the connection even when the request asked for `Connection: keep-alive`; marked
+/// 1.1, hyper keeps such a connection open and says `Connection: keep-alive`, as nginx and
+/// HAProxy do (a 1.0 request without it is still closed).
+fn answer_version(request: Version) -> Version {
+    if request == Version::HTTP_10 {
+        Version::HTTP_11
+    } else {
+        request
     }
 }

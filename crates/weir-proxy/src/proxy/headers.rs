@@ -1,7 +1,8 @@
 //! Header handling of a forwarding proxy: hop-by-hop headers removed in both directions,
 //! `x-forwarded-for` / `x-forwarded-proto` / `x-request-id` set, upgrades recognised.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use bytes::BytesMut;
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// `x-request-id`.
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -105,25 +106,27 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 /// Sets `x-forwarded-for` (appending the client's address), `x-forwarded-proto` (when
 /// absent) and `x-request-id` (when absent).
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, peer: &HeaderValue) {
-    match headers.get(&X_FORWARDED_FOR) {
-        None => {
-            headers.insert(X_FORWARDED_FOR.clone(), peer.clone());
+    // One hash and probe per header through `entry` (a lookup then an insert did two).
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Vacant(slot) => {
+            slot.insert(peer.clone());
         }
-        Some(existing) => {
+        Entry::Occupied(mut slot) => {
+            let existing = slot.get();
             let mut joined = Vec::with_capacity(existing.len() + 2 + peer.len());
             joined.extend_from_slice(existing.as_bytes());
             joined.extend_from_slice(b", ");
             joined.extend_from_slice(peer.as_bytes());
             if let Ok(v) = HeaderValue::from_bytes(&joined) {
-                headers.insert(X_FORWARDED_FOR.clone(), v);
+                slot.insert(v);
             }
         }
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if let Entry::Vacant(slot) = headers.entry(&X_FORWARDED_PROTO) {
+        slot.insert(HeaderValue::from_static("http"));
     }
-    if !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(X_REQUEST_ID.clone(), request_id());
+    if let Entry::Vacant(slot) = headers.entry(&X_REQUEST_ID) {
+        slot.insert(request_id());
     }
 }
 
@@ -148,7 +151,24 @@ pub(crate) fn request_id() -> HeaderValue {
         out[j + 1] = HEX[usize::from(b & 0x0f)];
         j += 2;
     }
-    HeaderValue::from_bytes(&out).expect("hex and dashes are a valid header value")
+    // The 36 bytes go into a block shared by the ids of this thread, so that an id costs a
+    // reference count instead of an allocation of its own.
+    let id = ID_BLOCK.with_borrow_mut(|block| {
+        if block.capacity() - block.len() < out.len() {
+            *block = BytesMut::with_capacity(IDS_PER_BLOCK * out.len());
+        }
+        block.extend_from_slice(&out);
+        block.split().freeze()
+    });
+    HeaderValue::from_maybe_shared(id).expect("hex and dashes are a valid header value")
+}
+
+/// Request ids sharing one allocation.
+const IDS_PER_BLOCK: usize = 64;
+
+thread_local! {
+    /// The block the next request ids of this thread are written into.
+    static ID_BLOCK: std::cell::RefCell<BytesMut> = std::cell::RefCell::new(BytesMut::new());
 }
 
 /// Whether a request is gRPC (`content-type: application/grpc...`): reported as
@@ -221,6 +241,14 @@ mod tests {
         assert_eq!(h.get(&X_FORWARDED_FOR).unwrap(), "1.2.3.4, 10.0.0.7");
         assert_eq!(h.get(&X_REQUEST_ID).unwrap(), "abc");
         assert_ne!(request_id(), request_id());
+        // Ids share blocks: more ids than a block holds are all whole and distinct.
+        let ids: std::collections::BTreeSet<HeaderValue> =
+            (0..IDS_PER_BLOCK * 3).map(|_| request_id()).collect();
+        assert_eq!(ids.len(), IDS_PER_BLOCK * 3);
+        assert!(
+            ids.iter()
+                .all(|id| id.len() == 36 && id.as_bytes()[14] == b'4')
+        );
     }
 
     #[test]

@@ -149,7 +149,12 @@ pub(crate) async fn send(
     loop {
         let (mut sender, reused) = match idle.pop(options.idle_timeout) {
             Some(s) => (s, true),
-            None => (connect(authority, options.connect_timeout).await?, false),
+            // Boxed: connecting is rare on keep-alive connections, and its future would
+            // otherwise make every request's state larger (it is moved with the request).
+            None => (
+                Box::pin(connect(authority, options.connect_timeout)).await?,
+                false,
+            ),
         };
         match sender.try_send_request(req).await {
             Ok(resp) => {

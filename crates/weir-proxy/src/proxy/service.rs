@@ -42,8 +42,8 @@ impl ProxyService {
     }
 
     /// Routes and forwards one request; the future owns what it needs (`'static`) and never
-    /// fails. One async layer over the pipeline, built in place: wrapping it in another
-    /// `async` block would move the whole pipeline state once more per request.
+    /// fails. It is the pipeline's own future: wrapping it in another `async` block would keep
+    /// the request twice and move the whole pipeline state once more per request.
     pub fn handle<B>(
         &self,
         req: Request<B>,
@@ -52,9 +52,7 @@ impl ProxyService {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
-        let proxy = Arc::clone(&self.proxy);
-        let downstream = Arc::clone(&self.downstream);
-        async move { Ok(forward::handle(&proxy, &downstream, req).await) }
+        forward::handle(Arc::clone(&self.proxy), Arc::clone(&self.downstream), req)
     }
 }
 

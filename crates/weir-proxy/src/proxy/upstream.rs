@@ -6,12 +6,14 @@
 //! upstream without sockets.
 
 use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::UpstreamBody;
@@ -65,6 +67,29 @@ pub(crate) struct Upstream {
     pool: pool::PoolOptions,
 }
 
+pin_project_lite::pin_project! {
+    /// A try in flight: on weir's pool or on one of hyper-util's clients.
+    #[project = SendingProj]
+    pub(crate) enum Sending<P> {
+        Pooled { #[pin] sent: P },
+        Client { sent: ResponseFuture },
+    }
+}
+
+impl<P> Future for Sending<P>
+where
+    P: Future<Output = Result<Response<Incoming>, pool::SendError>>,
+{
+    type Output = Result<Response<Incoming>, Failure>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            SendingProj::Pooled { sent } => sent.poll(cx).map_err(Failure::from),
+            SendingProj::Client { sent } => Pin::new(sent).poll(cx).map_err(Failure::classify),
+        }
+    }
+}
+
 /// The upstream with the protocol of one request: a [`Send`].
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Bound<'u> {
@@ -101,13 +126,15 @@ impl Upstream {
         }
     }
 
-    /// Sends `request` to `endpoint` over `protocol`.
-    pub async fn send(
+    /// Sends `request` to `endpoint` over `protocol`. The request is made here, before the
+    /// returned future exists, so the future holds only what is in flight: a try's request is
+    /// never stored twice in a future's state, nor moved with it.
+    pub fn send<'e>(
         &self,
         protocol: Protocol,
-        endpoint: &EndpointRuntime,
+        endpoint: &'e EndpointRuntime,
         request: Outgoing<'_>,
-    ) -> Result<Response<Incoming>, Failure> {
+    ) -> Sending<impl Future<Output = Result<Response<Incoming>, pool::SendError>> + use<'e>> {
         let mut req = Request::new(request.body);
         *req.method_mut() = request.method.clone();
         *req.headers_mut() = request.headers;
@@ -115,9 +142,9 @@ impl Upstream {
             Protocol::Pooled => {
                 // weir's pool sends origin-form on a connection to the endpoint.
                 *req.uri_mut() = Uri::from(request.path.clone());
-                pool::send(&endpoint.idle, endpoint.authority.as_str(), req, self.pool)
-                    .await
-                    .map_err(Failure::from)
+                Sending::Pooled {
+                    sent: pool::send(&endpoint.idle, endpoint.authority.as_str(), req, self.pool),
+                }
             }
             Protocol::Http2 | Protocol::Upgrade => {
                 // hyper-util's client connects to the authority of an absolute URI.
@@ -128,7 +155,9 @@ impl Upstream {
                 } else {
                     &self.h1
                 };
-                client.request(req).await.map_err(Failure::classify)
+                Sending::Client {
+                    sent: client.request(req),
+                }
             }
         }
     }

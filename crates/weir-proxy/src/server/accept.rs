@@ -9,7 +9,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-use super::limits::{Activity, Gate, OVERLOADED, Tracked};
+use super::limits::{Activity, Gate, OVERLOADED, Tracked, Watched};
 use super::{NewService, Prepared, ServerOptions};
 
 /// How long the loop waits after a failed accept (out of file descriptors and the like)
@@ -22,7 +22,10 @@ fn http(options: &ServerOptions) -> auto::Builder<TokioExecutor> {
     let mut http1 = builder.http1();
     http1
         .timer(TokioTimer::new())
-        .header_read_timeout(options.limits.head_timeout)
+        // The connection's watchdog times heads (from the accept, and from the first byte of
+        // each later head); hyper's own timer would also close idle keep-alives at the head
+        // timeout.
+        .header_read_timeout(None)
         .keep_alive(true);
     if let Some(max) = options.max_request_head {
         http1.max_buf_size(max.max(8192));
@@ -69,7 +72,10 @@ pub(super) async fn serve<N: NewService>(
         };
         let Some(permit) = gate.enter() else {
             // Over the cap: answered and closed at once, from the reserve of descriptors.
-            let _ = stream.try_write(OVERLOADED);
+            // A plain write (tokio's `try_write` would wait for a first readiness event).
+            if let Ok(std) = stream.into_std() {
+                let _ = std::io::Write::write(&mut &std, OVERLOADED);
+            }
             if let Some(hook) = &options.on_overload {
                 hook();
             }
@@ -95,7 +101,8 @@ pub(super) async fn serve<N: NewService>(
                 inner,
                 activity: Arc::clone(&activity),
             };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+            let conn = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,

@@ -16,12 +16,13 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -164,13 +165,19 @@ impl Drop for Permit {
 
 // === activity of one connection ===
 
-/// What the watchdog of one connection knows: requests in flight, and when the last one
-/// ended (or the connection was accepted).
+/// What the watchdog of one connection knows: requests in flight, when the last one ended
+/// (or the connection was accepted), and when the next HTTP/1.1 head began to arrive.
 #[derive(Debug)]
 pub(crate) struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds from `born` to the end of the last request; `u64::MAX`: none yet.
     last_end_ms: AtomicU64,
+    /// Milliseconds from `born` to the first byte read with no request in flight (a head
+    /// begins); `u64::MAX`: none since the last request began.
+    head_start_ms: AtomicU64,
+    /// The connection speaks h2 (its first bytes are the preface): bytes between streams are
+    /// control frames (PINGs, SETTINGS), not the start of a head.
+    h2: AtomicBool,
     born: Instant,
     changed: Notify,
 }
@@ -180,6 +187,8 @@ impl Activity {
         Arc::new(Activity {
             in_flight: AtomicUsize::new(0),
             last_end_ms: AtomicU64::new(u64::MAX),
+            head_start_ms: AtomicU64::new(u64::MAX),
+            h2: AtomicBool::new(false),
             born: Instant::now(),
             changed: Notify::new(),
         })
@@ -187,6 +196,7 @@ impl Activity {
 
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.head_start_ms.store(u64::MAX, Ordering::Release);
         self.changed.notify_one();
         InFlight(Arc::clone(self))
     }
@@ -196,8 +206,55 @@ impl Activity {
         self.in_flight.load(Ordering::Acquire) == 0
     }
 
+    /// Milliseconds since the accept, rounded up: a deadline counted from it never falls
+    /// before the full timeout.
+    fn millis(&self) -> u64 {
+        self.born
+            .elapsed()
+            .as_micros()
+            .div_ceil(1000)
+            .min(u64::MAX as u128 - 1) as u64
+    }
+
+    /// Bytes came in: the first ones tell the protocol; on HTTP/1.1 with no request in flight
+    /// they begin the next head, which then has `head` to complete.
+    fn read(&self, bytes: &[u8]) {
+        if self.last_end_ms.load(Ordering::Relaxed) == u64::MAX
+            && self.in_flight.load(Ordering::Relaxed) == 0
+        {
+            // Before the first request the accept's deadline holds; learn the protocol.
+            if bytes.starts_with(b"PRI ") {
+                self.h2.store(true, Ordering::Relaxed);
+            }
+            return;
+        }
+        if self.is_idle()
+            && !self.h2.load(Ordering::Relaxed)
+            && self.head_start_ms.load(Ordering::Relaxed) == u64::MAX
+        {
+            self.head_start_ms.store(self.millis(), Ordering::Release);
+            self.changed.notify_one();
+        }
+    }
+
+    /// When an idle connection must have its next request head: from the accept until the
+    /// first request, `head` after the first byte of a later HTTP/1.1 head, else `idle` after
+    /// the last request.
+    fn idle_deadline(&self, head: Duration, idle: Duration) -> Instant {
+        let at = |ms: u64| self.born + Duration::from_millis(ms);
+        match (
+            self.last_end_ms.load(Ordering::Acquire),
+            self.head_start_ms.load(Ordering::Acquire),
+        ) {
+            (u64::MAX, _) => self.born + head,
+            (_, started) if started != u64::MAX => at(started) + head,
+            (ended, _) => at(ended) + idle,
+        }
+    }
+
     /// Resolves when the connection has been without a request for too long: `head` from the
-    /// accept until the first request, `idle` after each.
+    /// accept until the first request (and from the first byte of each later HTTP/1.1 head),
+    /// `idle` after each.
     pub(crate) async fn expired(&self, head: Duration, idle: Duration) {
         loop {
             // Registered before the state is read, so that no change is missed.
@@ -205,10 +262,7 @@ impl Activity {
             tokio::pin!(changed);
             changed.as_mut().enable();
             if self.is_idle() {
-                let deadline = match self.last_end_ms.load(Ordering::Acquire) {
-                    u64::MAX => self.born + head,
-                    ms => self.born + Duration::from_millis(ms) + idle,
-                };
+                let deadline = self.idle_deadline(head, idle);
                 if Instant::now() >= deadline {
                     return;
                 }
@@ -230,14 +284,74 @@ pub(crate) struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         let a = &self.0;
-        let ms = a.born.elapsed().as_millis().min(u64::MAX as u128 - 1) as u64;
-        a.last_end_ms.store(ms, Ordering::Release);
+        a.last_end_ms.store(a.millis(), Ordering::Release);
         a.in_flight.fetch_sub(1, Ordering::AcqRel);
         a.changed.notify_one();
     }
 }
 
-// === the service and body wrappers ===
+// === the IO, service and body wrappers ===
+
+pin_project_lite::pin_project! {
+    /// A connection's socket, telling its [`Activity`] when bytes arrive.
+    pub(crate) struct Watched<T> {
+        #[pin]
+        io: T,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<T> Watched<T> {
+    pub(crate) fn new(io: T, activity: Arc<Activity>) -> Self {
+        Watched { io, activity }
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.io.poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.read(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
+    }
+}
 
 /// A connection's service, counting its requests in flight into [`Activity`].
 #[derive(Debug)]

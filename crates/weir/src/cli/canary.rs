@@ -17,8 +17,9 @@
 //!
 //! Metrics come from Prometheus with `--prometheus`, else from every sidecar's `/metrics`,
 //! scraped and summed. Weights go to every sidecar's admin API (all must confirm), or with
-//! `--file` into the VirtualService file the sidecars watch. Exit 0 promoted, 1 rolled back
-//! or failed, 2 usage (a refused spec, no metric source, bad arguments).
+//! `--file` into the VirtualService file the sidecars watch. Exit 0 promoted, 1 rolled back,
+//! 2 usage (a refused spec, no metric source, bad arguments), 3 could not start (preflight:
+//! nothing was changed), 4 the rollback itself failed (the canary may still get traffic).
 
 use std::io::{IsTerminal as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -294,11 +295,15 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-/// 0 promoted, 2 refused before anything changed, 1 otherwise.
+/// 0 promoted, 1 rolled back, 3 could not start (nothing was changed), 4 the rollback
+/// failed (the canary may still get traffic). 2 (usage) comes before any run.
 fn exit_code(report: &Report) -> ExitCode {
     match report.outcome {
         Outcome::Promoted => ExitCode::SUCCESS,
-        Outcome::NotStarted => ExitCode::from(2),
+        Outcome::NotStarted => ExitCode::from(3),
+        Outcome::RolledBack if report.rollback.as_ref().is_some_and(|r| r.error.is_some()) => {
+            ExitCode::from(4)
+        }
         Outcome::RolledBack => ExitCode::from(1),
     }
 }
@@ -476,6 +481,8 @@ pub fn trigger_name(trigger: Trigger) -> &'static str {
         Trigger::Aborted => "an abort",
         Trigger::SinkError => "a weight sink error",
         Trigger::Refused => "a refusal",
+        Trigger::ManualRollback => "a manual rollback (weir rollback)",
+        Trigger::Drift => "weights in force that drifted and could not be put back",
     }
 }
 

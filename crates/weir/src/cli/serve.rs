@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// `<first --config>.weir-state.json`. In Kubernetes, an `emptyDir` volume.
     #[arg(long, value_name = "FILE")]
     state: Option<PathBuf>,
+    /// A health listener for the kubelet's probes (Istio's port: 0.0.0.0:15021):
+    /// `GET /healthz/ready` answers 200 while serving and 503 once draining; no token, and
+    /// nothing else is served there.
+    #[arg(long, value_name = "ADDR")]
+    health: Option<SocketAddr>,
     /// Run this canary (a Flagger-shaped `Canary` document) inside the sidecar: gates read
     /// from its own metrics, weights set on its own route table. It keeps serving after.
     #[arg(long, value_name = "SPEC")]
@@ -177,6 +182,7 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         state: args.state,
         limits,
         path_normalization: args.path_normalization,
+        health: args.health,
     })
 }
 
@@ -276,9 +282,12 @@ async fn serve(options: SidecarOptions, canary: Option<ServeCanary>) -> Result<E
     };
     {
         let mut out = std::io::stdout().lock();
+        let health = running
+            .health_addr
+            .map_or_else(String::new, |a| format!(" health={a}"));
         write!(
             out,
-            "weir: ready proxy={} admin={}",
+            "weir: ready proxy={} admin={}{health}",
             running.proxy_addr, running.admin_addr
         )?;
         if let Some(inbound) = running.inbound_addr {

@@ -10,7 +10,8 @@
 //! body). Failures are spread evenly and deterministically: with `--error-rate 0.2` exactly
 //! one request in five answers 500, so a canary gate sees the same rate in every window.
 //! Requests carrying `x-canary: true` (the dark launch's QA traffic) are counted apart, which
-//! is how `weir demo` shows that only they reached the canary.
+//! is how `weir demo` shows that only they reached the canary. SIGUSR1 prints what it has served
+//! so far on stderr and goes on serving; SIGTERM prints it and exits.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -306,18 +307,26 @@ pub fn run(args: UpstreamArgs) -> Result<ExitCode> {
             "weir upstream: ready addr={} name={}",
             upstream.addr, args.name
         );
+        use tokio::signal::unix::{SignalKind, signal};
         let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .context("cannot install the SIGTERM handler")?;
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            signal(SignalKind::terminate()).context("cannot install the SIGTERM handler")?;
+        let mut report =
+            signal(SignalKind::user_defined1()).context("cannot install the SIGUSR1 handler")?;
+        let say = |served: Served| {
+            eprintln!(
+                "weir upstream {}: served {} requests ({} with x-canary: true, {} answered 500)",
+                args.name, served.requests, served.tagged, served.errors
+            );
+        };
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                // `kill -USR1`: what it has served so far, and go on serving (as dd(1) does).
+                _ = report.recv() => say(upstream.served()),
+            }
         }
-        let served = upstream.served();
-        eprintln!(
-            "weir upstream {}: served {} requests ({} with x-canary: true, {} answered 500)",
-            args.name, served.requests, served.tagged, served.errors
-        );
+        say(upstream.served());
         Ok(ExitCode::SUCCESS)
     })
 }

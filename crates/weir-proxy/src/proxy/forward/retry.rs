@@ -16,12 +16,15 @@ use super::super::failure::Failure;
 use super::super::upstream::{Outgoing, Send};
 use super::body::Payload;
 
-/// One request as the retry stage replays it.
+/// One request as the retry stage replays it. It stays in the caller's frame: the retry
+/// stage borrows it, so that no try moves the request (or a future holding it) by value.
 #[derive(Debug)]
 pub(crate) struct Exchange<'a> {
     pub method: &'a http::Method,
     pub path: &'a http::uri::PathAndQuery,
+    /// Cloned for a try that may be followed by another, taken by the last one.
     pub headers: HeaderMap,
+    /// A streamed body is taken by the first try.
     pub payload: Payload,
     /// The consistent-hash key for the balancer.
     pub hash: Option<u64>,
@@ -35,51 +38,37 @@ pub(crate) struct Exchange<'a> {
 pub(crate) async fn send_with_retries<S: Send>(
     sender: &S,
     cluster: &ClusterRuntime,
-    exchange: Exchange<'_>,
+    exchange: &mut Exchange<'_>,
     policy: Option<&RetryPolicy>,
     deadline: Option<Instant>,
     flags: &mut ResponseFlags,
 ) -> Result<(Response<S::Body>, Lease), Failure> {
     let policy = policy.filter(|p| p.attempts > 0);
-    let Exchange {
-        method,
-        path,
-        headers,
-        payload,
-        hash,
-        replayable,
-    } = exchange;
-    let (buffered, mut stream) = match payload {
-        Payload::Empty => (None, None),
-        Payload::Buffered(b) => (Some(b), None),
-        Payload::Stream(s) => (None, Some(s)),
-    };
-    let replayable = replayable && stream.is_none();
+    let replayable = exchange.replayable && !matches!(exchange.payload, Payload::Stream(_));
     let max_tries = 1 + if replayable {
         policy.map_or(0, |p| p.attempts)
     } else {
         0
     };
-    let mut headers = Some(headers);
     let mut tries = 0;
     loop {
         tries += 1;
-        let Some((endpoint, lease)) = cluster.pick(hash) else {
+        let Some((endpoint, lease)) = cluster.pick(exchange.hash) else {
             return Err(Failure::NoHealthy);
         };
-        let body = match (&buffered, stream.take()) {
-            (Some(b), _) => UpstreamBody::Full(Some(b.clone())),
-            (None, Some(s)) => s,
-            (None, None) => UpstreamBody::Empty,
+        let body = match &mut exchange.payload {
+            Payload::Buffered(b) => UpstreamBody::Full(Some(b.clone())),
+            Payload::Stream(s) => std::mem::replace(s, UpstreamBody::Empty),
+            Payload::Empty => UpstreamBody::Empty,
         };
         let headers = if tries < max_tries {
-            headers.clone().unwrap_or_default()
+            exchange.headers.clone()
         } else {
-            headers.take().unwrap_or_default()
+            std::mem::take(&mut exchange.headers)
         };
         let request = Outgoing {
-            method,
-            path,
+            method: exchange.method,
+            path: exchange.path,
             headers,
             body,
         };
@@ -308,7 +297,7 @@ spec:
         let fake = Fake::new(script);
         let path = PathAndQuery::from_static("/pay");
         let mut flags = ResponseFlags::NONE;
-        let exchange = Exchange {
+        let mut exchange = Exchange {
             method: &Method::POST,
             path: &path,
             headers: HeaderMap::new(),
@@ -317,7 +306,7 @@ spec:
             replayable: true,
         };
         let deadline = route_timeout.map(|ms| Instant::now() + Duration::from_millis(ms));
-        let result = send_with_retries(&fake, cluster, exchange, policy, deadline, &mut flags)
+        let result = send_with_retries(&fake, cluster, &mut exchange, policy, deadline, &mut flags)
             .await
             .map(|(r, _lease)| r.status().as_u16());
         let tries = fake.tries();
@@ -563,7 +552,7 @@ spec:
         let path = PathAndQuery::from_static("/");
         let mut flags = ResponseFlags::NONE;
         let fake = Fake::new(&[]);
-        let exchange = Exchange {
+        let mut exchange = Exchange {
             method: &Method::GET,
             path: &path,
             headers: HeaderMap::new(),
@@ -571,7 +560,7 @@ spec:
             hash: None,
             replayable: true,
         };
-        let r = send_with_retries(&fake, cluster, exchange, None, None, &mut flags).await;
+        let r = send_with_retries(&fake, cluster, &mut exchange, None, None, &mut flags).await;
         assert_eq!(r.err(), Some(Failure::NoHealthy));
         assert_eq!(fake.tries(), 0);
     }
