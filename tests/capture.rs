@@ -9,7 +9,7 @@
 
 mod support;
 
-use support::netns::{Netns, pod_and_remote, privileged};
+use support::{Netns, pod_and_remote, privileged};
 
 fn weir_init(pod: &Netns, backend: &str, extra: &[&str]) -> String {
     pod.weir_init(backend, extra)

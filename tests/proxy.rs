@@ -596,3 +596,68 @@ async fn client_that_goes_away_is_counted_dc() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_lines_have_envoys_default_format_and_json_on_request() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let config = lesson_config(&v1, &v2, 100, 0);
+    // [%START_TIME%] "%METHOD% %PATH% %PROTOCOL%" %RESPONSE_CODE% %RESPONSE_FLAGS%
+    // %BYTES_RECEIVED% %BYTES_SENT% %DURATION% %UPSTREAM_SERVICE_TIME% "%XFF%" "%UA%"
+    // "%REQUEST_ID%" "%AUTHORITY%" "%UPSTREAM_HOST%"
+    let envoy = regex::Regex::new(
+        r#"^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "(\S+) (\S+) (HTTP/[0-9.]+)" (\d{3}) (\S+) (\d+) (\d+) (\d+) (\S+) "([^"]*)" "([^"]*)" "([^"]*)" "([^"]*)" "([^"]*)"$"#,
+    )
+    .unwrap();
+    for format in ["text", "json"] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("access.log");
+        let log_arg = log.to_str().unwrap();
+        let weir = Weir::start_with_args(
+            &config,
+            &["--access-log", log_arg, "--access-log-format", format],
+        );
+        let (status, _, _) = weir
+            .send(
+                "payment-svc",
+                "/pay?x=1",
+                &[("user-agent", "curl/8"), ("x-request-id", "rid-1")],
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK);
+        let (status, _, _) = weir.send("nobody-home", "/", &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let mut text = String::new();
+        eventually(Duration::from_secs(5), "two access log lines", || {
+            text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines = text.lines().count();
+            async move { lines == 2 }
+        })
+        .await;
+        let lines: Vec<&str> = text.lines().collect();
+        if format == "json" {
+            let ok: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+            assert_eq!(ok["path"], "/pay?x=1");
+            assert_eq!(ok["response_code"], 200);
+            assert_eq!(ok["bytes_sent"], 2, "the body `v1`");
+            let nr: serde_json::Value = serde_json::from_str(lines[1]).unwrap();
+            assert_eq!(nr["response_flags"], "NR");
+            continue;
+        }
+        let ok = envoy
+            .captures(lines[0])
+            .unwrap_or_else(|| panic!("{}", lines[0]));
+        assert_eq!(&ok[1], "GET");
+        assert_eq!(&ok[2], "/pay?x=1");
+        assert_eq!(&ok[4], "200");
+        assert_eq!(&ok[5], "-");
+        assert_eq!(&ok[7], "2", "bytes sent: the body `v1`");
+        assert_eq!(&ok[11], "curl/8");
+        assert_eq!(&ok[12], "rid-1");
+        assert_eq!(&ok[13], "payment-svc");
+        let nr = envoy
+            .captures(lines[1])
+            .unwrap_or_else(|| panic!("{}", lines[1]));
+        assert_eq!((&nr[4], &nr[5], &nr[13]), ("404", "NR", "nobody-home"));
+    }
+}

@@ -11,8 +11,8 @@ mod support;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 
-use support::netns::{Netns, linked_pod_and_remote, privileged};
 use support::weir_bin;
+use support::{Netns, linked_pod_and_remote, privileged};
 
 /// A directory every uid can read (weir runs as 1337), with the lesson's config and a
 /// downward-API labels file.

@@ -6,7 +6,7 @@
 
 mod http;
 mod metrics;
-pub mod netns;
+mod netns;
 mod prometheus;
 mod traffic;
 mod upstream;

@@ -1,14 +1,14 @@
-//! For the tests that build network namespaces (`tests/capture.rs`, `tests/transparent.rs`,
-//! `tests/pod.rs`): who may, running the commands that build them, and a namespace per role
-//! (pod, remote host) with a veth pair between them and addresses from the documentation range
-//! 198.51.100.0/24, processes started inside (killed when the namespace drops), and clients run
-//! inside as a given uid. Nothing touches the root namespace.
+//! For the tests that build network namespaces (`tests/capture.rs`, `tests/pod.rs`,
+//! `tests/transparent.rs`): who may, running the commands that build them, and [`Netns`]: a
+//! namespace per role (pod, remote host), a veth pair between them with addresses from the
+//! documentation range 198.51.100.0/24, processes started inside (killed when the namespace
+//! drops), and clients run inside as a given uid. Nothing touches the root namespace.
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::weir_bin;
+use super::*;
 
 /// Whether this process may create namespaces and nat rules: root. Without root, `tests`
 /// (what needs it) says so and the caller skips, except under CI (`CI` set), where it fails

@@ -94,6 +94,7 @@
 
 #![deny(missing_docs)]
 
+pub mod access_log;
 pub mod admin;
 pub mod capture;
 pub mod feed;

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use weir_router::{Extension, LiveTable};
 
+use crate::access_log;
 use crate::metrics::Metrics;
 use crate::server::{self, ServerOptions};
 
@@ -140,20 +141,42 @@ impl Proxy {
             ..ServerOptions::new("proxy", drain)
         };
         tracing::debug!(workload = %self.options.workload, "proxy serving");
-        // One `ProxyService` per connection; its `handle` rather than its `Service` impl,
-        // because hyper's `service_fn` keeps the response future unboxed.
-        let for_services = Arc::clone(&self);
-        let make = move |down: Downstream| {
-            let proxy = ProxyService::new(Arc::clone(&for_services), Arc::new(down));
-            hyper::service::service_fn(move |req| proxy.handle(req))
-        };
         let listen = listener.local_addr()?;
-        let outbound = outbound::OutboundListener {
-            proxy: self,
-            make,
-            listen,
-        };
-        server::serve(Arc::new(outbound), listener, shutdown, options).await
+        let for_services = Arc::clone(&self);
+        // One `ProxyService` per connection; its `handle` rather than its `Service` impl,
+        // because hyper's `service_fn` keeps the response future unboxed. The access log
+        // wraps it only when it is on.
+        match self.options.access_log.clone() {
+            None => {
+                let make = move |down: Downstream| {
+                    let proxy = ProxyService::new(Arc::clone(&for_services), Arc::new(down));
+                    hyper::service::service_fn(move |req| proxy.handle(req))
+                };
+                let outbound = outbound::OutboundListener {
+                    proxy: self,
+                    make,
+                    listen,
+                };
+                server::serve(Arc::new(outbound), listener, shutdown, options).await
+            }
+            Some(log) => {
+                let make = move |down: Downstream| {
+                    let proxy = ProxyService::new(Arc::clone(&for_services), Arc::new(down));
+                    let log = Arc::clone(&log);
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let pending = access_log::Pending::start(&log, &req, None);
+                        let answer = proxy.handle(req);
+                        async move { Ok::<_, std::convert::Infallible>(pending.respond(answer.await?)) }
+                    })
+                };
+                let outbound = outbound::OutboundListener {
+                    proxy: self,
+                    make,
+                    listen,
+                };
+                server::serve(Arc::new(outbound), listener, shutdown, options).await
+            }
+        }
     }
 
     /// Starts counting a request into `series` (the destination's; `None`: no destination).

@@ -39,6 +39,8 @@ pub struct SidecarOptions {
     pub identity: Option<PodIdentity>,
     /// The inbound listener (`--inbound`, Istio's 15006); `None`: no inbound side.
     pub inbound: Option<SocketAddr>,
+    /// An access log line per request, outbound and inbound; `None`: off.
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// Bearer token for the admin API; required when `admin` is not a loopback address.
     pub admin_token: Option<String>,
     /// Upper bound on the drain at shutdown.
@@ -68,6 +70,7 @@ impl Default for SidecarOptions {
             workload: "unknown".to_string(),
             identity: None,
             inbound: None,
+            access_log: None,
             admin_token: None,
             drain_timeout: Duration::from_secs(30),
             reload_poll: Some(Duration::from_secs(1)),

@@ -125,6 +125,7 @@ pub async fn start_with_feed(
         workers: options.workers,
         limits: options.limits,
         path_normalization: options.path_normalization,
+        access_log: options.access_log.clone(),
         ..ProxyOptions::default()
     };
     let inbound_addr = inbound_listener.as_ref().map(|(_, addr)| *addr);

@@ -30,6 +30,7 @@ use super::failure::Failure;
 use super::headers::is_grpc;
 use super::options::ProxyOptions;
 use super::plain;
+use crate::access_log::{AccessLog, Logged, Pending};
 use crate::capture::{INBOUND_PASSTHROUGH_V4, INBOUND_PASSTHROUGH_V6};
 use crate::metrics::Metrics;
 use crate::server::transparent::{self, SERVER_FIRST_PORTS, SNIFF_WINDOW, Sniffed};
@@ -46,6 +47,7 @@ pub struct Inbound {
     connect_timeout: Duration,
     max_request_head: usize,
     limits: ConnectionLimits,
+    access_log: Option<Arc<AccessLog>>,
     in_flight: Arc<AtomicUsize>,
 }
 
@@ -99,6 +101,7 @@ impl Inbound {
             connect_timeout: options.connect_timeout,
             max_request_head: options.max_request_head,
             limits: options.limits,
+            access_log: options.access_log.clone(),
             in_flight: Arc::new(AtomicUsize::new(0)),
         })
     }
@@ -172,28 +175,33 @@ pub(crate) struct InboundService {
 }
 
 impl hyper::service::Service<Request<Incoming>> for InboundService {
-    type Response = Response<ResponseBody>;
+    type Response = Response<Logged<ResponseBody>>;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let inbound = Arc::clone(&self.inbound);
         let app = self.app;
+        let pending = inbound
+            .access_log
+            .as_ref()
+            .map(|log| Pending::start(log, &req, app.map(|a| a.to_string())));
         Box::pin(async move {
-            Ok(match app {
+            let resp = match app {
                 Some(app) => inbound.handle(app, req).await,
                 None => {
                     let series = Arc::clone(inbound.metrics.inbound_series());
                     let rec = Recorder::start(series, Arc::clone(&inbound.in_flight));
                     Failure::Connect.respond(rec, req.version(), ResponseFlags::NONE)
                 }
-            })
+            };
+            Ok(Logged::wrap(pending, resp))
         })
     }
 }
 
 impl NewService for InboundListener {
-    type Body = ResponseBody;
+    type Body = Logged<ResponseBody>;
     type Service = InboundService;
 
     fn new_service(&self, _peer: SocketAddr) -> InboundService {

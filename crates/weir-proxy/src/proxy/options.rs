@@ -33,6 +33,8 @@ pub struct ProxyOptions {
     pub path_normalization: Normalization,
     /// Deadlines and the connection cap of the downstream connections.
     pub limits: ConnectionLimits,
+    /// An access log line per request (Envoy's format); `None`: off.
+    pub access_log: Option<std::sync::Arc<crate::access_log::AccessLog>>,
 }
 
 impl Default for ProxyOptions {
@@ -48,6 +50,7 @@ impl Default for ProxyOptions {
             workers: 0,
             path_normalization: Normalization::Base,
             limits: ConnectionLimits::DEFAULT,
+            access_log: None,
         }
     }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
+use weir_proxy::access_log::{AccessLog, AccessLogFormat};
 use weir_proxy::{ConnectionLimits, PodIdentity, SidecarOptions, StartError, Trigger};
 use weir_router::path::Normalization;
 
@@ -50,6 +51,13 @@ pub struct ServeArgs {
     /// `reporter="destination"`. Off by default.
     #[arg(long, value_name = "ADDR")]
     inbound: Option<SocketAddr>,
+    /// An access log line per request (outbound and inbound), in Envoy's default format:
+    /// `stdout` or a file to append to. Off by default.
+    #[arg(long, value_name = "stdout|FILE")]
+    access_log: Option<PathBuf>,
+    /// The access log's format: `text` (Envoy's default) or `json` (one object a line).
+    #[arg(long, value_name = "text|json", default_value = "text", value_parser = access_log_format, requires = "access_log")]
+    access_log_format: AccessLogFormat,
     /// A bearer token every admin request must carry (`Authorization: Bearer <token>`).
     /// Visible in the process list: prefer --admin-token-file outside tests.
     #[arg(long, value_name = "TOKEN", conflicts_with = "admin_token_file")]
@@ -141,6 +149,17 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         (None, None) => None,
     };
     let identity = identity(&args.workload, &args.namespace, args.pod_labels.as_deref())?;
+    let access_log = match &args.access_log {
+        None => None,
+        Some(to) if to.as_os_str() == "stdout" => {
+            Some(Arc::new(AccessLog::stdout(args.access_log_format)))
+        }
+        Some(path) => Some(Arc::new(
+            AccessLog::file(path, args.access_log_format).with_context(|| {
+                format!("cannot open --access-log {} for appending", path.display())
+            })?,
+        )),
+    };
     let mut limits = ConnectionLimits::DEFAULT;
     limits.head_timeout = args.head_timeout;
     limits.idle_timeout = args.idle_timeout;
@@ -155,6 +174,7 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         workload: identity.workload.clone(),
         identity: Some(identity),
         inbound: args.inbound,
+        access_log,
         admin_token,
         drain_timeout: args.drain_timeout,
         reload_poll: (!args.reload_poll.is_zero()).then_some(args.reload_poll),
@@ -164,6 +184,16 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         path_normalization: args.path_normalization,
         health: args.health,
     })
+}
+
+fn access_log_format(text: &str) -> Result<AccessLogFormat, String> {
+    match text {
+        "text" => Ok(AccessLogFormat::Text),
+        "json" => Ok(AccessLogFormat::Json),
+        other => Err(format!(
+            "{other:?} is not an access log format: text (Envoy's default) or json"
+        )),
+    }
 }
 
 /// The pod's identity from the flags, else the downward-API environment, else the labels
