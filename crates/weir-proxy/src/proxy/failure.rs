@@ -6,7 +6,6 @@ use http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 
 use super::body::ResponseBody;
 use super::headers::X_WEIR_FLAGS;
-use super::pool;
 use crate::telemetry::Recorder;
 use weir_router::telemetry::ResponseFlags;
 
@@ -228,17 +227,6 @@ impl Failure {
             cause = c.source();
         }
         Failure::BodyMalformed
-    }
-}
-
-impl From<pool::SendError> for Failure {
-    fn from(e: pool::SendError) -> Self {
-        match e {
-            pool::SendError::Connect => Failure::Connect,
-            pool::SendError::Reset => Failure::Reset,
-            pool::SendError::Protocol => Failure::Protocol,
-            pool::SendError::Request(client) => client,
-        }
     }
 }
 

@@ -77,6 +77,18 @@ pub(crate) enum SendError {
     Request(Failure),
 }
 
+/// The failure a send error is answered as (the pool depends on `failure`, not the reverse).
+impl From<SendError> for Failure {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::Connect => Failure::Connect,
+            SendError::Reset => Failure::Reset,
+            SendError::Protocol => Failure::Protocol,
+            SendError::Request(client) => client,
+        }
+    }
+}
+
 impl IdleConns {
     fn lock(&self, slot: usize) -> std::sync::MutexGuard<'_, Stack> {
         self.stacks[slot].lock().unwrap_or_else(|p| p.into_inner())
