@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::event::{Event, Phase};
 use crate::plan::Stage;
 use crate::spec::{CanarySpec, Gate, HookKind, Target};
+use crate::units::human_micros;
 
 mod svg;
 
@@ -83,6 +84,22 @@ pub enum Trigger {
     /// The weights in force drifted from the step's (a restart without its state, another
     /// writer) and could not be put back.
     Drift,
+}
+
+impl Trigger {
+    /// What set a rollback off, for humans: `the fast guard`, `a manual rollback ...`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Trigger::FastGuard => "the fast guard",
+            Trigger::Threshold => "failed checks reaching the threshold",
+            Trigger::RollbackWebhook => "a rollback webhook",
+            Trigger::Aborted => "an abort",
+            Trigger::SinkError => "a weight sink error",
+            Trigger::Refused => "a refusal",
+            Trigger::ManualRollback => "a manual rollback (weir rollback)",
+            Trigger::Drift => "weights in force that drifted and could not be put back",
+        }
+    }
 }
 
 /// One check of the gates.
@@ -192,6 +209,26 @@ pub struct RollbackLatency {
     pub attempts: u32,
     /// Set when every attempt failed: the canary may still get traffic.
     pub error: Option<String>,
+}
+
+impl RollbackLatency {
+    /// One line on the rollback's timing, the SLA weir owns (`stable`: the stable subset's
+    /// name, for the first request seen on it).
+    pub fn describe(&self, stable: &str) -> String {
+        if let Some(err) = &self.error {
+            return format!("rollback: {err}");
+        }
+        let seen = match self.stable_seen_after_us {
+            Some(us) => format!(", first request on {stable} {} later", human_micros(us)),
+            None => String::new(),
+        };
+        format!(
+            "rollback set off by {}: canary at 0% in force {} after detection (sink {}){seen}",
+            self.trigger.describe(),
+            human_micros(self.detected_to_in_force_us),
+            self.sink_us.map_or_else(|| "n/a".to_string(), human_micros),
+        )
+    }
 }
 
 /// A report file could not be written.

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use weir_canary::{Abort, CanarySpec, Event, EventKind, Report};
+use weir_canary::{
+    Abort, CanarySpec, Event, EventKind, Report, human_micros as micros, in_process,
+};
 use weir_proxy::admin::api::WeightChange;
 use weir_proxy::{RunningSidecar, Sidecar, SidecarOptions};
 use weir_router::{Code, ConfigSource, GuardOptions, LiveTable};
 
-use crate::cli::canary::{micros, trigger_name};
-use crate::cli::serve_canary::run_in_process;
 use weir_proxy::admin::client::{AdminClient, Reply};
 
 mod traffic;
@@ -585,7 +585,7 @@ async fn act4(
         && after.sent > before.sent
         && in_force.get("v2").copied().unwrap_or(0) == 0
         && latched;
-    let by = rollback.map_or("nothing", |rb| trigger_name(rb.trigger));
+    let by = rollback.map_or("nothing", |rb| rb.trigger.describe());
     let saved = save_report(&report, &dir.join("act4-rollback"));
     verdict(
         ok,
@@ -612,9 +612,11 @@ async fn run_canary(
     observer: impl FnMut(&Event) + Send + 'static,
 ) -> Result<Report, String> {
     let (spec, sidecar) = (spec.clone(), Arc::clone(sidecar));
-    tokio::task::spawn_blocking(move || run_in_process(&spec, &sidecar, Abort::default(), observer))
-        .await
-        .map_err(|e| format!("the canary run panicked: {e}"))
+    tokio::task::spawn_blocking(move || {
+        in_process::run(&spec, &sidecar, Abort::default(), observer)
+    })
+    .await
+    .map_err(|e| format!("the canary run panicked: {e}"))
 }
 
 // === output ===

@@ -29,7 +29,7 @@ use anyhow::{Context, Result};
 use weir_canary::{
     Abort, AdminSink, CanaryRun, CanarySpec, DnsAdminSink, Event, EventKind, FileSink,
     FlaggerQueries, MetricSource, Outcome, PrometheusSource, Report, ScrapeSource, SpecError,
-    Trigger, WeightSink,
+    WeightSink,
 };
 
 use weir_proxy::admin::client::base_url;
@@ -447,62 +447,6 @@ fn print_summary(report: &Report) {
         report.reason
     );
     if let Some(rb) = &report.rollback {
-        println!("{}", describe_rollback(report, rb));
-    }
-}
-
-/// One line on a rollback's timing: the SLA weir owns.
-pub fn describe_rollback(report: &Report, rb: &weir_canary::RollbackLatency) -> String {
-    if let Some(err) = &rb.error {
-        return format!("rollback: {err}");
-    }
-    let stable = match rb.stable_seen_after_us {
-        Some(us) => format!(
-            ", first request on {} {} later",
-            report.target.stable_subset,
-            micros(us)
-        ),
-        None => String::new(),
-    };
-    format!(
-        "rollback set off by {}: canary at 0% in force {} after detection (sink {}){stable}",
-        trigger_name(rb.trigger),
-        micros(rb.detected_to_in_force_us),
-        rb.sink_us.map_or_else(|| "n/a".to_string(), micros),
-    )
-}
-
-/// What set a rollback off, for humans.
-pub fn trigger_name(trigger: Trigger) -> &'static str {
-    match trigger {
-        Trigger::FastGuard => "the fast guard",
-        Trigger::Threshold => "failed checks reaching the threshold",
-        Trigger::RollbackWebhook => "a rollback webhook",
-        Trigger::Aborted => "an abort",
-        Trigger::SinkError => "a weight sink error",
-        Trigger::Refused => "a refusal",
-        Trigger::ManualRollback => "a manual rollback (weir rollback)",
-        Trigger::Drift => "weights in force that drifted and could not be put back",
-    }
-}
-
-/// µs as `850 µs`, `12.3 ms` or `1.20 s`.
-pub fn micros(us: u64) -> String {
-    match us {
-        0..1_000 => format!("{us} µs"),
-        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
-        _ => format!("{:.2} s", us as f64 / 1e6),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn micros_pick_a_readable_unit() {
-        assert_eq!(micros(850), "850 µs");
-        assert_eq!(micros(12_340), "12.3 ms");
-        assert_eq!(micros(1_200_000), "1.20 s");
+        println!("{}", rb.describe(&report.target.stable_subset));
     }
 }
