@@ -144,6 +144,7 @@ impl<'a> CanaryRun<'a> {
             canary_weight: 0,
             failed_checks: 0,
             tainted: false,
+            unconfirmed: None,
             last: None,
             report: Report::new(self.spec),
         };
@@ -177,6 +178,8 @@ struct Machine<'a> {
     failed_checks: u32,
     /// The current check window saw other weights than the step's: its check does not count.
     tainted: bool,
+    /// Weights written that the sink has not confirmed in force yet, and when.
+    unconfirmed: Option<(String, Instant)>,
     last: Option<Observation>,
     report: Report,
 }
@@ -342,6 +345,15 @@ impl Machine<'_> {
                     })?;
                     self.canary_weight = 100;
                     self.report.promotion_took_us = Some(confirmed.took.as_micros() as u64);
+                    if !confirmed.pending.is_empty() {
+                        self.emit(
+                            EventKind::Warning,
+                            format!(
+                                "the promotion is written, not yet confirmed: {}",
+                                confirmed.pending.join("; ")
+                            ),
+                        );
+                    }
                     self.emit(
                         EventKind::Promoted,
                         format!(
@@ -362,22 +374,38 @@ impl Machine<'_> {
         match self.sink.set_weights(&self.spec.target, split) {
             Ok(c) => {
                 self.canary_weight = canary;
-                self.emit(
-                    EventKind::Weights,
-                    format!(
-                        "weights {}={} {}={} in force (sink took {} µs)",
-                        self.spec.target.stable_subset,
-                        split.stable,
-                        self.spec.target.canary_subset,
-                        split.canary,
-                        c.took.as_micros()
-                    ),
+                let weights = format!(
+                    "weights {}={} {}={}",
+                    self.spec.target.stable_subset,
+                    split.stable,
+                    self.spec.target.canary_subset,
+                    split.canary,
                 );
+                if c.pending.is_empty() {
+                    self.unconfirmed = None;
+                    self.emit(
+                        EventKind::Weights,
+                        format!("{weights} in force (sink took {} µs)", c.took.as_micros()),
+                    );
+                } else {
+                    // Not in force yet: the window that starts now does not count.
+                    self.unconfirmed = Some((weights.clone(), self.clock.now()));
+                    self.tainted = true;
+                    self.emit(
+                        EventKind::Weights,
+                        format!(
+                            "{weights} written, not yet confirmed: {}",
+                            c.pending.join("; ")
+                        ),
+                    );
+                }
                 // A first look at what is in force (and each replica's boot id), so that a
                 // restart before the next tick is seen as one.
                 for d in self.sink.verify(&self.spec.target, split) {
                     self.tainted = true;
-                    self.emit(EventKind::Warning, format!("in force: {d}"));
+                    if !matches!(d, Drift::Pending { .. }) {
+                        self.emit(EventKind::Warning, format!("in force: {d}"));
+                    }
                 }
                 Ok(())
             }
@@ -391,6 +419,11 @@ impl Machine<'_> {
     /// Counts a failed check; reaching the threshold stops the run.
     fn count_failure(&mut self, why: &str) -> Result<(), Stop> {
         self.failed_checks += 1;
+        self.over_threshold(why)
+    }
+
+    /// Stops the run when the failed checks counted so far reach the threshold.
+    fn over_threshold(&mut self, why: &str) -> Result<(), Stop> {
         let (n, t) = (self.failed_checks, self.spec.analysis.threshold);
         if n >= t {
             let reason = format!("{why}; failed checks reached the threshold ({n}/{t})");
@@ -485,10 +518,21 @@ impl Machine<'_> {
         let expected = Split::canary(self.canary_weight);
         let drifts = self.sink.verify(&self.spec.target, expected);
         if drifts.is_empty() {
+            if let Some((weights, since)) = self.unconfirmed.take() {
+                let after = self.clock.now().saturating_duration_since(since);
+                self.emit(
+                    EventKind::Weights,
+                    format!(
+                        "{weights} in force on every replica, {} ms after they were written",
+                        after.as_millis()
+                    ),
+                );
+            }
             return Ok(());
         }
         self.tainted = true;
-        for d in &drifts {
+        // A write the sidecars have not loaded yet was announced when it was written.
+        for d in drifts.iter().filter(|d| !matches!(d, Drift::Pending { .. })) {
             self.emit(EventKind::Warning, format!("in force: {d}"));
         }
         if drifts.iter().any(|d| matches!(d, Drift::Latched { .. })) {
@@ -499,6 +543,14 @@ impl Machine<'_> {
         }
         if drifts.iter().any(|d| matches!(d, Drift::Weights { .. })) {
             return match self.sink.set_weights(&self.spec.target, expected) {
+                Ok(c) if !c.pending.is_empty() => {
+                    let reason = format!(
+                        "the weights {expected} written are still not in force: {}",
+                        c.pending.join("; ")
+                    );
+                    self.emit(EventKind::Breach, reason.clone());
+                    Err(self.stop(Trigger::Drift, reason))
+                }
                 Ok(c) => {
                     self.emit(
                         EventKind::Weights,
@@ -640,6 +692,9 @@ impl Machine<'_> {
             Ok(c) => {
                 self.canary_weight = 0;
                 latency.sink_us = Some(c.took.as_micros() as u64);
+                for p in &c.pending {
+                    self.emit(EventKind::Warning, format!("after the rollback: {p}"));
+                }
                 self.emit(
                     EventKind::RolledBack,
                     format!(

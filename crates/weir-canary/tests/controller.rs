@@ -118,6 +118,7 @@ impl WeightSink for Recorder {
         Ok(Confirmation {
             took: Duration::from_micros(35),
             generations: vec![8],
+            pending: Vec::new(),
         })
     }
 
@@ -807,6 +808,41 @@ fn abort_rolls_back_at_the_next_tick() {
         rb.detected_at_ms
     );
     assert_eq!(run.ops.last(), Some(&Op::Rollback));
+}
+
+/// Regression: the "check failed" line showed the count from before its own failure ("failed
+/// checks 0/3" on the first failed check), one behind the report's checks.
+#[test]
+fn a_failed_check_line_counts_its_own_failure() {
+    let run = Setup::new(spec(
+        "threshold: 3\nmaxWeight: 50\nstepWeight: 10",
+        "fastGuard: {period: 0s}",
+    ))
+    .health(|_| (50.0, 98.0, 120.0))
+    .run();
+    let lines: Vec<&Event> = run
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Check)
+        .collect();
+    assert_eq!(
+        lines.iter().map(|e| e.failed_checks).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        lines.iter().map(|e| e.failed_checks).collect::<Vec<_>>(),
+        run.report
+            .checks
+            .iter()
+            .map(|c| c.failed_checks)
+            .collect::<Vec<_>>(),
+        "the lines and the report agree"
+    );
+    let first = lines[0].to_string();
+    assert!(
+        first.contains("check failed") && first.contains("failed checks 1/3"),
+        "{first}"
+    );
 }
 
 #[test]

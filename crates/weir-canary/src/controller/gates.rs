@@ -159,8 +159,10 @@ impl Machine<'_> {
             self.emit(EventKind::Check, format!("check passed: {summary}"));
             return Ok(true);
         }
+        // Counted before the line is printed: the line's "failed checks n/t" includes it.
+        self.failed_checks += 1;
         self.emit(EventKind::Check, format!("check failed: {summary}"));
-        self.count_failure(&format!("check failed: {summary}"))?;
+        self.over_threshold(&format!("check failed: {summary}"))?;
         Ok(false)
     }
 }
