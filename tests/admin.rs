@@ -596,7 +596,10 @@ async fn rollback_cli_rolls_back_and_releases() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(reply["generation"].as_u64().is_some(), "{reply}");
-    assert_eq!(reply["virtual_services"], serde_json::json!(["production/payment-svc"]));
+    assert_eq!(
+        reply["virtual_services"],
+        serde_json::json!(["production/payment-svc"])
+    );
     assert!(!latched(&weir).await);
 
     // Again, with nothing latched any more: it says so, and changes nothing.

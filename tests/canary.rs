@@ -184,7 +184,9 @@ async fn a_healthy_canary_steps_through_the_weights_and_is_promoted() {
     let announced = out
         .find("preflight passed: moving the live split of payment-svc to v1=100 v2=0 to start")
         .unwrap_or_else(|| panic!("no announcement:\n{out}"));
-    let first_write = out.find("weights v1=100 v2=0 in force").expect("the 100/0 write");
+    let first_write = out
+        .find("weights v1=100 v2=0 in force")
+        .expect("the 100/0 write");
     assert!(announced < first_write, "{out}");
 
     assert_eq!(
@@ -276,6 +278,18 @@ async fn a_canary_failing_20_percent_is_rolled_back_within_a_guard_period() {
         "{}",
         r["checks"]
     );
+    // Which rule fired, and the SLA from the first 5xx the sidecar counted (its
+    // weir_first_error_timestamp_milliseconds), which came before the detection.
+    assert_eq!(rb["gate"], "request-success-rate", "{rb}");
+    assert_eq!(rb["min_requests"], 10);
+    let first = rb["first_failure_at_ms"]
+        .as_i64()
+        .expect("the sidecar's first 5xx");
+    assert!(first <= rb["detected_at_ms"].as_i64().unwrap(), "{rb}");
+    assert!(
+        rb["first_failure_to_in_force_us"].as_u64().unwrap() >= latency,
+        "{rb}"
+    );
     let stable_seen = rb["stable_seen_after_us"].as_u64();
     assert!(
         stable_seen.is_some_and(|us| us < 2_000_000),
@@ -283,6 +297,10 @@ async fn a_canary_failing_20_percent_is_rolled_back_within_a_guard_period() {
     );
     let out = run.stdout();
     assert!(out.contains("rolled back"), "{out}");
+    assert!(
+        out.contains("from the first failed request the sidecars counted: detected after"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -859,7 +877,10 @@ async fn a_file_mode_rollback_latches_the_dark_launch_rule_too() {
     let (_, routes_json) = weir.admin_json("GET", "/routes", Value::Null).await;
     assert_eq!(routes_json["virtual_services"][0]["latched"], true);
     let text = read(&weir.config_path);
-    assert!(text.contains("weight: 0 # weights must sum to 100"), "{text}");
+    assert!(
+        text.contains("weight: 0 # weights must sum to 100"),
+        "{text}"
+    );
     assert!(text.contains("weight: 100 # ALWAYS verify"), "{text}");
     let r = report(&report_dir);
     assert_eq!(r["decision"], "rolled-back");

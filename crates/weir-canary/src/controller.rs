@@ -10,7 +10,7 @@ use crate::plan::Stage;
 use crate::report::{HookResult, Outcome, Report, RollbackLatency, Sample, Trigger};
 use crate::sink::{Drift, Split, WeightSink};
 use crate::source::{MetricSource, Observation};
-use crate::spec::{CanarySpec, HookKind};
+use crate::spec::{CanarySpec, Gate, HookKind, Metric};
 use crate::webhook::{HttpWebhooks, WebhookClient, WebhookPayload};
 
 mod gates;
@@ -131,6 +131,7 @@ impl<'a> CanaryRun<'a> {
     /// Runs the canary to its end, Succeeded or Failed, and returns the report.
     pub fn run(self) -> Report {
         let started = self.clock.now();
+        let started_unix_us = self.clock.unix_us();
         let mut m = Machine {
             spec: self.spec,
             source: self.source,
@@ -145,6 +146,8 @@ impl<'a> CanaryRun<'a> {
             failed_checks: 0,
             tainted: false,
             unconfirmed: None,
+            failed_gate: None,
+            started_unix_us,
             last: None,
             report: Report::new(self.spec),
         };
@@ -162,6 +165,8 @@ struct Stop {
     trigger: Trigger,
     detected: Instant,
     reason: String,
+    /// The gate out of range, when one was.
+    gate: Option<Gate>,
 }
 
 struct Machine<'a> {
@@ -180,6 +185,10 @@ struct Machine<'a> {
     tainted: bool,
     /// Weights written that the sink has not confirmed in force yet, and when.
     unconfirmed: Option<(String, Instant)>,
+    /// The first gate out of range in the latest failed check.
+    failed_gate: Option<Gate>,
+    /// The wall-clock time of `started`, in µs since the Unix epoch.
+    started_unix_us: u64,
     last: Option<Observation>,
     report: Report,
 }
@@ -228,6 +237,7 @@ impl Machine<'_> {
             trigger,
             detected: self.clock.now(),
             reason: reason.into(),
+            gate: None,
         }
     }
 
@@ -428,7 +438,10 @@ impl Machine<'_> {
         if n >= t {
             let reason = format!("{why}; failed checks reached the threshold ({n}/{t})");
             self.emit(EventKind::Breach, reason.clone());
-            return Err(self.stop(Trigger::Threshold, reason));
+            return Err(Stop {
+                gate: self.failed_gate.take(),
+                ..self.stop(Trigger::Threshold, reason)
+            });
         }
         Ok(())
     }
@@ -532,7 +545,10 @@ impl Machine<'_> {
         }
         self.tainted = true;
         // A write the sidecars have not loaded yet was announced when it was written.
-        for d in drifts.iter().filter(|d| !matches!(d, Drift::Pending { .. })) {
+        for d in drifts
+            .iter()
+            .filter(|d| !matches!(d, Drift::Pending { .. }))
+        {
             self.emit(EventKind::Warning, format!("in force: {d}"));
         }
         if drifts.iter().any(|d| matches!(d, Drift::Latched { .. })) {
@@ -675,8 +691,31 @@ impl Machine<'_> {
             result = self.sink.rollback(target).map_err(|e| e.to_string());
         }
         let in_force = self.clock.now();
+        // From the detecting read (no new request): when the sidecars counted the first
+        // response that fails the gate that fired.
+        let first_failure_us = stop.gate.as_ref().and_then(|g| {
+            let over_ms = match g.metric {
+                Metric::RequestSuccessRate => None,
+                Metric::RequestDuration => Some(g.max?),
+                Metric::Query(_) => return None,
+            };
+            self.source
+                .first_failure(&self.spec.target.canary_version, over_ms)
+                .map(|ms| ms as i64 * 1000 - self.started_unix_us as i64)
+        });
+        let since_first = |at: Instant| {
+            first_failure_us.map(|f| {
+                let at_us = at.saturating_duration_since(self.started).as_micros() as i64;
+                (at_us - f).max(0) as u64
+            })
+        };
         let mut latency = RollbackLatency {
             trigger: stop.trigger,
+            gate: stop.gate.as_ref().map(|g| g.name.clone()),
+            min_requests: self.spec.analysis.min_requests,
+            first_failure_at_ms: first_failure_us.map(|us| us.div_euclid(1000)),
+            first_failure_to_detected_us: since_first(stop.detected),
+            first_failure_to_in_force_us: since_first(in_force),
             reason: stop.reason.clone(),
             detected_at_ms: self.ms(stop.detected),
             in_force_at_ms: self.ms(in_force),

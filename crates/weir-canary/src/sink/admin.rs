@@ -438,7 +438,12 @@ impl WeightSink for AdminSink {
 impl AdminSink {
     /// The replicas that do not serve `expected` on `target`'s rule (with `promoted`: with the
     /// canary subset as the stable subset), one line each, from one look at every `/routes`.
-    pub(crate) fn not_serving(&self, target: &Target, expected: Split, promoted: bool) -> Vec<String> {
+    pub(crate) fn not_serving(
+        &self,
+        target: &Target,
+        expected: Split,
+        promoted: bool,
+    ) -> Vec<String> {
         self.look_all(1)
             .into_iter()
             .filter_map(|(replica, look)| {

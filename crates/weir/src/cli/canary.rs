@@ -468,8 +468,23 @@ pub fn describe_rollback(report: &Report, rb: &weir_canary::RollbackLatency) -> 
         ),
         None => String::new(),
     };
+    let rule = match &rb.gate {
+        Some(gate) => format!(
+            " on {gate} (at least minRequests {} canary requests in a window)",
+            rb.min_requests
+        ),
+        None => String::new(),
+    };
+    let from_failure = match (rb.first_failure_to_detected_us, rb.first_failure_to_in_force_us) {
+        (Some(detected), Some(in_force)) => format!(
+            "; from the first failed request the sidecars counted: detected after {}, 0% in force on every replica after {}",
+            micros(detected),
+            micros(in_force)
+        ),
+        _ => "; the first failed request's time is unknown (no sidecar timestamp from this metric source)".to_string(),
+    };
     format!(
-        "rollback set off by {}: canary at 0% in force {} after detection (sink {}){stable}",
+        "rollback set off by {}{rule}: canary at 0% in force {} after detection (sink {}){stable}{from_failure}",
         trigger_name(rb.trigger),
         micros(rb.detected_to_in_force_us),
         rb.sink_us.map_or_else(|| "n/a".to_string(), micros),
