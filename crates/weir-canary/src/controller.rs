@@ -285,6 +285,12 @@ impl Machine<'_> {
                 touched: true,
             };
         }
+        // A first read now: a source that differences reads (scraped counters) then has a
+        // baseline, and the guard's first look can judge instead of seeing no traffic.
+        let now = self.clock.now();
+        if let Err(e) = self.source.request_count(&spec.target.stable_version, now) {
+            self.emit(EventKind::Warning, format!("first metrics read failed: {e}"));
+        }
         self.set_phase(Phase::Progressing, "starting the analysis");
         match self.progress() {
             Ok(()) => End::Promoted,
