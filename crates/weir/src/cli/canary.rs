@@ -77,6 +77,11 @@ pub struct CanaryArgs {
     /// at once, the dark-launch rule on the stable subset).
     #[arg(long, value_name = "CONFIG", requires = "admin")]
     file: Option<PathBuf>,
+    /// With --file: how long the sidecars may take to load a write before the run stops as
+    /// a drift (a ConfigMap reaches the pods within the kubelet's sync period: about a
+    /// minute; pass 2m there).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = weir_router::parse_duration, requires = "file")]
+    confirm_within: std::time::Duration,
     /// Where report.json and report.svg go.
     #[arg(long, value_name = "DIR", default_value = "weir-report")]
     report: PathBuf,
@@ -150,7 +155,11 @@ pub fn run(args: CanaryArgs) -> Result<ExitCode> {
     };
     let mut sink: Box<dyn WeightSink> = match (&args.file, dns) {
         (_, Some(dns)) => Box::new(dns),
-        (Some(path), None) => Box::new(FileSink::new(path).confirmed_by(admin_sink())),
+        (Some(path), None) => Box::new(
+            FileSink::new(path)
+                .confirmed_by(admin_sink())
+                .confirm_within(args.confirm_within),
+        ),
         (None, None) if admins.is_empty() => {
             eprintln!(
                 "weir canary: nowhere to set weights: pass the sidecars' --admin URL, --admin-dns NAME:PORT, or --file CONFIG"
