@@ -165,8 +165,8 @@ struct Stop {
     trigger: Trigger,
     detected: Instant,
     reason: String,
-    /// The gate out of range, when one was.
-    gate: Option<Gate>,
+    /// The gate out of range, when one was (boxed: a `Stop` travels in every `Err`).
+    gate: Option<Box<Gate>>,
 }
 
 struct Machine<'a> {
@@ -289,7 +289,10 @@ impl Machine<'_> {
         // baseline, and the guard's first look can judge instead of seeing no traffic.
         let now = self.clock.now();
         if let Err(e) = self.source.request_count(&spec.target.stable_version, now) {
-            self.emit(EventKind::Warning, format!("first metrics read failed: {e}"));
+            self.emit(
+                EventKind::Warning,
+                format!("first metrics read failed: {e}"),
+            );
         }
         self.set_phase(Phase::Progressing, "starting the analysis");
         match self.progress() {
@@ -445,7 +448,7 @@ impl Machine<'_> {
             let reason = format!("{why}; failed checks reached the threshold ({n}/{t})");
             self.emit(EventKind::Breach, reason.clone());
             return Err(Stop {
-                gate: self.failed_gate.take(),
+                gate: self.failed_gate.take().map(Box::new),
                 ..self.stop(Trigger::Threshold, reason)
             });
         }

@@ -65,7 +65,7 @@ impl Machine<'_> {
                     trigger: Trigger::FastGuard,
                     detected: now,
                     reason,
-                    gate: Some(g.clone()),
+                    gate: Some(Box::new(g.clone())),
                 })
             }
         }

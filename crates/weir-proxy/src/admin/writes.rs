@@ -253,6 +253,18 @@ fn unknown_virtual_service(live: &LiveTable, name: &str) -> Option<Rejection> {
     ))
 }
 
+/// The keys (`namespace/name`) of the VirtualService named, or of every one.
+fn keys_of(table: &weir_router::RouteTable, target: Option<&str>) -> Vec<String> {
+    match target {
+        Some(name) => table
+            .virtual_service(name)
+            .map(|vs| vs.key())
+            .into_iter()
+            .collect(),
+        None => table.virtual_services().iter().map(|vs| vs.key()).collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,17 +297,5 @@ mod tests {
                 Ok(change) => panic!("accepted {change:?}"),
             }
         }
-    }
-}
-
-/// The keys (`namespace/name`) of the VirtualService named, or of every one.
-fn keys_of(table: &weir_router::RouteTable, target: Option<&str>) -> Vec<String> {
-    match target {
-        Some(name) => table
-            .virtual_service(name)
-            .map(|vs| vs.key())
-            .into_iter()
-            .collect(),
-        None => table.virtual_services().iter().map(|vs| vs.key()).collect(),
     }
 }
