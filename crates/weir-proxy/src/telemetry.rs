@@ -289,3 +289,34 @@ impl Drop for Recorder {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_failures_are_written_once_per_table_and_start_over_with_the_next() {
+        let f = FirstFailures::default();
+        f.begin(7);
+        f.note(3, false);
+        assert_eq!(f.error_ms.load(Ordering::Relaxed), 0, "a 2xx is no error");
+        let fast = f.bucket_ms[3].load(Ordering::Relaxed);
+        assert!(fast > 0);
+        f.note(9, true);
+        let (error, slow) = (
+            f.error_ms.load(Ordering::Relaxed),
+            f.bucket_ms[9].load(Ordering::Relaxed),
+        );
+        assert!(error >= fast && slow == error, "{fast} {error} {slow}");
+        std::thread::sleep(Duration::from_millis(2));
+        f.note(9, true);
+        assert_eq!(f.error_ms.load(Ordering::Relaxed), error, "the first stays");
+        // Another proxy publishing its side of the same table: nothing starts over.
+        f.begin(7);
+        assert_eq!(f.error_ms.load(Ordering::Relaxed), error);
+        // The next table: every slot starts over.
+        f.begin(8);
+        assert_eq!(f.error_ms.load(Ordering::Relaxed), 0);
+        assert!(f.bucket_ms.iter().all(|s| s.load(Ordering::Relaxed) == 0));
+    }
+}
