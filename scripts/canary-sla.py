@@ -3,11 +3,12 @@
 
     cargo build -p weir && scripts/canary-sla.py --runs 5
 
-For each scenario (v2 answering 25% 5xx, v2 800 ms slower, v2 answering 2% 5xx) and each
-run: two local upstreams (v1 healthy, v2 faulty from its first request), `weir serve` in
-front of them at 100/0, steady keep-alive traffic, and `weir canary --admin` with a short
-spec (checks every 2 s, a fast guard looking every second at the last 3 s, minRequests 10,
-gates: success rate >= 99%, p99 <= 500 ms). The canary's report.json gives, per run: which
+For each scenario (v2 answering 25% 5xx, v2 800 ms slower, v2 answering 2% 5xx, and 25% 5xx
+with the weights written to the config file) and each run: two local upstreams (v1 healthy, v2
+faulty from its first request), `weir serve` in front of them at 100/0, steady keep-alive
+traffic, and `weir canary --admin` (with `--file` in the last scenario: the sidecar reloads
+the file on its 1 s poll) with a short spec (checks every 2 s, a fast guard looking every
+second at the last 3 s, minRequests 10, gates: success rate >= 99%, p99 <= 500 ms). The canary's report.json gives, per run: which
 rule fired, first failed request the sidecar counted -> detected -> 0% in force on every
 replica -> first request on the stable subset. Prints the medians, as published in the
 README's canary section. Nothing is asserted: timings belong in a report, not in a test.
@@ -27,10 +28,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+# (name, v2's fault, whether the weights go through the config file, `--file`)
 SCENARIOS = [
-    ("25% errors", {"fail_every": 4, "delay": 0.0}),
-    ("+800 ms latency", {"fail_every": None, "delay": 0.8}),
-    ("2% errors", {"fail_every": 50, "delay": 0.0}),
+    ("25% errors", {"fail_every": 4, "delay": 0.0}, False),
+    ("+800 ms latency", {"fail_every": None, "delay": 0.8}, False),
+    ("2% errors", {"fail_every": 50, "delay": 0.0}, False),
+    ("25% errors, --file", {"fail_every": 4, "delay": 0.0}, True),
 ]
 
 SPEC = """apiVersion: flagger.app/v1beta1
@@ -141,7 +144,7 @@ def traffic(proxy, stop, clients=8):
     return threads
 
 
-def run_once(weir, fault):
+def run_once(weir, fault, file_mode):
     with tempfile.TemporaryDirectory(prefix="weir-sla-") as work:
         v1 = upstream("v1")
         v2 = upstream("v2", **fault)
@@ -152,8 +155,10 @@ def run_once(weir, fault):
             spec = os.path.join(work, "canary.yaml")
             open(spec, "w").write(SPEC)
             report_dir = os.path.join(work, "report")
+            extra = ["--file", os.path.join(work, "payment-svc.yaml")] if file_mode else []
             canary = subprocess.run(
-                [weir, "canary", "--spec", spec, "--admin", f"http://{admin}", "--report", report_dir],
+                [weir, "canary", "--spec", spec, "--admin", f"http://{admin}", "--report", report_dir]
+                + extra,
                 capture_output=True,
                 text=True,
                 timeout=120,
@@ -180,10 +185,12 @@ def run_once(weir, fault):
 
 
 def ms(us_values):
+    """The median of µs values, in ms."""
     values = [v for v in us_values if v is not None]
     if not values:
         return "n/a"
-    return f"{statistics.median(values) / 1000:.0f} ms" if statistics.median(values) >= 10_000 else f"{statistics.median(values) / 1000:.1f} ms"
+    median = statistics.median(values) / 1000
+    return f"{median:.0f} ms" if median >= 10 else f"{median:.1f} ms"
 
 
 def main():
@@ -193,10 +200,10 @@ def main():
     parser.add_argument("--json", help="also write every run's figures here")
     args = parser.parse_args()
     rows, every = [], {}
-    for name, fault in SCENARIOS:
+    for name, fault, file_mode in SCENARIOS:
         runs = []
         for i in range(args.runs):
-            r = run_once(args.weir, fault)
+            r = run_once(args.weir, fault, file_mode)
             print(f"{name} run {i + 1}: {r}", file=sys.stderr)
             runs.append(r)
         every[name] = runs
