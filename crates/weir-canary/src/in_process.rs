@@ -38,6 +38,9 @@ pub fn run(
                 snapshot.duration_bucket(labels, le_ms, cumulative as f64);
             }
         });
+        metrics.for_each_first_failure(|labels, over_ms, unix_ms| {
+            snapshot.first_failure(labels, over_ms, unix_ms as f64);
+        });
         Ok(snapshot.finish())
     })
     .filter(spec.series_filter());

@@ -547,13 +547,22 @@ async fn act4(
 
     let rollback = report.rollback.as_ref();
     if let Some(rb) = rollback {
+        let unknown = || "unknown".to_string();
         println!(
-            "  Rollback latency: breach detected -> v2 at 0% in force: {} (the table swap: {});",
+            "  Rollback SLA, from v2's first failed request the sidecar counted: detected after {} ({} on {}, at least {} canary requests per window),",
+            rb.first_failure_to_detected_us.map_or_else(unknown, micros),
+            rb.trigger.describe(),
+            rb.gate.as_deref().unwrap_or("no gate"),
+            rb.min_requests
+        );
+        println!(
+            "                    v2 at 0% in force after {} (detection -> 0%: {}, the table swap: {}),",
+            rb.first_failure_to_in_force_us.map_or_else(unknown, micros),
             micros(rb.detected_to_in_force_us),
             rb.sink_us.map_or_else(|| "n/a".into(), micros)
         );
         println!(
-            "                    0% in force -> first request counted on v1: {}.",
+            "                    then the first request counted on v1 {} later.",
             rb.stable_seen_after_us
                 .map_or_else(|| "not seen".into(), micros)
         );
@@ -595,8 +604,9 @@ async fn act4(
     println!("  report: {saved}");
     let detail = match rollback {
         Some(rb) => format!(
-            "by {by}, {} to 0%, {} requests on v2 after",
-            micros(rb.detected_to_in_force_us),
+            "by {by}, {} from the first failed request to 0%, {} requests on v2 after",
+            rb.first_failure_to_in_force_us
+                .map_or_else(|| "?".to_string(), micros),
             after.after_mark_v2
         ),
         None => format!("not rolled back: {}", report.reason),

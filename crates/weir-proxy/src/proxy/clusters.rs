@@ -107,7 +107,11 @@ impl ClusterTable {
                         .unwrap_or_else(|_| HeaderValue::from_static("unknown-shadow")),
                     endpoints,
                     balancer,
-                    series: metrics.cluster_series(&c.labels),
+                    series: {
+                        let series = metrics.cluster_series(&c.labels);
+                        series.firsts.begin(table.generation());
+                        series
+                    },
                 }
             })
             .collect();

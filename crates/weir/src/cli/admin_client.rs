@@ -142,7 +142,12 @@ pub fn rollback(args: RollbackArgs) -> Result<ExitCode> {
         let Some(done) = reply.parse::<RollbackResponse>() else {
             return println!("{}", reply.body);
         };
-        if args.release {
+        if args.release && done.virtual_services.as_ref().is_some_and(Vec::is_empty) {
+            println!(
+                "{which}: nothing was latched, nothing to release (generation {}, unchanged)",
+                done.generation
+            );
+        } else if args.release {
             println!(
                 "{which}: rollback latch released (generation {}); the canaries stay at 0% until their weights are changed",
                 done.generation

@@ -71,9 +71,17 @@ pub struct CanaryArgs {
     #[arg(long, value_enum, value_name = "KIND", default_value_t = Queries::Flagger, requires = "prometheus")]
     queries: Queries,
     /// Write the weights into this VirtualService file (rewritten in place; the sidecars
-    /// reload it) instead of calling the admin APIs.
-    #[arg(long, value_name = "CONFIG")]
+    /// reload it) instead of calling the admin APIs. The --admin sidecars' /routes confirm
+    /// each write ("in force" only once they serve it; a check window under weights not yet
+    /// loaded does not count), and a rollback also latches them through their admin API (0%
+    /// at once, the dark-launch rule on the stable subset).
+    #[arg(long, value_name = "CONFIG", requires = "admin")]
     file: Option<PathBuf>,
+    /// With --file: how long the sidecars may take to load a write before the run stops as
+    /// a drift (a ConfigMap reaches the pods within the kubelet's sync period: about a
+    /// minute; pass 2m there).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = weir_router::parse_duration, requires = "file")]
+    confirm_within: std::time::Duration,
     /// Where report.json and report.svg go.
     #[arg(long, value_name = "DIR", default_value = "weir-report")]
     report: PathBuf,
@@ -138,22 +146,27 @@ pub fn run(args: CanaryArgs) -> Result<ExitCode> {
             }
         }
     };
+    let admin_sink = || {
+        let sink = AdminSink::new(admins.clone());
+        match &args.token {
+            Some(t) => sink.token(t.clone()),
+            None => sink,
+        }
+    };
     let mut sink: Box<dyn WeightSink> = match (&args.file, dns) {
         (_, Some(dns)) => Box::new(dns),
-        (Some(path), None) => Box::new(FileSink::new(path)),
+        (Some(path), None) => Box::new(
+            FileSink::new(path)
+                .confirmed_by(admin_sink())
+                .confirm_within(args.confirm_within),
+        ),
         (None, None) if admins.is_empty() => {
             eprintln!(
                 "weir canary: nowhere to set weights: pass the sidecars' --admin URL, --admin-dns NAME:PORT, or --file CONFIG"
             );
             return Ok(ExitCode::from(2));
         }
-        (None, None) => {
-            let sink = AdminSink::new(admins.clone());
-            Box::new(match &args.token {
-                Some(t) => sink.token(t.clone()),
-                None => sink,
-            })
-        }
+        (None, None) => Box::new(admin_sink()),
     };
 
     let abort = Abort::default();
