@@ -84,6 +84,46 @@ pub struct Event {
     pub message: String,
 }
 
+impl Event {
+    /// One status line for a progress display: `[########------------]  30%  step 2/5
+    /// Progressing  success 99.80%  p99 12.0 ms  requests 840  failed checks 0/2`, the step
+    /// counted in the plan's canary `weights`.
+    pub fn status_bar(&self, weights: &[u32]) -> String {
+        let e = self;
+        let stages = weights.len();
+        const WIDTH: usize = 20;
+        let filled = (e.canary_weight.min(100) as usize * WIDTH).div_ceil(100);
+        let step = weights
+            .iter()
+            .position(|w| *w == e.canary_weight)
+            .map_or_else(
+                || {
+                    if e.canary_weight >= 100 {
+                        format!("{}/{}", stages, stages)
+                    } else {
+                        format!("0/{}", stages)
+                    }
+                },
+                |i| format!("{}/{}", i + 1, stages),
+            );
+        format!(
+            "[{}{}] {:>3}%  step {step}  {}  success {}  p99 {}  requests {}  failed checks {}/{}",
+            "#".repeat(filled),
+            "-".repeat(WIDTH - filled),
+            e.canary_weight,
+            e.phase,
+            e.success_rate
+                .map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}%")),
+            e.p99_ms
+                .map_or_else(|| "n/a".to_string(), |p| format!("{p:.1} ms")),
+            e.requests
+                .map_or_else(|| "n/a".to_string(), |r| r.to_string()),
+            e.failed_checks,
+            e.threshold,
+        )
+    }
+}
+
 impl fmt::Display for Event {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -109,5 +149,40 @@ impl fmt::Display for Event {
             self.threshold,
             self.message
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_bar_counts_the_step_in_the_plan() {
+        let event = Event {
+            at_ms: 0,
+            kind: EventKind::Check,
+            phase: Phase::Progressing,
+            canary_weight: 30,
+            failed_checks: 1,
+            threshold: 2,
+            requests: Some(840),
+            success_rate: Some(99.8),
+            p99_ms: None,
+            message: String::new(),
+        };
+        let bar = event.status_bar(&[10, 30, 50]);
+        assert!(
+            bar.starts_with("[######--------------]  30%  step 2/3  "),
+            "{bar}"
+        );
+        assert!(
+            bar.contains("success 99.80%  p99 n/a  requests 840  failed checks 1/2"),
+            "{bar}"
+        );
+        let promoted = Event {
+            canary_weight: 100,
+            ..event
+        };
+        assert!(promoted.status_bar(&[10, 30, 50]).contains("step 3/3"));
     }
 }

@@ -71,7 +71,7 @@ pub use exposition::{
     SnapshotBuilder, VersionStats, histogram_quantile,
 };
 pub use plan::{Plan, Stage};
-pub use replicas::{ReplicaSet, Resolve, SystemResolver};
+pub use replicas::{ReplicaSet, Resolve, SystemResolver, parse_name_port};
 pub use report::{
     Check, GateResult, HookResult, Outcome, Report, ReportError, RollbackLatency, Sample, Trigger,
     Verdict,

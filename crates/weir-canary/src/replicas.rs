@@ -49,3 +49,42 @@ where
         self(host, port)
     }
 }
+/// `NAME:PORT` (`--admin-dns`), the port after the last colon; an IPv6 name may be in
+/// brackets.
+pub fn parse_name_port(text: &str) -> Result<(String, u16), String> {
+    let (name, port) = text.rsplit_once(':').ok_or_else(|| {
+        format!("{text:?} has no port: write NAME:PORT, e.g. checkout-admin:15000")
+    })?;
+    let port = port.parse().map_err(|_| {
+        format!("{port:?} is not a port: write NAME:PORT, e.g. checkout-admin:15000")
+    })?;
+    if name.is_empty() {
+        return Err(format!("{text:?} has no name: write NAME:PORT"));
+    }
+    Ok((
+        name.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    ))
+}
+
+#[cfg(test)]
+mod name_port_tests {
+    use super::parse_name_port;
+
+    #[test]
+    fn names_and_ports() {
+        assert_eq!(
+            parse_name_port("checkout-admin:15000"),
+            Ok(("checkout-admin".to_string(), 15000))
+        );
+        assert_eq!(
+            parse_name_port("[::1]:15000"),
+            Ok(("::1".to_string(), 15000))
+        );
+        assert!(parse_name_port("checkout-admin").is_err());
+        assert!(parse_name_port(":15000").is_err());
+        assert!(parse_name_port("x:port").is_err());
+    }
+}

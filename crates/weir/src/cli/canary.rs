@@ -55,7 +55,7 @@ pub struct CanaryArgs {
     /// checkout-admin.shop.svc.cluster.local:15000), resolved again on every tick. A new
     /// replica gets the current step's weights before it counts; one that is gone is dropped
     /// and reported. Their /metrics are summed unless --prometheus.
-    #[arg(long, value_name = "NAME:PORT", conflicts_with_all = ["admin", "file"], value_parser = parse_name_port)]
+    #[arg(long, value_name = "NAME:PORT", conflicts_with_all = ["admin", "file"], value_parser = weir_canary::parse_name_port)]
     admin_dns: Option<(String, u16)>,
     /// The sidecars' admin token (`weir serve --admin-token`), sent as `Authorization: Bearer`.
     #[arg(long, value_name = "TOKEN")]
@@ -187,25 +187,6 @@ pub fn run(args: CanaryArgs) -> Result<ExitCode> {
         Err(e) => eprintln!("weir canary: {e}"),
     }
     Ok(exit_code(&report))
-}
-
-/// `NAME:PORT`, the port after the last colon.
-fn parse_name_port(text: &str) -> Result<(String, u16), String> {
-    let (name, port) = text.rsplit_once(':').ok_or_else(|| {
-        format!("{text:?} has no port: write NAME:PORT, e.g. checkout-admin:15000")
-    })?;
-    let port = port.parse().map_err(|_| {
-        format!("{port:?} is not a port: write NAME:PORT, e.g. checkout-admin:15000")
-    })?;
-    if name.is_empty() {
-        return Err(format!("{text:?} has no name: write NAME:PORT"));
-    }
-    Ok((
-        name.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        port,
-    ))
 }
 
 /// The sink over every replica of a headless Service, resolved once now: `None` (after
@@ -369,7 +350,6 @@ fn abort_on_signals(abort: Abort) -> Result<()> {
 /// guard's ticks only move the bar).
 struct Progress {
     tty: bool,
-    stages: usize,
     weights: Vec<u32>,
     last: Option<Event>,
     drawn: bool,
@@ -379,7 +359,6 @@ impl Progress {
     fn new(spec: &CanarySpec, tty: bool) -> Self {
         Progress {
             tty,
-            stages: spec.plan.weights().len(),
             weights: spec.plan.weights(),
             last: None,
             drawn: false,
@@ -396,45 +375,10 @@ impl Progress {
         }
         self.last = Some(e.clone());
         if self.tty {
-            let _ = write!(out, "\r\x1b[2K{}", self.bar(e));
+            let _ = write!(out, "\r\x1b[2K{}", e.status_bar(&self.weights));
             self.drawn = true;
         }
         let _ = out.flush();
-    }
-
-    /// `[########------------]  30%  step 2/5  Progressing  success 99.80%  p99 12.0 ms ...`
-    fn bar(&self, e: &Event) -> String {
-        const WIDTH: usize = 20;
-        let filled = (e.canary_weight.min(100) as usize * WIDTH).div_ceil(100);
-        let step = self
-            .weights
-            .iter()
-            .position(|w| *w == e.canary_weight)
-            .map_or_else(
-                || {
-                    if e.canary_weight >= 100 {
-                        format!("{}/{}", self.stages, self.stages)
-                    } else {
-                        format!("0/{}", self.stages)
-                    }
-                },
-                |i| format!("{}/{}", i + 1, self.stages),
-            );
-        format!(
-            "[{}{}] {:>3}%  step {step}  {}  success {}  p99 {}  requests {}  failed checks {}/{}",
-            "#".repeat(filled),
-            "-".repeat(WIDTH - filled),
-            e.canary_weight,
-            e.phase,
-            e.success_rate
-                .map_or_else(|| "n/a".to_string(), |r| format!("{r:.2}%")),
-            e.p99_ms
-                .map_or_else(|| "n/a".to_string(), |p| format!("{p:.1} ms")),
-            e.requests
-                .map_or_else(|| "n/a".to_string(), |r| r.to_string()),
-            e.failed_checks,
-            e.threshold,
-        )
     }
 
     fn finish(&mut self) {
