@@ -166,3 +166,22 @@ backend canary
         listen = routing.listen,
     )
 }
+
+/// `tools/pingora-split`'s command line: the same routing as flags; `dir` holds its pid file
+/// and upgrade socket.
+pub fn pingora_args(routing: &Routing, dir: &Path) -> Vec<String> {
+    vec![
+        "--listen".into(),
+        routing.listen.to_string(),
+        "--v1".into(),
+        routing.v1.to_string(),
+        "--v2".into(),
+        routing.v2.to_string(),
+        "--v1-weight".into(),
+        routing.v1_weight.to_string(),
+        "--threads".into(),
+        routing.threads.to_string(),
+        "--dir".into(),
+        dir.display().to_string(),
+    ]
+}

@@ -142,6 +142,8 @@ pub struct Proxy {
 pub struct ProxyEnv<'a> {
     /// The weir binary.
     pub weir: &'a Path,
+    /// The `pingora-split` binary (`tools/pingora-split`).
+    pub pingora: &'a Path,
     /// The lesson's `config/payment-svc.yaml`.
     pub lesson_yaml: &'a str,
     /// Cores for the proxy, `taskset -c` syntax.
@@ -245,6 +247,17 @@ impl Proxy {
                     .stderr(stderr)
                     .spawn()
                     .map_err(|e| format!("starting haproxy: {e}"))?;
+                (child, routing.listen)
+            }
+            Contender::Pingora => {
+                let child = env
+                    .command(env.pingora)
+                    .args(configs::pingora_args(routing, dir.path()))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(stderr)
+                    .spawn()
+                    .map_err(|e| format!("starting {}: {e}", env.pingora.display()))?;
                 (child, routing.listen)
             }
         };

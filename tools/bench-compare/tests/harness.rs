@@ -11,6 +11,7 @@ use bench_compare::args::{self, Contender};
 use bench_compare::configs::{self, Routing};
 use bench_compare::oha::{self, LoadStats};
 use bench_compare::report::{self, Report, Resources, Row, RunInfo, Split};
+use bench_compare::shapes::{self, LoadTool, Shape};
 use bench_compare::{callgrind, machine, process, procfs, upstream};
 
 fn routing(threads: u32) -> Routing {
@@ -477,9 +478,11 @@ fn stats(rps: f64, p99_ms: f64) -> LoadStats {
 fn row(contender: Contender, threads: u32, rps: f64, p99_ms: f64) -> Row {
     Row {
         contender,
+        shape: Shape::custom(threads, 50, 1024),
         threads,
         saturation: stats(rps, p99_ms * 5.0),
-        fixed: stats(2000.0, p99_ms),
+        fixed: Some(stats(2000.0, p99_ms)),
+        keep_alive_percent: None,
         resources: contender.routes().then_some(Resources {
             cpu_s_per_10k: 1.5,
             saturation_cpu_percent: 99.0,
@@ -491,6 +494,7 @@ fn row(contender: Contender, threads: u32, rps: f64, p99_ms: f64) -> Row {
         split: contender.routes().then_some(Split { v1: 9000, v2: 1000 }),
         header_rule_ok: contender.routes().then_some(true),
         rounds_rps: Vec::new(),
+        rounds_vs_nginx: Vec::new(),
     }
 }
 
@@ -548,7 +552,7 @@ fn verdicts_against_design_targets() {
     assert!(v.iter().all(|v| v.met == Some(true)), "{v:?}");
 
     r.rows[1].saturation.rps = 19000.0; // below nginx
-    r.rows[1].fixed.p99_ms = 0.6; // +0.4 ms over direct
+    r.rows[1].fixed.as_mut().unwrap().p99_ms = 0.6; // +0.4 ms over direct
     r.rows[1].resources.as_mut().unwrap().peak_rss_kib = 30 * 1024;
     r.rows[3].split = Some(Split { v1: 5000, v2: 5000 });
     let v = r.verdicts();
@@ -586,7 +590,7 @@ fn a_broken_proxy_is_marked_broken_not_fast() {
     let mut r = sample_report();
     r.rows[2].split = Some(Split { v1: 9500, v2: 500 });
     r.rows[2].header_rule_ok = Some(false);
-    r.rows[2].fixed.errors = 3;
+    r.rows[2].fixed.as_mut().unwrap().errors = 3;
     let md = report::render_markdown(&r);
     let line = md.lines().find(|l| l.starts_with("| nginx")).unwrap();
     assert!(line.contains("**BROKEN**"), "{line}");
@@ -630,7 +634,7 @@ fn rounds_fold_into_medians() {
     b.saturation.errors = 2;
     let m = report::median_row(&[a, b, c]).unwrap();
     assert_eq!(m.saturation.rps, 60000.0, "the outlier round is ignored");
-    assert_eq!(m.fixed.p99_ms, 0.25);
+    assert_eq!(m.fixed.unwrap().p99_ms, 0.25);
     assert_eq!(
         m.resources.unwrap().peak_rss_kib,
         14 * 1024,
