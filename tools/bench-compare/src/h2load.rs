@@ -24,18 +24,22 @@ pub fn args(url: &str, requests: u64, connections: u32) -> Vec<String> {
 /// `(succeeded, 2xx)` from h2load's `requests:` and `status codes:` lines.
 pub fn parse(text: &str) -> Result<(u64, u64), String> {
     let count_before = |line_key: &str, word: &str| -> Option<u64> {
-        let line = text
-            .lines()
-            .find_map(|l| l.trim().strip_prefix(line_key))?;
+        let line = text.lines().find_map(|l| l.trim().strip_prefix(line_key))?;
         let words: Vec<&str> = line.split_whitespace().collect();
-        let i = words
-            .iter()
-            .position(|w| w.trim_end_matches(',') == word)?;
+        let i = words.iter().position(|w| w.trim_end_matches(',') == word)?;
         words.get(i.checked_sub(1)?)?.parse().ok()
     };
-    let succeeded = count_before("requests:", "succeeded")
-        .ok_or_else(|| format!("h2load output lacks `requests: ... succeeded`: `{}`", text.trim()))?;
-    let ok = count_before("status codes:", "2xx")
-        .ok_or_else(|| format!("h2load output lacks `status codes: ... 2xx`: `{}`", text.trim()))?;
+    let succeeded = count_before("requests:", "succeeded").ok_or_else(|| {
+        format!(
+            "h2load output lacks `requests: ... succeeded`: `{}`",
+            text.trim()
+        )
+    })?;
+    let ok = count_before("status codes:", "2xx").ok_or_else(|| {
+        format!(
+            "h2load output lacks `status codes: ... 2xx`: `{}`",
+            text.trim()
+        )
+    })?;
     Ok((succeeded, ok))
 }

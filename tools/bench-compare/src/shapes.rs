@@ -75,10 +75,34 @@ pub fn standard() -> Vec<Shape> {
     };
     vec![
         wrk("50c", "1 worker, 50 conns, 1 KiB", 1, 50, 1024, true, 1.2),
-        wrk("50c-2w", "2 workers, 50 conns, 1 KiB", 2, 50, 1024, true, 1.2),
+        wrk(
+            "50c-2w",
+            "2 workers, 50 conns, 1 KiB",
+            2,
+            50,
+            1024,
+            true,
+            1.2,
+        ),
         wrk("1c", "1 worker, 1 conn, 1 KiB", 1, 1, 1024, false, 1.0),
-        wrk("1000c", "1 worker, 1,000 conns, 1 KiB", 1, 1000, 1024, false, 1.0),
-        wrk("64k", "1 worker, 50 conns, 64 KiB", 1, 50, 65536, false, 1.0),
+        wrk(
+            "1000c",
+            "1 worker, 1,000 conns, 1 KiB",
+            1,
+            1000,
+            1024,
+            false,
+            1.0,
+        ),
+        wrk(
+            "64k",
+            "1 worker, 50 conns, 64 KiB",
+            1,
+            50,
+            65536,
+            false,
+            1.0,
+        ),
         Shape {
             tool: LoadTool::AbKeepAlive,
             ..wrk(

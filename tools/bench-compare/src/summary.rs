@@ -126,7 +126,13 @@ pub fn render(report: &Report, counts: Option<&Counts>) -> String {
             .rows
             .iter()
             .filter(|r| r.shape.name == shape.name)
-            .filter_map(|r| Some(format!("{} {:.0}%", r.contender.name(), r.keep_alive_percent?)))
+            .filter_map(|r| {
+                Some(format!(
+                    "{} {:.0}%",
+                    r.contender.name(),
+                    r.keep_alive_percent?
+                ))
+            })
             .collect();
         if !kept.is_empty() {
             let _ = writeln!(

@@ -88,7 +88,10 @@ fn saturate(
         LoadTool::Oha => Ok((oha(run, cpus)?, None)),
         LoadTool::Wrk => {
             let script = wrk_script.display().to_string();
-            Ok((wrk::parse(&run_tool(cpus, "wrk", wrk::args(run, &script))?)?, None))
+            Ok((
+                wrk::parse(&run_tool(cpus, "wrk", wrk::args(run, &script))?)?,
+                None,
+            ))
         }
         LoadTool::AbKeepAlive => {
             let stats = ab::parse(&run_tool(cpus, "ab", ab::args(run))?)?;
