@@ -1063,3 +1063,21 @@ fn readme_summary_from_a_run() {
     assert!(md.contains("the difference over 20000 requests"));
     assert_eq!(callgrind::REQUESTS.1 - callgrind::REQUESTS.0, 20_000);
 }
+
+#[test]
+fn the_readme_has_the_block_a_full_run_rewrites() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let new = summary::replace_block(&readme, "| regenerated |").unwrap();
+    let (before, _) = readme.split_once(summary::BEGIN).unwrap();
+    let (_, after) = readme.split_once(summary::END).unwrap();
+    assert_eq!(
+        new,
+        format!(
+            "{before}{}\n| regenerated |\n{}{after}",
+            summary::BEGIN,
+            summary::END
+        ),
+        "only the block between the markers changes"
+    );
+}
