@@ -266,12 +266,14 @@ impl Proxy {
             addr,
             _dir: dir,
         };
-        proxy.wait_listening(&log)?;
+        // Under callgrind start-up is some 50 times slower (HAProxy: seconds of OpenSSL set-up).
+        let patience = Duration::from_secs(if env.callgrind_out.is_some() { 180 } else { 30 });
+        proxy.wait_listening(&log, patience)?;
         Ok(proxy)
     }
 
-    fn wait_listening(&mut self, log: &Path) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+    fn wait_listening(&mut self, log: &Path, patience: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + patience;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exited with {status}: {}", tail(log)));
@@ -281,7 +283,7 @@ impl Proxy {
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "not listening on {} after 15 s: {}",
+                    "not listening on {} after {patience:?}: {}",
                     self.addr,
                     tail(log)
                 ));

@@ -181,6 +181,7 @@ fn haproxy_config_weights_and_header_acl() {
     let conf = configs::haproxy_config(&routing(1));
     for want in [
         "nbthread 1",
+        "httpclient.ssl.verify none",
         "mode http",
         "http-reuse always",
         "bind 127.0.0.1:40000",
