@@ -41,7 +41,7 @@ pub fn args(run: &LoadRun) -> Vec<String> {
 fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
     text.lines()
         .find_map(|l| l.trim().strip_prefix(key))
-        .and_then(|rest| rest.trim().split_whitespace().next())
+        .and_then(|rest| rest.split_whitespace().next())
 }
 
 /// The percentile line `  99%      3` of ab's table, ms.
