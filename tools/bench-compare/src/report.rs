@@ -379,19 +379,16 @@ fn ratio_cell(r: Option<f64>) -> String {
     r.map_or("–".into(), |r| format!("{r:.2}x"))
 }
 
-/// `1.20x`, or `1.20x (1.10–1.30)` with the range of the same-round ratios.
+/// `1.20x` (the ratio of the medians), or with rounds `1.20x (1.10–1.30)`: the median of the
+/// same-round ratios and their range.
 pub(crate) fn vs_nginx_cell(report: &Report, row: &Row) -> String {
-    let cell = ratio_cell(report.rps_ratio(row, Contender::Nginx));
     if row.rounds_vs_nginx.len() < 2 || row.contender == Contender::Nginx {
-        return cell;
+        return ratio_cell(report.rps_ratio(row, Contender::Nginx));
     }
-    let lo = row
-        .rounds_vs_nginx
-        .iter()
-        .copied()
-        .fold(f64::INFINITY, f64::min);
-    let hi = row.rounds_vs_nginx.iter().copied().fold(0.0, f64::max);
-    format!("{cell} ({lo:.2}–{hi:.2})")
+    let r = &row.rounds_vs_nginx;
+    let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = r.iter().copied().fold(0.0, f64::max);
+    format!("{:.2}x ({lo:.2}–{hi:.2})", median(r.clone()))
 }
 
 fn ms_cell(stats: Option<LoadStats>, f: fn(&LoadStats) -> f64) -> String {

@@ -27,9 +27,17 @@ fn h2load(url: &str, requests: u64) -> Result<(), String> {
     let text = String::from_utf8_lossy(&out.stdout);
     let (succeeded, ok) = h2load::parse(&text)?;
     if !out.status.success() || succeeded != requests || ok != requests {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said: Vec<&str> = text
+            .lines()
+            .chain(stderr.lines())
+            .filter(|l| !l.starts_with("progress:") && !l.trim().is_empty())
+            .take(6)
+            .collect();
         return Err(format!(
-            "h2load: {succeeded} of {requests} requests succeeded, {ok} with 2xx ({})",
-            out.status
+            "h2load: {succeeded} of {requests} requests succeeded, {ok} with 2xx ({}): {}",
+            out.status,
+            said.join(" | ")
         ));
     }
     Ok(())
