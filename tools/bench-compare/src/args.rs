@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::shapes::{self, Shape};
+
 /// A proxy (or the direct floor) the harness measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Contender {
@@ -17,15 +19,18 @@ pub enum Contender {
     Nginx,
     /// HAProxy with weighted servers + a header ACL.
     Haproxy,
+    /// pingora-proxy (`tools/pingora-split`) with a random weighted pick + a header rule.
+    Pingora,
 }
 
 impl Contender {
     /// Every contender, in the order they run and appear in the table.
-    pub const ALL: [Contender; 4] = [
+    pub const ALL: [Contender; 5] = [
         Contender::Direct,
         Contender::Weir,
         Contender::Nginx,
         Contender::Haproxy,
+        Contender::Pingora,
     ];
 
     /// The lower-case name used on the command line, in the table and in the JSON.
@@ -35,6 +40,7 @@ impl Contender {
             Contender::Weir => "weir",
             Contender::Nginx => "nginx",
             Contender::Haproxy => "haproxy",
+            Contender::Pingora => "pingora",
         }
     }
 
@@ -64,8 +70,11 @@ pub struct Options {
     pub rounds: u32,
     /// How long to wait, before each contender, for the machine to be quiet.
     pub settle: Duration,
-    /// Worker threads (processes for nginx) to sweep.
+    /// Worker threads (processes for nginx) to sweep with `--threads` (custom shapes).
     pub threads: Vec<u32>,
+    /// The load shapes to measure: [`shapes::standard`] unless `--shapes` names some, or
+    /// `--threads` / `--connections` / `--body` ask for custom oha shapes.
+    pub shapes: Vec<Shape>,
     /// Which contenders to run, in order.
     pub contenders: Vec<Contender>,
     /// Pin the proxy to its own cores and the load tool + upstreams to the rest (`taskset`).
@@ -74,12 +83,16 @@ pub struct Options {
     pub install: bool,
     /// A prebuilt weir binary instead of `cargo build --release -p weir`.
     pub weir_bin: Option<PathBuf>,
+    /// A prebuilt `pingora-split` instead of building `tools/pingora-split` in release.
+    pub pingora_bin: Option<PathBuf>,
     /// Where the results go; `None` = print only.
     pub out_dir: Option<PathBuf>,
     /// Size of each upstream response body, bytes.
     pub body_bytes: usize,
     /// Count user-space instructions per request under callgrind instead of timing loads.
     pub callgrind: bool,
+    /// After the timed shapes, the callgrind counts too (the default; `--no-callgrind`).
+    pub with_callgrind: bool,
     /// Set by `cargo bench`; without it (`cargo test --benches`) the bench target does nothing
     /// (the `bench-compare` binary runs either way).
     pub bench_mode: bool,
@@ -97,13 +110,16 @@ impl Default for Options {
             rounds: 3,
             settle: Duration::from_secs(60),
             threads: vec![1, 2],
+            shapes: shapes::standard(),
             contenders: Contender::ALL.to_vec(),
             pin: true,
             install: true,
             weir_bin: None,
+            pingora_bin: None,
             out_dir: Some(PathBuf::from("benches/results")),
             body_bytes: 1024,
             callgrind: false,
+            with_callgrind: true,
             bench_mode: false,
             help: false,
         }
@@ -112,28 +128,41 @@ impl Default for Options {
 
 /// The text `--help` prints.
 pub const USAGE: &str = "\
-weir proxy comparison: direct vs weir vs nginx vs HAProxy, same split, same load.
+weir proxy comparison: direct vs weir vs nginx vs HAProxy vs pingora, same split, same load.
 
 usage: cargo bench --bench compare -- [OPTIONS]
        cargo run --release -p bench-compare -- [OPTIONS]
 
+  --shapes LIST      load shapes (default all: 50c,50c-2w,1c,1000c,64k,http10):
+                       50c     1 worker, 50 connections, 1 KiB, wrk + oha at a fixed rate
+                       50c-2w  the same with 2 workers
+                       1c      1 worker, 1 connection, wrk
+                       1000c   1 worker, 1,000 connections, wrk
+                       64k     1 worker, 50 connections, 64 KiB bodies, wrk
+                       http10  1 worker, 50 connections, HTTP/1.0 keep-alive (ab -k)
   --duration D       each measured run, e.g. 10s, 500ms (default 10s)
   --warmup D         unmeasured warm-up before them (default 2s)
-  --connections N    load tool connections (default 50)
   --rate N           requests/s of the fixed-rate latency run (default 5000)
   --rounds N         rounds over all contenders, medians reported (default 3)
   --settle D         before each contender, wait up to D for the machine to be quiet
                      (under 10% busy), e.g. 0s, 5m (default 60s)
-  --threads LIST     worker threads to sweep, e.g. 1,2 (default 1,2)
-  --only LIST        contenders, e.g. direct,weir (default direct,weir,nginx,haproxy)
+  --only LIST        contenders, e.g. direct,weir (default direct,weir,nginx,haproxy,pingora)
   --no-pin           do not pin the proxy and the load to separate cores
-  --no-install       never install oha (cargo) or nginx / haproxy (apt-get)
+  --no-install       never install the load tools (oha: cargo; wrk, ab, h2load: apt-get)
+                     or nginx / haproxy (apt-get)
   --weir PATH        use this weir binary instead of building it in release
+  --pingora PATH     use this pingora-split binary instead of building tools/pingora-split
   --out DIR          results directory (default benches/results); --no-out to print only
+  --no-callgrind     skip the callgrind counts that follow the timed shapes
+  --callgrind        only the callgrind counts: user-space instructions per request of
+                     each proxy under valgrind's callgrind (h2load, 20,000 requests over 10
+                     keep-alive connections), steady on a busy machine, and weir's costliest
+                     functions (results/callgrind-latest.md)
+
+  custom shapes instead of --shapes (oha, a fixed-rate run each):
+  --threads LIST     worker threads to sweep, e.g. 1,2 (default 1,2)
+  --connections N    load tool connections (default 50)
   --body N           upstream response body in bytes (default 1024)
-  --callgrind        instead of timing: user-space instructions per request of weir and
-                     nginx under valgrind's callgrind, steady on a busy machine, and weir's
-                     costliest functions (results/callgrind-latest.md)
 ";
 
 /// Parses a duration such as `10s`, `500ms`, `2m` or a bare number of seconds.
@@ -186,6 +215,7 @@ where
     S: Into<String>,
 {
     let mut opts = Options::default();
+    let (mut named_shapes, mut custom) = (false, false);
     let mut args = args.into_iter().map(Into::into);
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -203,7 +233,10 @@ where
             "-h" | "--help" => opts.help = true,
             "--duration" => opts.duration = parse_duration(&value()?)?,
             "--warmup" => opts.warmup = parse_duration(&value()?)?,
-            "--connections" | "-c" => opts.connections = parse_positive(&flag, &value()?)?,
+            "--connections" | "-c" => {
+                opts.connections = parse_positive(&flag, &value()?)?;
+                custom = true;
+            }
             "--rate" | "-q" => opts.rate = parse_positive(&flag, &value()?)?,
             "--settle" => {
                 let v = value()?;
@@ -215,24 +248,58 @@ where
             }
             "--rounds" => opts.rounds = parse_positive(&flag, &value()?)?,
             "--threads" => {
-                opts.threads = parse_list(&value()?, |t| parse_positive("--threads", t))?
+                opts.threads = parse_list(&value()?, |t| parse_positive("--threads", t))?;
+                custom = true;
+            }
+            "--shapes" => {
+                opts.shapes = parse_list(&value()?, |name| {
+                    Shape::named(name).ok_or_else(|| {
+                        format!(
+                            "--shapes: unknown shape `{name}` ({})",
+                            shapes::standard_names().join(", ")
+                        )
+                    })
+                })?;
+                named_shapes = true;
             }
             "--only" => {
                 opts.contenders = parse_list(&value()?, |c| {
                     Contender::parse(c).ok_or_else(|| {
-                        format!("--only: unknown contender `{c}` (direct, weir, nginx, haproxy)")
+                        format!(
+                            "--only: unknown contender `{c}` (direct, weir, nginx, haproxy, \
+                             pingora)"
+                        )
                     })
                 })?
             }
             "--no-pin" => opts.pin = false,
             "--callgrind" => opts.callgrind = true,
+            "--no-callgrind" => opts.with_callgrind = false,
+            "--pingora" => opts.pingora_bin = Some(PathBuf::from(value()?)),
             "--no-install" => opts.install = false,
             "--weir" => opts.weir_bin = Some(PathBuf::from(value()?)),
             "--out" => opts.out_dir = Some(PathBuf::from(value()?)),
             "--no-out" => opts.out_dir = None,
-            "--body" => opts.body_bytes = parse_positive(&flag, &value()?)? as usize,
+            "--body" => {
+                opts.body_bytes = parse_positive(&flag, &value()?)? as usize;
+                custom = true;
+            }
             other => return Err(format!("unknown option `{other}`\n\n{USAGE}")),
         }
+    }
+    if custom && named_shapes {
+        return Err(
+            "--shapes names standard shapes; --threads, --connections and --body describe \
+             custom ones: use one or the other"
+                .into(),
+        );
+    }
+    if custom {
+        opts.shapes = opts
+            .threads
+            .iter()
+            .map(|&t| Shape::custom(t, opts.connections, opts.body_bytes))
+            .collect();
     }
     Ok(opts)
 }

@@ -4,14 +4,89 @@
 //! to the hot path. It leaves out the kernel (about two thirds of a proxy's time on
 //! loopback), so it complements the table, it does not replace it.
 //!
-//! Each proxy is run twice under callgrind, once with a small and once with a large number
-//! of requests; the difference divided by the difference in requests is the cost of one
-//! request, free of start-up and shut-down.
+//! Each proxy is run twice under callgrind, loaded by h2load with a fixed request count over
+//! 10 keep-alive connections, once with a small and once with a large number of requests; the
+//! difference divided by the difference in requests (20,000) is the cost of one request, free
+//! of start-up and shut-down.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
-/// Requests of the short and the long run (after the same warm-up).
-pub const REQUESTS: (u64, u64) = (1_000, 11_000);
+use crate::args::Contender;
+use crate::machine::Machine;
+
+/// Requests of the short and the long run (after the same warm-up): 20,000 apart.
+pub const REQUESTS: (u64, u64) = (1_000, 21_000);
+
+/// The counts of one callgrind run over the proxies.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counts {
+    /// User-space instructions per request, per proxy, in run order.
+    pub per_request: Vec<(Contender, f64)>,
+    /// weir's costliest functions: (self instructions per request, function).
+    pub weir_top: Vec<(f64, String)>,
+    /// Proxies that could not be measured, and why.
+    pub notes: Vec<String>,
+    /// Requests the per-request figure is taken over (long run minus short run).
+    pub requests: u64,
+    /// h2load's keep-alive connections.
+    pub connections: u32,
+    /// Upstream body, bytes.
+    pub body_bytes: usize,
+}
+
+impl Counts {
+    /// `contender`'s instructions per request, when measured.
+    pub fn of(&self, contender: Contender) -> Option<f64> {
+        self.per_request
+            .iter()
+            .find(|(c, _)| *c == contender)
+            .map(|(_, p)| *p)
+    }
+}
+
+/// `benches/results/callgrind-latest.md`.
+pub fn render_markdown(counts: &Counts, machine: &Machine, command: &str) -> String {
+    let (short, long) = REQUESTS;
+    let mut md = format!(
+        "# User-space instructions per proxied request (callgrind), {} {} UTC\n\n\
+         Machine: {} cores ({}), Linux {}. Command: `{command}`. Each proxy with one worker, \
+         run twice under valgrind --tool=callgrind, loaded by h2load over HTTP/1.1 ({} \
+         keep-alive connections, one request in flight on each; {short} and {long} requests \
+         after the same warm-up, {} B bodies); the difference over {} requests. Kernel time \
+         (most of a proxy's cost on loopback) is not counted: this is the figure for \
+         before/after a hot-path change, not a ranking.\n\n\
+         | proxy | instructions / request | vs nginx |\n|---|---:|---:|\n",
+        machine.date,
+        machine.time,
+        machine.cores,
+        machine.cpu_model,
+        machine.kernel,
+        counts.connections,
+        counts.body_bytes,
+        counts.requests,
+    );
+    let nginx = counts.of(Contender::Nginx);
+    for (c, per) in &counts.per_request {
+        let ratio = nginx.map_or("–".to_string(), |n| format!("{:.2}x", per / n));
+        let _ = writeln!(md, "| {} | {per:.0} | {ratio} |", c.name());
+    }
+    for n in &counts.notes {
+        let _ = write!(md, "\n{n}\n");
+    }
+    if !counts.weir_top.is_empty() {
+        let weir_total = counts.of(Contender::Weir).unwrap_or(1.0);
+        md.push_str(
+            "\nweir's costliest functions, self instructions per request:\n\n\
+             | instructions / request | share | function |\n|---:|---:|---|\n",
+        );
+        for (n, f) in &counts.weir_top {
+            let f = f.replace('|', "\\|");
+            let _ = writeln!(md, "| {n:.0} | {:.1}% | `{f}` |", n * 100.0 / weir_total);
+        }
+    }
+    md
+}
 
 /// The `totals:` (or `summary:`) line of a callgrind output file: instructions executed.
 pub fn parse_totals(callgrind_out: &str) -> Option<u64> {

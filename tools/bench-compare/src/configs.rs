@@ -135,6 +135,9 @@ pub fn haproxy_config(routing: &Routing) -> String {
 global
     nbthread {threads}
     maxconn 8000
+    # No TLS anywhere: without this HAProxy 2.6 parses the system's CA bundle at start-up for
+    # its internal HTTP client, which takes minutes under callgrind.
+    httpclient.ssl.verify none
 
 defaults
     mode http
@@ -165,4 +168,23 @@ backend canary
         v2 = routing.v2,
         listen = routing.listen,
     )
+}
+
+/// `tools/pingora-split`'s command line: the same routing as flags; `dir` holds its pid file
+/// and upgrade socket.
+pub fn pingora_args(routing: &Routing, dir: &Path) -> Vec<String> {
+    vec![
+        "--listen".into(),
+        routing.listen.to_string(),
+        "--v1".into(),
+        routing.v1.to_string(),
+        "--v2".into(),
+        routing.v2.to_string(),
+        "--v1-weight".into(),
+        routing.v1_weight.to_string(),
+        "--threads".into(),
+        routing.threads.to_string(),
+        "--dir".into(),
+        dir.display().to_string(),
+    ]
 }

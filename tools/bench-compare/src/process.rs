@@ -142,6 +142,8 @@ pub struct Proxy {
 pub struct ProxyEnv<'a> {
     /// The weir binary.
     pub weir: &'a Path,
+    /// The `pingora-split` binary (`tools/pingora-split`).
+    pub pingora: &'a Path,
     /// The lesson's `config/payment-svc.yaml`.
     pub lesson_yaml: &'a str,
     /// Cores for the proxy, `taskset -c` syntax.
@@ -247,18 +249,31 @@ impl Proxy {
                     .map_err(|e| format!("starting haproxy: {e}"))?;
                 (child, routing.listen)
             }
+            Contender::Pingora => {
+                let child = env
+                    .command(env.pingora)
+                    .args(configs::pingora_args(routing, dir.path()))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(stderr)
+                    .spawn()
+                    .map_err(|e| format!("starting {}: {e}", env.pingora.display()))?;
+                (child, routing.listen)
+            }
         };
         let mut proxy = Proxy {
             child,
             addr,
             _dir: dir,
         };
-        proxy.wait_listening(&log)?;
+        // Under callgrind start-up is some 50 times slower (HAProxy: seconds of OpenSSL set-up).
+        let patience = Duration::from_secs(if env.callgrind_out.is_some() { 180 } else { 30 });
+        proxy.wait_listening(&log, patience)?;
         Ok(proxy)
     }
 
-    fn wait_listening(&mut self, log: &Path) -> Result<(), String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
+    fn wait_listening(&mut self, log: &Path, patience: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + patience;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exited with {status}: {}", tail(log)));
@@ -268,7 +283,7 @@ impl Proxy {
             }
             if Instant::now() > deadline {
                 return Err(format!(
-                    "not listening on {} after 15 s: {}",
+                    "not listening on {} after {patience:?}: {}",
                     self.addr,
                     tail(log)
                 ));

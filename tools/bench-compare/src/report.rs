@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use crate::args::Contender;
 use crate::machine::Machine;
 use crate::oha::LoadStats;
+use crate::shapes::Shape;
 
 /// The split the expected routing asks for: v2's share of the weighted traffic, percent.
 pub const EXPECTED_V2_PERCENT: f64 = 10.0;
@@ -55,12 +56,16 @@ impl Split {
 pub struct Row {
     /// Who.
     pub contender: Contender,
+    /// The load shape measured.
+    pub shape: Shape,
     /// Worker threads (nginx: processes) it was given.
     pub threads: u32,
     /// The saturation run (no rate limit).
     pub saturation: LoadStats,
-    /// The fixed-rate run, latency corrected.
-    pub fixed: LoadStats,
+    /// The fixed-rate run, latency corrected; `None` for shapes without one.
+    pub fixed: Option<LoadStats>,
+    /// Share of responses after which the connection stayed open, percent (`ab -k` shapes).
+    pub keep_alive_percent: Option<f64>,
     /// What the proxy's processes used; `None` for direct (no proxy).
     pub resources: Option<Resources>,
     /// CPU used by processes outside the run (other users of the machine) during the
@@ -72,6 +77,8 @@ pub struct Row {
     pub header_rule_ok: Option<bool>,
     /// Saturation requests/s of each round, when the row is the median of several.
     pub rounds_rps: Vec<f64>,
+    /// Its saturation requests/s over nginx's in the same round, for each round both ran.
+    pub rounds_vs_nginx: Vec<f64>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -108,7 +115,8 @@ fn median_stats(runs: &[LoadStats]) -> LoadStats {
 pub fn median_row(rounds: &[Row]) -> Option<Row> {
     let first = rounds.first()?;
     let sat: Vec<LoadStats> = rounds.iter().map(|r| r.saturation).collect();
-    let fixed: Vec<LoadStats> = rounds.iter().map(|r| r.fixed).collect();
+    let fixed: Option<Vec<LoadStats>> = rounds.iter().map(|r| r.fixed).collect();
+    let keep_alive: Option<Vec<f64>> = rounds.iter().map(|r| r.keep_alive_percent).collect();
     let res: Vec<Resources> = rounds.iter().filter_map(|r| r.resources).collect();
     let resources = (!res.is_empty()).then(|| Resources {
         cpu_s_per_10k: median(res.iter().map(|r| r.cpu_s_per_10k).collect()),
@@ -129,9 +137,11 @@ pub fn median_row(rounds: &[Row]) -> Option<Row> {
     };
     Some(Row {
         contender: first.contender,
+        shape: first.shape.clone(),
         threads: first.threads,
         saturation: median_stats(&sat),
-        fixed: median_stats(&fixed),
+        fixed: fixed.map(|f| median_stats(&f)),
+        keep_alive_percent: keep_alive.map(median),
         resources,
         others_cpu_percent: [max_of(0), max_of(1)],
         split,
@@ -139,7 +149,25 @@ pub fn median_row(rounds: &[Row]) -> Option<Row> {
             .header_rule_ok
             .map(|_| rounds.iter().all(|r| r.header_rule_ok == Some(true))),
         rounds_rps: rounds.iter().map(|r| r.saturation.rps).collect(),
+        rounds_vs_nginx: Vec::new(),
     })
+}
+
+/// Each contender's saturation throughput over nginx's in the same round: `rounds[i][r]` is
+/// contender `i`'s row of round `r` (`None`: that run failed), `nginx` nginx's index.
+pub fn ratios_by_round(rounds: &[Vec<Option<Row>>], nginx: usize) -> Vec<Vec<f64>> {
+    rounds
+        .iter()
+        .map(|runs| {
+            runs.iter()
+                .zip(&rounds[nginx])
+                .filter_map(|(row, base)| {
+                    let (row, base) = (row.as_ref()?, base.as_ref()?);
+                    (base.saturation.rps > 0.0).then(|| row.saturation.rps / base.saturation.rps)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// `61353`, or `61353 ±4%` (half the range of the rounds, relative to the median).
@@ -175,11 +203,11 @@ impl Row {
     /// Why this row cannot be trusted as a fast result, if it cannot.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        let errors = self.saturation.errors + self.fixed.errors;
+        let errors = self.saturation.errors + self.fixed.map_or(0, |f| f.errors);
         if errors > 0 {
             problems.push(format!("{errors} errors"));
         }
-        if self.saturation.requests == 0 || self.fixed.requests == 0 {
+        if self.saturation.requests == 0 || self.fixed.is_some_and(|f| f.requests == 0) {
             problems.push("no responses".into());
         }
         if let Some(split) = self.split.filter(|s| !s.is_within_tolerance()) {
@@ -240,70 +268,94 @@ pub struct Verdict {
 }
 
 impl Report {
-    fn find(&self, contender: Contender, threads: u32) -> Option<&Row> {
-        self.rows
-            .iter()
-            .find(|r| r.contender == contender && r.threads == threads)
+    fn find(&self, contender: Contender, like: &Row) -> Option<&Row> {
+        self.rows.iter().find(|r| {
+            r.contender == contender && r.threads == like.threads && r.shape.name == like.shape.name
+        })
     }
 
-    /// The thread counts measured, in order of first appearance.
-    pub fn thread_counts(&self) -> Vec<u32> {
-        let mut out: Vec<u32> = Vec::new();
+    /// The shapes measured, in order of first appearance.
+    pub fn shapes(&self) -> Vec<&Shape> {
+        let mut out: Vec<&Shape> = Vec::new();
         for r in &self.rows {
-            if !out.contains(&r.threads) {
-                out.push(r.threads);
+            if !out.iter().any(|s| s.name == r.shape.name) {
+                out.push(&r.shape);
             }
         }
         out
     }
 
-    /// `row`'s saturation throughput over `base`'s at the same thread count.
+    /// `row`'s saturation throughput over `base`'s in the same shape and thread count.
     pub fn rps_ratio(&self, row: &Row, base: Contender) -> Option<f64> {
-        let b = self.find(base, row.threads)?;
+        let b = self.find(base, row)?;
         (b.saturation.rps > 0.0).then(|| row.saturation.rps / b.saturation.rps)
     }
 
-    /// `row`'s fixed-rate p99 minus direct's at the same thread count, ms.
+    /// `row`'s fixed-rate p99 minus direct's in the same shape and thread count, ms.
     pub fn added_p99_ms(&self, row: &Row) -> Option<f64> {
-        let d = self.find(Contender::Direct, row.threads)?;
-        Some(row.fixed.p99_ms - d.fixed.p99_ms)
+        let d = self.find(Contender::Direct, row)?;
+        Some(row.fixed?.p99_ms - d.fixed?.p99_ms)
     }
 
-    /// weir against DESIGN.md's performance targets, per thread count.
+    /// weir against DESIGN.md's and issue 13's targets, per shape.
     pub fn verdicts(&self) -> Vec<Verdict> {
         let mut out = Vec::new();
-        for t in self.thread_counts() {
-            let Some(weir) = self.find(Contender::Weir, t) else {
-                continue;
-            };
+        for weir in self.rows.iter().filter(|r| r.contender == Contender::Weir) {
+            let shape = &weir.shape;
+            let t = &shape.title;
             let ratio = self.rps_ratio(weir, Contender::Nginx);
+            let goal = shape.goal_vs_nginx;
             out.push(Verdict {
-                target: format!("{t} thr: weir throughput >= nginx (goal 1.2x)"),
+                target: if goal > 1.0 {
+                    format!("{t}: weir throughput >= {goal:.1}x nginx")
+                } else {
+                    format!("{t}: weir throughput >= nginx (goal 1.2x)")
+                },
                 measured: ratio.map_or("no nginx row".into(), |r| format!("{r:.2}x")),
-                met: ratio.map(|r| r >= 1.0),
+                met: ratio.map(|r| r >= goal),
             });
-            let added = self.added_p99_ms(weir);
-            out.push(Verdict {
-                target: format!(
-                    "{t} thr: weir added p99 over direct <= 0.3 ms at {} rps",
-                    self.run.rate
-                ),
-                measured: added.map_or("no direct row".into(), |a| format!("{a:+.3} ms")),
-                met: added.map(|a| a <= 0.3),
-            });
-            let rss = weir.resources.map(|r| mib(r.peak_rss_kib));
-            out.push(Verdict {
-                target: format!("{t} thr: weir peak RSS <= 20 MB"),
-                measured: rss.map_or("not measured".into(), |m| format!("{m:.1} MB")),
-                met: rss.map(|m| m <= 20.0),
-            });
+            if shape.fixed_rate {
+                let added = self.added_p99_ms(weir);
+                out.push(Verdict {
+                    target: format!(
+                        "{t}: weir added p99 over direct <= 0.3 ms at {} rps",
+                        self.run.rate
+                    ),
+                    measured: added.map_or("no direct row".into(), |a| format!("{a:+.3} ms")),
+                    met: added.map(|a| a <= 0.3),
+                });
+                let rss = weir.resources.map(|r| mib(r.peak_rss_kib));
+                out.push(Verdict {
+                    target: format!("{t}: weir peak RSS <= 20 MB"),
+                    measured: rss.map_or("not measured".into(), |m| format!("{m:.1} MB")),
+                    met: rss.map(|m| m <= 20.0),
+                });
+            }
+            if shape.rss_vs_nginx {
+                let rss = |row: &Row| row.resources.map(|r| mib(r.peak_rss_kib));
+                let both = rss(weir).zip(self.find(Contender::Nginx, weir).and_then(rss));
+                out.push(Verdict {
+                    target: format!("{t}: weir peak RSS <= nginx's"),
+                    measured: both.map_or("no nginx row".into(), |(w, n)| {
+                        format!("{w:.1} MB vs {n:.1} MB")
+                    }),
+                    met: both.map(|(w, n)| w <= n),
+                });
+            }
+            if let Some(kept) = weir.keep_alive_percent {
+                out.push(Verdict {
+                    target: format!("{t}: weir keeps HTTP/1.0 keep-alive connections open"),
+                    measured: format!("{kept:.1}% of responses kept the connection"),
+                    met: Some(kept >= 99.0),
+                });
+            }
         }
         let routed: Vec<&Row> = self.rows.iter().filter(|r| r.split.is_some()).collect();
         if !routed.is_empty() {
             let off: Vec<String> = routed
                 .iter()
                 .filter(|r| !r.split.is_some_and(|s| s.is_within_tolerance()))
-                .map(|r| format!("{} ({} thr)", r.contender.name(), r.threads))
+                .map(|r| format!("{} ({})", r.contender.name(), r.shape.title))
                 .collect();
             out.push(Verdict {
                 target: "every proxy's split within 1 point of 90/10".into(),
@@ -319,7 +371,7 @@ impl Report {
     }
 }
 
-fn mib(kib: u64) -> f64 {
+pub(crate) fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
@@ -327,7 +379,92 @@ fn ratio_cell(r: Option<f64>) -> String {
     r.map_or("–".into(), |r| format!("{r:.2}x"))
 }
 
-/// The markdown the harness prints and writes to `benches/results/`.
+/// `1.20x` (the ratio of the medians), or with rounds `1.20x (1.10–1.30)`: the median of the
+/// same-round ratios and their range.
+pub(crate) fn vs_nginx_cell(report: &Report, row: &Row) -> String {
+    if row.rounds_vs_nginx.len() < 2 || row.contender == Contender::Nginx {
+        return ratio_cell(report.rps_ratio(row, Contender::Nginx));
+    }
+    let r = &row.rounds_vs_nginx;
+    let lo = r.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = r.iter().copied().fold(0.0, f64::max);
+    format!("{:.2}x ({lo:.2}–{hi:.2})", median(r.clone()))
+}
+
+fn ms_cell(stats: Option<LoadStats>, f: fn(&LoadStats) -> f64) -> String {
+    stats.map_or("–".into(), |s| format!("{:.3}", f(&s)))
+}
+
+/// One shape's table, and its keep-alive line when it has one.
+fn render_table(s: &mut String, report: &Report, shape: &Shape) {
+    s.push_str(
+        "| contender | threads | max req/s | vs direct | vs nginx | p50 ms | p99 ms | p99.9 ms \
+         | p99 added ms | CPU s / 10k req | CPU at max | user µs / req at max | peak RSS MB \
+         | errors | split v1/v2 % | others' CPU % | check |\n",
+    );
+    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    let rows: Vec<&Row> = report
+        .rows
+        .iter()
+        .filter(|r| r.shape.name == shape.name)
+        .collect();
+    for row in &rows {
+        let problems = row.problems();
+        let res = |f: fn(&Resources) -> String| row.resources.as_ref().map_or("–".into(), f);
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} \
+             | {:.0}/{:.0} | {} |",
+            row.contender.name(),
+            row.threads,
+            rps_cell(row),
+            ratio_cell(report.rps_ratio(row, Contender::Direct)),
+            vs_nginx_cell(report, row),
+            ms_cell(row.fixed, |f| f.p50_ms),
+            ms_cell(row.fixed, |f| f.p99_ms),
+            ms_cell(row.fixed, |f| f.p999_ms),
+            match (row.contender, report.added_p99_ms(row)) {
+                (Contender::Direct, _) | (_, None) => "–".to_string(),
+                (_, Some(a)) => format!("{a:+.3}"),
+            },
+            match row.fixed {
+                Some(_) => res(|r| format!("{:.3}", r.cpu_s_per_10k)),
+                None => "–".into(),
+            },
+            res(|r| format!("{:.0}%", r.saturation_cpu_percent)),
+            res(|r| format!("{:.2}", r.user_us_per_request)),
+            res(|r| format!("{:.1}", mib(r.peak_rss_kib))),
+            row.saturation.errors + row.fixed.map_or(0, |f| f.errors),
+            row.split.map_or("100/0 (v1 only)".into(), |sp| sp.render()),
+            row.others_cpu_percent[0],
+            row.others_cpu_percent[1],
+            if problems.is_empty() && row.others_cpu_percent.iter().any(|&o| o > NOISY_PERCENT) {
+                "ok (noisy)".to_string()
+            } else if problems.is_empty() {
+                "ok".to_string()
+            } else {
+                format!("**BROKEN**: {}", problems.join("; "))
+            },
+        );
+    }
+    let kept: Vec<String> = rows
+        .iter()
+        .filter_map(|r| {
+            r.keep_alive_percent
+                .map(|k| format!("{} {k:.1}%", r.contender.name()))
+        })
+        .collect();
+    if !kept.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nResponses after which the HTTP/1.0 keep-alive connection stayed open: {}.",
+            kept.join(", ")
+        );
+    }
+}
+
+/// The markdown the harness prints and writes to `benches/results/`: the machine and the
+/// run, then one table per shape.
 pub fn render_markdown(report: &Report) -> String {
     let m = &report.machine;
     let run = &report.run;
@@ -345,15 +482,14 @@ pub fn render_markdown(report: &Report) -> String {
     let _ = writeln!(s, "Command: `{}`", run.command);
     let _ = writeln!(
         s,
-        "Load: oha, {} connections, {:.0} s per run; saturation = no rate limit; latency = \
-         fixed {} req/s with latency correction; {} round(s), contenders interleaved, medians \
-         shown. Upstreams: two Rust hyper servers, {} B bodies. Routing: `x-canary: true` -> \
-         v2, else 90/10. {}",
-        run.connections,
+        "Load: per shape (below), {:.0} s per run; saturation = no rate limit; latency (shapes \
+         with it) = oha at a fixed {} req/s with latency correction; {} round(s), contenders \
+         interleaved, medians shown; `vs nginx` is the ratio of the medians, with the range of \
+         the same-round ratios in brackets. Upstreams: two Rust hyper servers. Routing: \
+         `x-canary: true` -> v2, else 90/10. {}",
         run.duration_s,
         run.rate,
         run.rounds.max(1),
-        run.body_bytes,
         run.pinning
     );
     if !run.versions.is_empty() {
@@ -364,53 +500,21 @@ pub fn render_markdown(report: &Report) -> String {
             .collect();
         let _ = writeln!(s, "Versions: {}.", v.join(", "));
     }
-    s.push('\n');
-    s.push_str(
-        "| contender | threads | max req/s | vs direct | vs nginx | p50 ms | p99 ms | p99.9 ms \
-         | p99 added ms | CPU s / 10k req | CPU at max | user µs / req at max | peak RSS MB | errors | split v1/v2 % \
-         | others' CPU % | check |\n",
-    );
-    s.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
-    for row in &report.rows {
-        let problems = row.problems();
+    for shape in report.shapes() {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {:.3} | {:.3} | {:.3} | {} | {} | {} | {} | {} | {} | {} \
-             | {:.0}/{:.0} | {} |",
-            row.contender.name(),
-            row.threads,
-            rps_cell(row),
-            ratio_cell(report.rps_ratio(row, Contender::Direct)),
-            ratio_cell(report.rps_ratio(row, Contender::Nginx)),
-            row.fixed.p50_ms,
-            row.fixed.p99_ms,
-            row.fixed.p999_ms,
-            match (row.contender, report.added_p99_ms(row)) {
-                (Contender::Direct, _) | (_, None) => "–".to_string(),
-                (_, Some(a)) => format!("{a:+.3}"),
-            },
-            row.resources
-                .map_or("–".into(), |r| format!("{:.3}", r.cpu_s_per_10k)),
-            row.resources.map_or("–".into(), |r| format!(
-                "{:.0}%",
-                r.saturation_cpu_percent
-            )),
-            row.resources
-                .map_or("–".into(), |r| format!("{:.2}", r.user_us_per_request)),
-            row.resources
-                .map_or("–".into(), |r| format!("{:.1}", mib(r.peak_rss_kib))),
-            row.saturation.errors + row.fixed.errors,
-            row.split.map_or("100/0 (v1 only)".into(), |sp| sp.render()),
-            row.others_cpu_percent[0],
-            row.others_cpu_percent[1],
-            if problems.is_empty() && row.others_cpu_percent.iter().any(|&o| o > NOISY_PERCENT) {
-                "ok (noisy)".to_string()
-            } else if problems.is_empty() {
-                "ok".to_string()
+            "\n### {}\n\n{}, {} connection(s), {} B bodies{}.\n",
+            shape.title,
+            shape.tool.label(),
+            shape.connections,
+            shape.body_bytes,
+            if shape.fixed_rate {
+                format!("; latency: oha at {} req/s", run.rate)
             } else {
-                format!("**BROKEN**: {}", problems.join("; "))
-            },
+                String::new()
+            }
         );
+        render_table(&mut s, report, shape);
     }
     let verdicts = report.verdicts();
     if !verdicts.is_empty() {
@@ -425,8 +529,8 @@ pub fn render_markdown(report: &Report) -> String {
         }
     }
     s.push_str(
-        "\nColumns: max req/s from the saturation run; ratios are against direct and nginx at \
-         the same thread count; latencies from the fixed-rate run; CPU s / 10k req is the \
+        "\nColumns: max req/s from the saturation run; ratios are against direct and nginx in \
+         the same shape; latencies from the fixed-rate run; CPU s / 10k req is the \
          contender's user+system CPU (all its processes) per 10,000 requests of the fixed-rate \
          run; CPU at max is its CPU use during the saturation run as a share of its threads \
          (near 100% = the proxy was the bottleneck); user µs / req is its user-space CPU per \
@@ -465,9 +569,13 @@ pub fn render_json(report: &Report) -> Value {
         .map(|r| {
             json!({
                 "contender": r.contender.name(),
+                "shape": r.shape.name,
                 "threads": r.threads,
+                "connections": r.shape.connections,
+                "body_bytes": r.shape.body_bytes,
+                "load_tool": r.shape.tool.program(),
                 "saturation": stats_json(&r.saturation),
-                "fixed_rate": stats_json(&r.fixed),
+                "fixed_rate": r.fixed.as_ref().map(stats_json),
                 "rps_vs_direct": report.rps_ratio(r, Contender::Direct),
                 "rps_vs_nginx": report.rps_ratio(r, Contender::Nginx),
                 "p99_added_ms": if r.contender == Contender::Direct {
@@ -492,6 +600,8 @@ pub fn render_json(report: &Report) -> Value {
                 })),
                 "header_rule_ok": r.header_rule_ok,
                 "saturation_rps_by_round": r.rounds_rps,
+                "rps_vs_nginx_by_round": r.rounds_vs_nginx,
+                "keep_alive_percent": r.keep_alive_percent,
                 "problems": r.problems(),
             })
         })
@@ -511,7 +621,16 @@ pub fn render_json(report: &Report) -> Value {
         },
         "run": {
             "command": run.command,
-            "load_tool": "oha",
+            "shapes": report.shapes().iter().map(|s| json!({
+                "name": s.name,
+                "title": s.title,
+                "load_tool": s.tool.program(),
+                "threads": s.threads,
+                "connections": s.connections,
+                "body_bytes": s.body_bytes,
+                "fixed_rate": s.fixed_rate,
+                "goal_vs_nginx": s.goal_vs_nginx,
+            })).collect::<Vec<_>>(),
             "duration_s": run.duration_s,
             "connections": run.connections,
             "fixed_rate_rps": run.rate,

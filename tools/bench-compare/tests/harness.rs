@@ -11,7 +11,8 @@ use bench_compare::args::{self, Contender};
 use bench_compare::configs::{self, Routing};
 use bench_compare::oha::{self, LoadStats};
 use bench_compare::report::{self, Report, Resources, Row, RunInfo, Split};
-use bench_compare::{callgrind, machine, process, procfs, upstream};
+use bench_compare::shapes::{self, LoadTool, Shape};
+use bench_compare::{ab, callgrind, h2load, machine, process, procfs, summary, upstream, wrk};
 
 fn routing(threads: u32) -> Routing {
     Routing {
@@ -180,6 +181,7 @@ fn haproxy_config_weights_and_header_acl() {
     let conf = configs::haproxy_config(&routing(1));
     for want in [
         "nbthread 1",
+        "httpclient.ssl.verify none",
         "mode http",
         "http-reuse always",
         "bind 127.0.0.1:40000",
@@ -477,9 +479,11 @@ fn stats(rps: f64, p99_ms: f64) -> LoadStats {
 fn row(contender: Contender, threads: u32, rps: f64, p99_ms: f64) -> Row {
     Row {
         contender,
+        shape: Shape::custom(threads, 50, 1024),
         threads,
         saturation: stats(rps, p99_ms * 5.0),
-        fixed: stats(2000.0, p99_ms),
+        fixed: Some(stats(2000.0, p99_ms)),
+        keep_alive_percent: None,
         resources: contender.routes().then_some(Resources {
             cpu_s_per_10k: 1.5,
             saturation_cpu_percent: 99.0,
@@ -491,6 +495,7 @@ fn row(contender: Contender, threads: u32, rps: f64, p99_ms: f64) -> Row {
         split: contender.routes().then_some(Split { v1: 9000, v2: 1000 }),
         header_rule_ok: contender.routes().then_some(true),
         rounds_rps: Vec::new(),
+        rounds_vs_nginx: Vec::new(),
     }
 }
 
@@ -548,7 +553,7 @@ fn verdicts_against_design_targets() {
     assert!(v.iter().all(|v| v.met == Some(true)), "{v:?}");
 
     r.rows[1].saturation.rps = 19000.0; // below nginx
-    r.rows[1].fixed.p99_ms = 0.6; // +0.4 ms over direct
+    r.rows[1].fixed.as_mut().unwrap().p99_ms = 0.6; // +0.4 ms over direct
     r.rows[1].resources.as_mut().unwrap().peak_rss_kib = 30 * 1024;
     r.rows[3].split = Some(Split { v1: 5000, v2: 5000 });
     let v = r.verdicts();
@@ -586,7 +591,7 @@ fn a_broken_proxy_is_marked_broken_not_fast() {
     let mut r = sample_report();
     r.rows[2].split = Some(Split { v1: 9500, v2: 500 });
     r.rows[2].header_rule_ok = Some(false);
-    r.rows[2].fixed.errors = 3;
+    r.rows[2].fixed.as_mut().unwrap().errors = 3;
     let md = report::render_markdown(&r);
     let line = md.lines().find(|l| l.starts_with("| nginx")).unwrap();
     assert!(line.contains("**BROKEN**"), "{line}");
@@ -630,7 +635,7 @@ fn rounds_fold_into_medians() {
     b.saturation.errors = 2;
     let m = report::median_row(&[a, b, c]).unwrap();
     assert_eq!(m.saturation.rps, 60000.0, "the outlier round is ignored");
-    assert_eq!(m.fixed.p99_ms, 0.25);
+    assert_eq!(m.fixed.unwrap().p99_ms, 0.25);
     assert_eq!(
         m.resources.unwrap().peak_rss_kib,
         14 * 1024,
@@ -720,4 +725,361 @@ fn callgrind_totals_and_per_request_costs() {
         "start-up only costs (b) are not per request"
     );
     assert_eq!(callgrind::per_request_top(&short, &long, 10, 1).len(), 1);
+}
+
+// === shapes ===
+
+#[test]
+fn standard_shapes_are_issue_13s() {
+    let s = shapes::standard();
+    let names: Vec<&str> = s.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["50c", "50c-2w", "1c", "1000c", "64k", "http10"]);
+    let by = |n: &str| s.iter().find(|s| s.name == n).unwrap().clone();
+    assert_eq!((by("50c").threads, by("50c").connections), (1, 50));
+    assert_eq!(by("50c-2w").threads, 2);
+    assert_eq!(by("1c").connections, 1);
+    assert_eq!(by("1000c").connections, 1000);
+    assert!(by("1000c").rss_vs_nginx && !by("50c").rss_vs_nginx);
+    assert_eq!(by("64k").body_bytes, 65536);
+    assert_eq!(by("http10").tool, LoadTool::AbKeepAlive);
+    assert!(
+        s.iter()
+            .filter(|s| s.name != "http10")
+            .all(|s| s.tool == LoadTool::Wrk)
+    );
+    assert!(by("50c").fixed_rate && by("50c-2w").fixed_rate && !by("1000c").fixed_rate);
+    assert_eq!(
+        (by("50c").goal_vs_nginx, by("1000c").goal_vs_nginx),
+        (1.2, 1.0)
+    );
+}
+
+#[test]
+fn args_shapes_named_or_custom() {
+    let o = args::parse(["--shapes", "1000c,http10"]).unwrap();
+    let names: Vec<&str> = o.shapes.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["1000c", "http10"]);
+    assert_eq!(args::parse(["--bench"]).unwrap().shapes, shapes::standard());
+
+    let o = args::parse(["--threads", "1,2", "-c", "64", "--body", "2048"]).unwrap();
+    assert_eq!(o.shapes.len(), 2);
+    assert!(o.shapes.iter().all(|s| s.tool == LoadTool::Oha
+        && s.connections == 64
+        && s.body_bytes == 2048
+        && s.fixed_rate));
+    assert_eq!(o.shapes[1].threads, 2);
+
+    let e = args::parse(["--shapes", "9c"]).unwrap_err();
+    assert!(
+        e.contains("unknown shape `9c`") && e.contains("1000c"),
+        "{e}"
+    );
+    let e = args::parse(["--shapes", "1c", "--threads", "2"]).unwrap_err();
+    assert!(e.contains("one or the other"), "{e}");
+
+    let o = args::parse(["--only", "pingora", "--pingora", "/x/p", "--no-callgrind"]).unwrap();
+    assert_eq!(o.contenders, [Contender::Pingora]);
+    assert_eq!(o.pingora_bin.as_deref(), Some(Path::new("/x/p")));
+    assert!(!o.with_callgrind && args::Options::default().with_callgrind);
+    assert_eq!(Contender::parse("pingora"), Some(Contender::Pingora));
+    assert!(Contender::Pingora.routes());
+}
+
+// === wrk, ab, h2load ===
+
+fn load_run(connections: u32, threads: u32) -> oha::LoadRun {
+    oha::LoadRun {
+        url: "http://127.0.0.1:40000/pay".into(),
+        connections,
+        duration: Some(Duration::from_secs(4)),
+        requests: 0,
+        rate: None,
+        headers: vec!["x-canary: true".into()],
+        threads,
+    }
+}
+
+#[test]
+fn wrk_args_and_summary_line() {
+    let a = wrk::args(&load_run(1000, 1), "/tmp/s.lua");
+    let joined = a.join(" ");
+    assert!(
+        joined.starts_with("-t 1 -c 1000 -d 4s --timeout 10s -s /tmp/s.lua -H Host: payment-svc"),
+        "{joined}"
+    );
+    assert!(joined.ends_with("-H x-canary: true http://127.0.0.1:40000/pay"));
+    let a = wrk::args(&load_run(1, 4), "/tmp/s.lua");
+    assert_eq!(a[1], "1", "no more wrk threads than connections");
+    assert!(wrk::SCRIPT.contains("done = function(summary, latency, requests)"));
+
+    let out = "Running 4s test @ http://127.0.0.1:40000/pay\n  1 threads and 50 connections\n\
+               WRK {\"requests\":200000,\"duration_us\":4000000,\"connect\":0,\"read\":3,\
+               \"write\":0,\"status\":7,\"timeout\":2,\"p50_us\":610,\"p99_us\":1500,\
+               \"p999_us\":4100}\n";
+    let s = wrk::parse(out).unwrap();
+    assert_eq!(s.requests, 199_993, "non-2xx responses are not throughput");
+    assert_eq!(s.errors, 3 + 7 + 2);
+    assert!((s.rps - 49_998.25).abs() < 1e-6);
+    assert_eq!((s.p50_ms, s.p99_ms, s.p999_ms), (0.61, 1.5, 4.1));
+    assert_eq!(s.duration_s, 4.0);
+    assert!(
+        wrk::parse("unable to connect")
+            .unwrap_err()
+            .contains("no summary line")
+    );
+    assert!(
+        wrk::parse("WRK {\"requests\":1}")
+            .unwrap_err()
+            .contains("lacks")
+    );
+}
+
+const AB: &str = "\
+Server Software:        nginx/1.22.1
+Concurrency Level:      50
+Time taken for tests:   4.001 seconds
+Complete requests:      80020
+Failed requests:        0
+Non-2xx responses:      20
+Keep-Alive requests:    79000
+Requests per second:    20000.00 [#/sec] (mean)
+
+Percentage of the requests served within a certain time (ms)
+  50%      2
+  66%      2
+  99%      6
+ 100%     12 (longest request)
+";
+
+#[test]
+fn ab_keep_alive_args_and_report() {
+    let a = ab::args(&load_run(50, 1));
+    let joined = a.join(" ");
+    assert!(joined.starts_with("-k -q -c 50 -t 4 -n 100000000 -H Host: payment-svc"));
+    let t = a.iter().position(|x| x == "-t").unwrap();
+    let n = a.iter().position(|x| x == "-n").unwrap();
+    assert!(n > t, "-n after -t, or -t caps the run at 50,000 requests");
+
+    let s = ab::parse(AB).unwrap();
+    assert_eq!(s.keep_alive, 79_000);
+    assert_eq!(s.load.requests, 80_000);
+    assert_eq!(s.load.errors, 20);
+    assert!((s.load.rps - 80_000.0 / 4.001).abs() < 1e-6);
+    assert_eq!((s.load.p50_ms, s.load.p99_ms), (2.0, 6.0));
+    assert!(s.load.p999_ms.is_nan(), "ab has no p99.9");
+    let e = ab::parse("apr_socket_recv: Connection refused (111)").unwrap_err();
+    assert!(e.contains("Complete requests:"), "{e}");
+}
+
+#[test]
+fn h2load_fixed_count_args_and_report() {
+    let a = h2load::args("http://127.0.0.1:1/pay", 20_000, 10).join(" ");
+    assert_eq!(
+        a,
+        "--h1 -n 20000 -c 10 -t 1 -H :authority: payment-svc http://127.0.0.1:1/pay"
+    );
+    let out = "finished in 2.20s, 91.04 req/s, 101.17KB/s\n\
+               requests: 200 total, 200 started, 200 done, 198 succeeded, 2 failed, 0 errored, 0 timeout\n\
+               status codes: 197 2xx, 0 3xx, 1 4xx, 0 5xx\n";
+    assert_eq!(h2load::parse(out), Ok((198, 197)));
+    assert!(
+        h2load::parse("connect error")
+            .unwrap_err()
+            .contains("succeeded")
+    );
+}
+
+#[test]
+fn pingora_gets_the_same_routing() {
+    let a = configs::pingora_args(&routing(2), Path::new("/tmp/run")).join(" ");
+    assert_eq!(
+        a,
+        "--listen 127.0.0.1:40000 --v1 127.0.0.1:40001 --v2 127.0.0.1:40002 --v1-weight 90 \
+         --threads 2 --dir /tmp/run"
+    );
+}
+
+// === shapes in the report ===
+
+fn shaped(contender: Contender, shape: &str, rps: f64, rss_mib: u64) -> Row {
+    let shape = Shape::named(shape).unwrap();
+    let mut r = row(contender, shape.threads, rps, 0.3);
+    if !shape.fixed_rate {
+        r.fixed = None;
+    }
+    if let Some(res) = r.resources.as_mut() {
+        res.peak_rss_kib = rss_mib * 1024;
+    }
+    if shape.tool == LoadTool::AbKeepAlive {
+        r.keep_alive_percent = Some(if contender == Contender::Weir {
+            0.0
+        } else {
+            100.0
+        });
+    }
+    r.shape = shape;
+    r
+}
+
+fn shaped_report() -> Report {
+    let mut r = sample_report();
+    r.rows = vec![
+        shaped(Contender::Direct, "1000c", 90_000.0, 0),
+        shaped(Contender::Weir, "1000c", 30_000.0, 81),
+        shaped(Contender::Nginx, "1000c", 40_000.0, 27),
+        shaped(Contender::Pingora, "1000c", 20_000.0, 30),
+        shaped(Contender::Weir, "http10", 20_000.0, 12),
+        shaped(Contender::Nginx, "http10", 25_000.0, 18),
+        shaped(Contender::Weir, "50c", 60_000.0, 12),
+        shaped(Contender::Nginx, "50c", 40_000.0, 18),
+        shaped(Contender::Direct, "50c", 90_000.0, 0),
+    ];
+    r.rows[1].rounds_vs_nginx = vec![0.53, 0.77, 0.74];
+    r
+}
+
+#[test]
+fn ratios_by_round_pair_the_same_round() {
+    let weir = |rps| Some(row(Contender::Weir, 1, rps, 0.3));
+    let nginx = |rps| Some(row(Contender::Nginx, 1, rps, 0.3));
+    let rounds = vec![
+        vec![weir(30.0), weir(40.0), weir(50.0)],
+        vec![nginx(60.0), None, nginx(25.0)],
+    ];
+    let r = report::ratios_by_round(&rounds, 1);
+    assert_eq!(
+        r[0],
+        vec![0.5, 2.0],
+        "round 2 has no nginx: no ratio, not a shifted one"
+    );
+    assert_eq!(r[1], vec![1.0, 1.0]);
+}
+
+#[test]
+fn shape_verdicts_rss_keep_alive_and_goals() {
+    let r = shaped_report();
+    let v = r.verdicts();
+    let get = |s: &str| {
+        v.iter()
+            .find(|x| x.target.contains(s))
+            .unwrap_or_else(|| panic!("no verdict `{s}` in {v:?}"))
+    };
+    let t = get("1 worker, 1,000 conns, 1 KiB: weir throughput >= nginx");
+    assert_eq!((t.measured.as_str(), t.met), ("0.75x", Some(false)));
+    let rss = get("1,000 conns, 1 KiB: weir peak RSS <= nginx's");
+    assert_eq!(
+        (rss.measured.as_str(), rss.met),
+        ("81.0 MB vs 27.0 MB", Some(false))
+    );
+    let ka = get("weir keeps HTTP/1.0 keep-alive connections open");
+    assert_eq!(ka.met, Some(false));
+    let goal = get("1 worker, 50 conns, 1 KiB: weir throughput >= 1.2x nginx");
+    assert_eq!((goal.measured.as_str(), goal.met), ("1.50x", Some(true)));
+    assert!(
+        v.iter()
+            .any(|x| x.target.contains("50 conns, 1 KiB: weir added p99"))
+    );
+    assert!(
+        !v.iter()
+            .any(|x| x.target.contains("1,000 conns, 1 KiB: weir added p99")),
+        "no fixed-rate run there, no latency verdict"
+    );
+}
+
+#[test]
+fn markdown_has_a_table_per_shape_with_round_ranges() {
+    let md = report::render_markdown(&shaped_report());
+    for want in [
+        "### 1 worker, 1,000 conns, 1 KiB\n\nwrk, 1000 connection(s), 1024 B bodies.",
+        "### 1 worker, 50 conns, 1 KiB, HTTP/1.0 keep-alive\n\nab -k (HTTP/1.0 keep-alive), 50",
+        "### 1 worker, 50 conns, 1 KiB\n\nwrk, 50 connection(s), 1024 B bodies; latency: oha at 5000 req/s.",
+        "| weir | 1 | 30000 | 0.33x | 0.74x (0.53–0.77) | – | – | – | – | – | 99% | 5.25 | 81.0 |",
+        "keep-alive connection stayed open: weir 0.0%, nginx 100.0%.",
+    ] {
+        assert!(md.contains(want), "markdown lacks `{want}`:\n{md}");
+    }
+    assert_eq!(md.matches("| contender | threads |").count(), 3);
+    let j = report::render_json(&shaped_report());
+    let rows = j["rows"].as_array().unwrap();
+    assert_eq!(rows[1]["shape"], "1000c");
+    assert_eq!(rows[1]["connections"], 1000);
+    assert_eq!(rows[1]["load_tool"], "wrk");
+    assert!(rows[1]["fixed_rate"].is_null());
+    assert_eq!(rows[1]["rps_vs_nginx_by_round"][0], 0.53);
+    assert_eq!(rows[1]["rps_vs_nginx"], 0.75, "the ratio of the medians");
+    assert_eq!(rows[4]["keep_alive_percent"], 0.0);
+    assert_eq!(j["run"]["shapes"].as_array().unwrap().len(), 3);
+    assert_eq!(j["run"]["shapes"][1]["load_tool"], "ab");
+}
+
+#[test]
+fn readme_summary_from_a_run() {
+    let counts = callgrind::Counts {
+        per_request: vec![(Contender::Weir, 43_400.0), (Contender::Nginx, 33_000.0)],
+        notes: vec!["haproxy: not measured (stalls)".into()],
+        requests: 20_000,
+        connections: 10,
+        body_bytes: 1024,
+        ..Default::default()
+    };
+    let s = summary::render(&shaped_report(), Some(&counts));
+    for want in [
+        "| 1 worker, 1,000 conns, 1 KiB (wrk) | 30000 | 0.74x (0.53–0.77) | – | 0.50x | 5.25 | 5.25 | 81.0 | 27.0 | all within 1 point |",
+        "p99 added over direct at 5000 req/s (oha), 1 worker, 50 conns, 1 KiB: weir",
+        "responses that kept the connection: weir 0%, nginx 100%.",
+        "(20000 requests over 10 keep-alive connections, h2load): weir 43400, nginx 33000",
+        "- callgrind: haproxy: not measured (stalls).",
+        "full tables in `benches/results/2026-11-02.md`",
+    ] {
+        assert!(s.contains(want), "summary lacks `{want}`:\n{s}");
+    }
+
+    let readme = format!(
+        "# x\n\nbefore\n{}\nold table\n{}\nafter\n",
+        summary::BEGIN,
+        summary::END
+    );
+    let new = summary::replace_block(&readme, "| new |\n").unwrap();
+    assert_eq!(
+        new,
+        format!(
+            "# x\n\nbefore\n{}\n| new |\n{}\nafter\n",
+            summary::BEGIN,
+            summary::END
+        )
+    );
+    assert_eq!(
+        summary::replace_block(&new, "| new |").unwrap(),
+        new,
+        "idempotent"
+    );
+    assert!(
+        summary::replace_block("# no markers", "x")
+            .unwrap_err()
+            .contains("README.md")
+    );
+
+    let md = callgrind::render_markdown(&counts, &sample_report().machine, "cargo bench");
+    assert!(md.contains("| weir | 43400 | 1.32x |"), "{md}");
+    assert!(md.contains("h2load over HTTP/1.1 (10 keep-alive connections"));
+    assert!(md.contains("the difference over 20000 requests"));
+    assert_eq!(callgrind::REQUESTS.1 - callgrind::REQUESTS.0, 20_000);
+}
+
+#[test]
+fn the_readme_has_the_block_a_full_run_rewrites() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
+    let new = summary::replace_block(&readme, "| regenerated |").unwrap();
+    let (before, _) = readme.split_once(summary::BEGIN).unwrap();
+    let (_, after) = readme.split_once(summary::END).unwrap();
+    assert_eq!(
+        new,
+        format!(
+            "{before}{}\n| regenerated |\n{}{after}",
+            summary::BEGIN,
+            summary::END
+        ),
+        "only the block between the markers changes"
+    );
 }
