@@ -1,5 +1,5 @@
 //! The pod-in-a-box test bed (issue 12): what a Kubernetes pod does to weir, reproduced with real
-//! kernel parts and no API server. `scripts/pod-in-a-box.sh` builds a node and four pods as
+//! kernel parts and no API server. `scripts/pod-in-a-box.sh` builds a node and five pods as
 //! network namespaces (addresses from 198.51.100.0/24, none in the root namespace), ClusterIPs
 //! DNATed by the node as kube-proxy does, cluster DNS names in per-namespace hosts files;
 //! `tests/pod/bed.rs` runs in it what a kubelet would: `weir init` and weir as uid 1337 in two
@@ -32,10 +32,9 @@ fn statuses(answers: &[String]) -> std::collections::BTreeMap<String, usize> {
 
 #[test]
 fn the_apps_calls_split_90_10_at_the_upstreams_and_x_canary_reaches_v2() {
-    let Some(mut bed) = Bed::up() else { return };
-    bed.payment("v1", &[]);
-    bed.payment("v2", &[]);
-    bed.checkout(0, &configmap(90, 10), &[]);
+    let Some(bed) = Bed::with_split(90, 10) else {
+        return;
+    };
 
     // The app calls http://payment-svc like any client: captured, split by the sidecar.
     const N: usize = 1000;
@@ -109,10 +108,9 @@ fn the_apps_calls_split_90_10_at_the_upstreams_and_x_canary_reaches_v2() {
 
 #[test]
 fn a_configmap_swap_is_in_force_on_both_replicas_and_a_99_1_typo_is_refused_on_both() {
-    let Some(mut bed) = Bed::up() else { return };
-    bed.payment("v1", &[]);
-    bed.payment("v2", &[]);
-    bed.checkout(0, &configmap(90, 10), &[]);
+    let Some(mut bed) = Bed::with_split(90, 10) else {
+        return;
+    };
     bed.checkout(1, &configmap(90, 10), &[]);
     let reloads = |i: usize, result: &str| {
         metric_sum(
@@ -364,29 +362,16 @@ fn flaggers_queries_on_the_beds_prometheus_return_the_injected_success_rate_and_
 
 #[test]
 fn a_clusterip_addressed_request_is_routed_by_the_virtualservice() {
-    let Some(mut bed) = Bed::up() else { return };
-    bed.payment("v1", &[]);
-    bed.payment("v2", &[]);
-    bed.checkout(0, &configmap(90, 10), &[]);
+    let Some(bed) = Bed::with_split(90, 10) else {
+        return;
+    };
     // The app calls the ClusterIP itself: the Host is the address, no VirtualService host
     // matches it; the original destination (198.51.100.200:80, before kube-proxy's DNAT in
     // the node) is what `payment-svc` resolves to, so the VirtualService routes it: 90/10,
     // not kube-proxy's 50/50.
     const N: usize = 400;
-    let url = format!("http://198.51.100.200/pay?n=[1-{N}]");
-    let out = bed.curl(
-        0,
-        &[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}\n",
-            "-H",
-            "x-canary: false",
-            &url,
-        ],
-    );
-    let answers: Vec<String> = out.lines().map(str::to_string).collect();
+    let clusterip = "http://198.51.100.200/pay";
+    let answers = bed.requests_to(0, clusterip, N, &["x-canary: false"]);
     assert_eq!(statuses(&answers), [("200".to_string(), N)].into());
     let ((v1, _, _), (v2, _, _)) = (bed.served("v1"), bed.served("v2"));
     assert_eq!(v1 + v2, N as u64);
@@ -395,19 +380,8 @@ fn a_clusterip_addressed_request_is_routed_by_the_virtualservice() {
         "v2 got {v2} of {N}: not the VirtualService's 10%"
     );
     // QA's header rule applies too.
-    let out = bed.curl(
-        0,
-        &[
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}\n",
-            "-H",
-            "x-canary: true",
-            "http://198.51.100.200/pay?n=[1-20]",
-        ],
-    );
-    assert_eq!(out.lines().filter(|l| *l == "200").count(), 20);
+    let answers = bed.requests_to(0, clusterip, 20, &["x-canary: true"]);
+    assert_eq!(statuses(&answers), [("200".to_string(), 20)].into());
     assert_eq!(bed.served("v2").0, v2 + 20);
     let metrics = bed.metrics(0);
     let routed = metric_sum(
@@ -613,12 +587,9 @@ fn sigterm_drains_the_requests_in_flight_refuses_new_ones_and_exits_0() {
 
 #[test]
 fn a_rollback_survives_a_sidecar_restart_through_the_state_on_its_empty_dir() {
-    let Some(mut bed) = Bed::up() else {
+    let Some(mut bed) = Bed::with_split(90, 10) else {
         return;
     };
-    bed.payment("v1", &[]);
-    bed.payment("v2", &[]);
-    bed.checkout(0, &configmap(90, 10), &[]);
     let auth = format!("Authorization: Bearer {TOKEN}");
     let rollback = bed.exec(
         "node",

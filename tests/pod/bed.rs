@@ -115,6 +115,15 @@ impl Bed {
         })
     }
 
+    /// A bed with payment-svc v1 and v2 and checkout pod 0 splitting `v1`/`v2`.
+    pub fn with_split(v1: u32, v2: u32) -> Option<Bed> {
+        let mut bed = Bed::up()?;
+        bed.payment("v1", &[]);
+        bed.payment("v2", &[]);
+        bed.checkout(0, &configmap(v1, v2), &[]);
+        Some(bed)
+    }
+
     pub fn ns(&self, role: &str) -> String {
         format!("{}{role}", self.prefix)
     }
@@ -389,7 +398,12 @@ impl Bed {
     /// `n` GETs of http://payment-svc/pay from checkout pod `i`'s app over one curl process
     /// (URL globbing): the status code of each, with `headers`.
     pub fn requests(&self, i: usize, n: usize, headers: &[&str]) -> Vec<String> {
-        let url = format!("http://payment-svc/pay?n=[1-{n}]");
+        self.requests_to(i, "http://payment-svc/pay", n, headers)
+    }
+
+    /// [`Bed::requests`] to another URL.
+    pub fn requests_to(&self, i: usize, url: &str, n: usize, headers: &[&str]) -> Vec<String> {
+        let url = format!("{url}?n=[1-{n}]");
         let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}\\n", &url];
         for h in headers {
             args.extend(["-H", h]);
