@@ -83,11 +83,14 @@ for doc in yaml.safe_load_all(open(sys.argv[1])):
     if not doc:
         continue
     spec = doc.get("spec", {})
-    pod = spec.get("template", {}).get("spec", spec) if doc["kind"] != "Pod" else spec
+    template = spec.get("template", {}) if doc["kind"] != "Pod" else doc
+    pod = template.get("spec", spec)
+    annotations = template.get("metadata", {}).get("annotations", {})
     for c in pod.get("initContainers", []) + pod.get("containers", []):
         out.append({"kind": doc["kind"], "name": doc["metadata"]["name"], "container": c["name"],
                     "image": c.get("image", ""), "command": c.get("command", []), "args": c.get("args", []),
-                    "restartPolicy": c.get("restartPolicy"), "securityContext": c.get("securityContext", {})})
+                    "restartPolicy": c.get("restartPolicy"), "securityContext": c.get("securityContext", {}),
+                    "env": c.get("env", []), "ports": c.get("ports", []), "annotations": annotations})
 print(json.dumps(out))
 "#;
     let out = Command::new(venv().join("bin/python"))
@@ -218,4 +221,64 @@ fn the_sidecar_runs_as_the_uid_weir_init_exempts() {
     // The app is any other uid, so that its connections are captured.
     let app = find("app");
     assert_ne!(app["securityContext"]["runAsUser"].as_u64(), Some(uid));
+}
+
+/// The value after `flag` in a weir command line.
+fn flag<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.windows(2)
+        .find(|w| w[0] == flag)
+        .map(|w| w[1].as_str())
+}
+
+#[test]
+fn payment_svc_pods_run_weirs_inbound_side_with_the_labels_flaggers_queries_select() {
+    let all = containers(&root().join("config/k8s/versions.yaml"));
+    for deployment in ["payment-svc-v1", "payment-svc-v2"] {
+        let pod: Vec<&Value> = all.iter().filter(|c| c["name"] == deployment).collect();
+        let find = |name: &str| {
+            *pod.iter()
+                .find(|c| c["container"] == name)
+                .unwrap_or_else(|| panic!("{deployment}: no container {name}"))
+        };
+        let (init, weir, app) = (find("weir-init"), find("weir"), find("payment-svc"));
+        // The app's port, by the port the app serves on.
+        let app_port = app["ports"][0]["containerPort"]
+            .as_u64()
+            .unwrap()
+            .to_string();
+        let init_args = weir_args(init);
+        assert_eq!(init_args[0], "init");
+        assert_eq!(flag(&init_args, "--inbound-ports"), Some(app_port.as_str()));
+        let uid: u64 = flag(&init_args, "--proxy-uid").map_or(1337, |u| u.parse().unwrap());
+        assert_eq!(
+            init["securityContext"]["capabilities"]["add"],
+            serde_json::json!(["NET_ADMIN", "NET_RAW"])
+        );
+        // The inbound sidecar: native, as the exempted uid, on the port `weir init` redirects
+        // to, named as Flagger's `destination_workload=~"<targetRef.name>"` expects.
+        assert_eq!(weir["restartPolicy"], "Always");
+        assert_eq!(weir["securityContext"]["runAsUser"].as_u64(), Some(uid));
+        assert_ne!(app["securityContext"]["runAsUser"].as_u64(), Some(uid));
+        let args = weir_args(weir);
+        assert_eq!(args[0], "serve");
+        let inbound = flag(&args, "--inbound").expect("--inbound");
+        let inbound_port = flag(&init_args, "--inbound-port").unwrap_or("15006");
+        assert!(inbound.ends_with(&format!(":{inbound_port}")), "{inbound}");
+        assert_eq!(flag(&args, "--workload"), Some(deployment));
+        // The namespace from the downward API, through the container's environment.
+        assert_eq!(flag(&args, "--namespace"), Some("$(POD_NAMESPACE)"));
+        let env = weir["env"].as_array().unwrap();
+        assert!(
+            env.iter().any(|e| e["name"] == "POD_NAMESPACE"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"),
+            "{env:?}"
+        );
+        assert!(flag(&args, "--pod-labels").is_some());
+        // Scraped by prometheus.yaml's job, on the admin port.
+        let notes = &weir["annotations"];
+        assert_eq!(notes["prometheus.io/scrape"], "true");
+        let admin = flag(&args, "--admin").unwrap();
+        let port = notes["prometheus.io/port"].as_str().unwrap();
+        assert!(admin.ends_with(&format!(":{port}")), "{admin} vs {port}");
+    }
 }

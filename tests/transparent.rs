@@ -264,7 +264,7 @@ fn captured_connections_are_routed_by_host_then_address_else_passed_through() {
 }
 
 #[test]
-fn without_the_uid_exemption_a_loop_ends_in_508_not_a_storm() {
+fn without_the_uid_exemption_a_loop_ends_in_508_or_a_closed_connection_not_a_storm() {
     if !privileged("the transparent capture tests") {
         return;
     }
@@ -281,9 +281,27 @@ fn without_the_uid_exemption_a_loop_ends_in_508_not_a_storm() {
         assert!(answer.starts_with("HTTP/1.0 508"), "{host}: {answer}");
         assert!(answer.contains("x-weir-hops"), "{host}: {answer}");
     }
+    // Plain TCP has no header to count hops in: the relay's own connection comes back from
+    // its registered port and is refused, so the client's connection ends after one extra
+    // connection (server-first: at once on 3306, after the sniff window on 7000), without the
+    // greeting, instead of circling until the descriptors run out.
+    for port in [3306, 7000] {
+        let script = format!("exec 3<>/dev/tcp/198.51.100.10/{port}; cat <&3");
+        let answer = pod.bash(None, &script);
+        assert_eq!(answer.as_deref(), Ok(""), "port {port}");
+    }
     let text = metrics(&pod);
     assert!(
         text.contains("weir_loops_stopped_total{reason=\"hop_limit\"} 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("weir_loops_stopped_total{reason=\"own_connection\"} 2\n"),
+        "{text}"
+    );
+    // Two relays, one per client connection: the captured copies were refused, not relayed.
+    assert!(
+        text.contains("weir_tcp_passthrough_connections_total 2\n"),
         "{text}"
     );
 }

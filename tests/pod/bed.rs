@@ -23,6 +23,17 @@ const WAIT: Duration = Duration::from_secs(30);
 /// One bed at a time: each runs about ten processes, and the machine has two cores.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// A payment-svc pod: the app, and weir's inbound side in front of it.
+pub struct Payment {
+    pub version: String,
+    /// `weir upstream`, the app.
+    pub app: WeirRun,
+    /// `weir serve --inbound`, as uid 1337 behind `weir init`'s inbound capture.
+    pub sidecar: WeirRun,
+    /// Its admin API, reachable from the node.
+    pub admin: String,
+}
+
 /// A checkout pod's sidecar.
 pub struct Sidecar {
     pub run: WeirRun,
@@ -40,9 +51,11 @@ pub struct Bed {
     pub dir: tempfile::TempDir,
     /// A copy of the weir binary that uid 1337 can run.
     pub weir: PathBuf,
-    /// payment-svc's versions: (name, `weir upstream` process).
-    pub payments: Vec<(String, WeirRun)>,
+    /// payment-svc's versions.
+    pub payments: Vec<Payment>,
     pub checkouts: Vec<Sidecar>,
+    /// Plain TCP services ([`Bed::tcp_services`]).
+    pub tcp: Vec<WeirRun>,
     pub prometheus: Option<Prometheus>,
     _one: MutexGuard<'static, ()>,
 }
@@ -96,9 +109,19 @@ impl Bed {
             weir,
             payments: Vec::new(),
             checkouts: Vec::new(),
+            tcp: Vec::new(),
             prometheus: None,
             _one: one,
         })
+    }
+
+    /// A bed with payment-svc v1 and v2 and checkout pod 0 splitting `v1`/`v2`.
+    pub fn with_split(v1: u32, v2: u32) -> Option<Bed> {
+        let mut bed = Bed::up()?;
+        bed.payment("v1", &[]);
+        bed.payment("v2", &[]);
+        bed.checkout(0, &configmap(v1, v2), &[]);
+        Some(bed)
     }
 
     pub fn ns(&self, role: &str) -> String {
@@ -129,9 +152,12 @@ impl Bed {
         self.weir.to_str().expect("utf-8 path")
     }
 
-    /// Starts payment-svc `version` (`weir upstream` on :8080, plus `extra` arguments) in
-    /// its pod.
+    /// Starts payment-svc `version`'s pod as `config/k8s/versions.yaml` has it: the app
+    /// (`weir upstream` on :8080 as uid 1000, plus `extra` arguments), the init container
+    /// (`weir init` capturing inbound TCP to 8080, nothing outbound), then weir's inbound side
+    /// as uid 1337, named as the Deployment with the pod's labels from a downward-API file.
     pub fn payment(&mut self, version: &str, extra: &[&str]) {
+        let role = format!("payment-{version}");
         let mut argv = vec![
             self.weir(),
             "upstream",
@@ -141,23 +167,115 @@ impl Bed {
             version,
         ];
         argv.extend(extra);
-        let run = WeirRun::spawn_command(self.command(
-            &format!("payment-{version}"),
-            Some(APP_UID),
-            &argv,
-        ));
-        wait_for(&run, "weir upstream: ready");
-        self.payments.push((version.to_string(), run));
+        let app = WeirRun::spawn_command(self.command(&role, Some(APP_UID), &argv));
+        wait_for(&app, "weir upstream: ready");
+        let said = self.exec(
+            &role,
+            &[
+                self.weir(),
+                "init",
+                "--outbound-ports",
+                "",
+                "--inbound-ports",
+                "8080",
+            ],
+        );
+        assert!(said.contains("rules installed"), "{said}");
+        let files = self.pod_dir(&role);
+        let labels = files.join("labels");
+        std::fs::write(
+            &labels,
+            format!("app=\"payment-svc\"\nversion=\"{version}\"\npod-template-hash=\"7f9c\"\n"),
+        )
+        .unwrap();
+        let config = files.join("payment-svc.yaml");
+        std::fs::write(&config, configmap(100, 0)).unwrap();
+        let workload = format!("payment-svc-{version}");
+        let argv: Vec<String> = [
+            self.weir(),
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:15001",
+            "--inbound",
+            "0.0.0.0:15006",
+            "--admin",
+            "0.0.0.0:15000",
+            "--admin-token",
+            TOKEN,
+            "--workload",
+            &workload,
+            "--namespace",
+            "production",
+            "--pod-labels",
+            labels.to_str().unwrap(),
+            "--reload-poll",
+            "0s",
+            "--state",
+            files.join("state.json").to_str().unwrap(),
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        let sidecar = self.sidecar(&role, &argv);
+        let addr = match version {
+            "v1" => "198.51.100.20",
+            _ => "198.51.100.21",
+        };
+        self.payments.push(Payment {
+            version: version.to_string(),
+            app,
+            sidecar,
+            admin: format!("http://{addr}:15000"),
+        });
+    }
+
+    /// A directory of `role`'s pod that uid 1337 owns (the emptyDir and downward-API files).
+    fn pod_dir(&self, role: &str) -> PathBuf {
+        let dir = self.dir.path().join(format!("files-{role}"));
+        std::fs::create_dir(&dir).unwrap();
+        std::os::unix::fs::chown(&dir, Some(PROXY_UID), Some(PROXY_UID)).unwrap();
+        dir
+    }
+
+    /// payment-svc `version`'s inbound sidecar's `/metrics`.
+    pub fn payment_metrics(&self, version: &str) -> String {
+        let admin = &self.payment_pod(version).admin;
+        self.node_get(&format!("{admin}/metrics"))
+    }
+
+    fn payment_pod(&self, version: &str) -> &Payment {
+        self.payments
+            .iter()
+            .find(|p| p.version == version)
+            .unwrap_or_else(|| panic!("no payment-svc {version}"))
+    }
+
+    /// Starts plain TCP services in payment-svc v1's pod (198.51.100.20), not captured there:
+    /// on MySQL's 3306 and on 7000, each greeting with its name and a newline, then echoing.
+    pub fn tcp_services(&mut self) {
+        for (port, name) in [(3306, "mysql-hello"), (7000, "banner-7000")] {
+            let listen = format!("0.0.0.0:{port}");
+            let argv = [
+                self.weir(),
+                "upstream",
+                "--listen",
+                &listen,
+                "--name",
+                name,
+                "--tcp-greeting",
+            ];
+            let run = WeirRun::spawn_command(self.command("payment-v1", Some(APP_UID), &argv));
+            wait_for(&run, "weir upstream: ready");
+            self.tcp.push(run);
+        }
     }
 
     /// What payment-svc `version` has served so far (`kill -USR1`): (requests, with
     /// x-canary: true, answered 500).
     pub fn served(&self, version: &str) -> (u64, u64, u64) {
-        let (_, run) = self
-            .payments
-            .iter()
-            .find(|(v, _)| v == version)
-            .unwrap_or_else(|| panic!("no payment-svc {version}"));
+        let run = &self.payment_pod(version).app;
         let before = run.stderr().matches("served ").count();
         run.signal("USR1");
         let deadline = Instant::now() + WAIT;
@@ -182,13 +300,20 @@ impl Bed {
     /// Starts checkout pod `i`: its ConfigMap volume with `config`, its state emptyDir, the init
     /// container (`weir init`, root), then the sidecar as uid 1337 with `extra` arguments.
     pub fn checkout(&mut self, i: usize, config: &str, extra: &[&str]) {
+        self.checkout_with_init(i, config, &[], extra);
+    }
+
+    /// [`Bed::checkout`] with more `weir init` arguments (`--proxy-uid`).
+    pub fn checkout_with_init(&mut self, i: usize, config: &str, init: &[&str], extra: &[&str]) {
         let role = format!("checkout-{i}");
         let volume = self.dir.path().join(format!("volume-{role}"));
         std::fs::create_dir(&volume).unwrap();
         std::fs::set_permissions(&volume, std::fs::Permissions::from_mode(0o755)).unwrap();
         kubelet_update(&volume, config, 0);
         symlink("..data/payment-svc.yaml", volume.join("payment-svc.yaml")).unwrap();
-        let said = self.exec(&role, &[self.weir(), "init", "--inbound-ports", ""]);
+        let mut argv = vec![self.weir(), "init", "--inbound-ports", ""];
+        argv.extend(init);
+        let said = self.exec(&role, &argv);
         assert!(said.contains("rules installed"), "{said}");
         let config_path = volume.join("payment-svc.yaml");
         // The admin state on an emptyDir the sidecar's uid owns (the ConfigMap volume is
@@ -273,7 +398,12 @@ impl Bed {
     /// `n` GETs of http://payment-svc/pay from checkout pod `i`'s app over one curl process
     /// (URL globbing): the status code of each, with `headers`.
     pub fn requests(&self, i: usize, n: usize, headers: &[&str]) -> Vec<String> {
-        let url = format!("http://payment-svc/pay?n=[1-{n}]");
+        self.requests_to(i, "http://payment-svc/pay", n, headers)
+    }
+
+    /// [`Bed::requests`] to another URL.
+    pub fn requests_to(&self, i: usize, url: &str, n: usize, headers: &[&str]) -> Vec<String> {
+        let url = format!("{url}?n=[1-{n}]");
         let mut args = vec!["-o", "/dev/null", "-w", "%{http_code}\\n", &url];
         for h in headers {
             args.extend(["-H", h]);
@@ -326,13 +456,14 @@ impl Bed {
         }
     }
 
-    /// Starts Prometheus in the node namespace on 127.0.0.1:9090, scraping every checkout
-    /// sidecar's admin `/metrics` with the token.
+    /// Starts Prometheus in the node namespace on 127.0.0.1:9090, scraping every sidecar's
+    /// admin `/metrics` with the token: the checkout pods' (outbound) and the payment-svc
+    /// pods' (inbound).
     pub fn prometheus(&mut self) {
-        let targets: Vec<String> = self
-            .checkouts
-            .iter()
-            .map(|c| c.admin.trim_start_matches("http://").to_string())
+        let admins = self.checkouts.iter().map(|c| &c.admin);
+        let targets: Vec<String> = admins
+            .chain(self.payments.iter().map(|p| &p.admin))
+            .map(|a| a.trim_start_matches("http://").to_string())
             .collect();
         let ns = self.ns("node");
         let mut p = Prometheus::start_with(
@@ -424,6 +555,7 @@ impl Drop for Bed {
         // Our own children first (they are in the namespaces too), then the rest.
         self.payments.clear();
         self.checkouts.clear();
+        self.tcp.clear();
         self.prometheus = None;
         let _ = Command::new("bash")
             .arg(script())

@@ -152,10 +152,10 @@ impl Metrics {
         let loops = Family::<ReasonLabel, Counter>::default();
         registry.register(
             "weir_loops_stopped",
-            "Request loops stopped: captured connections to weir's own listener (own_listener), requests at the x-weir-hops bound answered 508 (hop_limit)",
+            "Request loops stopped: captured connections to weir's own listener (own_listener) or from weir's own TCP relays (own_connection), refused; requests at the x-weir-hops bound answered 508 (hop_limit)",
             loops.clone(),
         );
-        for reason in ["own_listener", "hop_limit"] {
+        for reason in ["own_listener", "own_connection", "hop_limit"] {
             let _ = loops.get_or_create(&ReasonLabel { reason });
         }
         let tcp_passthrough: Counter = Counter::default();
@@ -305,7 +305,8 @@ impl Metrics {
     }
 
     /// Counts a request loop stopped: `reason` is `own_listener` (a captured connection to
-    /// weir's own listener, refused) or `hop_limit` (`x-weir-hops` at its bound, 508).
+    /// weir's own listener, refused), `own_connection` (a captured connection from one of
+    /// weir's own TCP relays, refused) or `hop_limit` (`x-weir-hops` at its bound, 508).
     pub(crate) fn record_loop(&self, reason: &'static str) {
         self.loops.get_or_create(&ReasonLabel { reason }).inc();
     }

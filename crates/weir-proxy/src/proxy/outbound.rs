@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! accept -> original destination? no  -> HTTP, routed by Host (explicit)
-//!                                  yes -> weir's own listener? -> refused (loop)
+//!                                  yes -> from weir's own relay, or to weir's own
+//!                                         listener? -> refused (loop)
 //!                                      -> non-HTTP port, or not HTTP within the sniff window
 //!                                             -> TCP relay to the original destination
 //!                                      -> HTTP: route by Host; else by the original
@@ -15,7 +16,9 @@
 //!
 //! Every request that arrived transparently carries `x-weir-hops` on its way out; one that
 //! comes back with [`MAX_HOPS`] is a loop (weir's own connections captured again) and is
-//! answered 508 and counted, instead of circling.
+//! answered 508 and counted, instead of circling. Plain TCP has no header: a captured
+//! connection coming from the local port of one of weir's own relays is refused instead
+//! ([`transparent::is_own_relay`]), so a TCP loop ends after one extra connection.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -79,6 +82,11 @@ where
         let Some(original) = transparent::original_dst(&stream) else {
             return Prepared::Http(stream, self.new_service(peer));
         };
+        if transparent::is_own_relay(peer) {
+            tracing::warn!(%peer, %original, "a captured connection from weir's own TCP relay is refused (loop: run weir as the uid `weir init` exempts)");
+            self.proxy.metrics.record_loop("own_connection");
+            return Prepared::Refused;
+        }
         if self.is_own_listener(original) {
             tracing::warn!(%peer, %original, "a captured connection to weir's own listener is refused (loop)");
             self.proxy.metrics.record_loop("own_listener");

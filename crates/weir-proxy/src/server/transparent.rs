@@ -2,9 +2,17 @@
 //! rules of [`crate::capture`]): where the client meant to go (`SO_ORIGINAL_DST`), whether
 //! it speaks HTTP (a short sniff of the first bytes, as Envoy's `http_inspector`), and the
 //! plain TCP relay for everything else.
+//!
+//! A plain TCP loop has no header to count hops in: when the nat rules do not exempt weir's
+//! uid, a relay's own connection comes straight back to the listener, and would be relayed
+//! again without end. Every relay therefore binds its local port before it connects and
+//! registers it until it closes; a captured connection coming *from* one of those ports is
+//! weir's own ([`is_own_relay`]) and is refused, so a loop stops after one extra connection.
 
+use std::collections::BTreeSet;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt as _;
@@ -92,24 +100,59 @@ pub(crate) async fn sniff(stream: &TcpStream, window: Duration) -> Sniffed {
     }
 }
 
-/// Connects to `to`, from `source` when given (the inbound side's `127.0.0.6`).
+/// The local ports of this process's TCP relays in progress. Ports belong to the network
+/// namespace, and any worker's listener may accept a relay's captured connection, so the set
+/// is the process's, not a listener's.
+static OWN_RELAY_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// Whether a captured connection from `peer` is one of this process's own relays, captured
+/// again (a loop: weir's uid is not exempted from the nat rules).
+pub(crate) fn is_own_relay(peer: SocketAddr) -> bool {
+    let ports = OWN_RELAY_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+    ports.contains(&peer.port())
+}
+
+/// A relay's local port, registered in [`OWN_RELAY_PORTS`] until dropped.
+#[derive(Debug)]
+pub(crate) struct OwnPort(u16);
+
+impl OwnPort {
+    fn register(port: u16) -> Self {
+        let mut ports = OWN_RELAY_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+        ports.insert(port);
+        OwnPort(port)
+    }
+}
+
+impl Drop for OwnPort {
+    fn drop(&mut self) {
+        let mut ports = OWN_RELAY_PORTS.lock().unwrap_or_else(|p| p.into_inner());
+        ports.remove(&self.0);
+    }
+}
+
+/// Connects to `to`, from `source` when given (the inbound side's `127.0.0.6`). The local
+/// port is bound, and registered as weir's own, before the connection is attempted: a
+/// captured copy of it can only be accepted after that.
 pub(crate) async fn connect(
     to: SocketAddr,
     source: Option<IpAddr>,
     timeout: Duration,
-) -> io::Result<TcpStream> {
-    let socket = match to {
-        SocketAddr::V4(_) => TcpSocket::new_v4()?,
-        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+) -> io::Result<(TcpStream, OwnPort)> {
+    let (socket, any) = match to {
+        SocketAddr::V4(_) => (TcpSocket::new_v4()?, IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+        SocketAddr::V6(_) => (TcpSocket::new_v6()?, IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
     };
-    if let Some(ip) = source.filter(|ip| ip.is_ipv4() == to.is_ipv4()) {
-        socket.bind(SocketAddr::new(ip, 0))?;
-    }
+    let from = source
+        .filter(|ip| ip.is_ipv4() == to.is_ipv4())
+        .unwrap_or(any);
+    socket.bind(SocketAddr::new(from, 0))?;
+    let own = OwnPort::register(socket.local_addr()?.port());
     let stream = tokio::time::timeout(timeout, socket.connect(to))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timeout"))??;
     stream.set_nodelay(true)?;
-    Ok(stream)
+    Ok((stream, own))
 }
 
 /// Relays bytes both ways between `client` and a new connection to `to` until both sides
@@ -121,12 +164,14 @@ pub(crate) async fn relay(
     timeout: Duration,
 ) {
     match connect(to, source, timeout).await {
-        Ok(mut upstream) => match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok((sent, received)) => {
-                tracing::debug!(%to, sent, received, "tcp passthrough closed");
+        Ok((mut upstream, _own)) => {
+            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                Ok((sent, received)) => {
+                    tracing::debug!(%to, sent, received, "tcp passthrough closed");
+                }
+                Err(e) => tracing::debug!(%to, error = %e, "tcp passthrough broke off"),
             }
-            Err(e) => tracing::debug!(%to, error = %e, "tcp passthrough broke off"),
-        },
+        }
         Err(e) => {
             tracing::debug!(%to, error = %e, "tcp passthrough: cannot connect");
             let _ = client.shutdown().await;
@@ -173,5 +218,26 @@ mod tests {
         // Not redirected: no original destination.
         assert_eq!(original_dst(&server), None);
         drop(client);
+    }
+
+    #[tokio::test]
+    async fn a_relays_own_port_is_known_while_it_runs_and_forgotten_after() {
+        let target = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let front = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(front.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (downstream, _) = front.accept().await.unwrap();
+        let to = target.local_addr().unwrap();
+        let relaying = tokio::spawn(relay(downstream, to, None, Duration::from_secs(5)));
+        // What the listener sees of the relay's connection is what a captured copy of it
+        // would show: its peer is weir's own.
+        let (upstream, peer) = target.accept().await.unwrap();
+        assert!(is_own_relay(peer), "{peer}");
+        assert!(!is_own_relay(client.local_addr().unwrap()));
+        drop(upstream);
+        drop(client);
+        relaying.await.unwrap();
+        assert!(!is_own_relay(peer), "{peer} still registered");
     }
 }
