@@ -538,10 +538,11 @@ async fn rapid_reset_is_cut_off_before_it_reaches_the_upstream_in_bulk() {
         "{:?}",
         seen.frames.last()
     );
-    assert_still_serving(weir.proxy, "rapid reset").await;
     let forwarded = raw.paths().len();
+    assert_still_serving(weir.proxy, "rapid reset").await;
+    eprintln!("rapid reset: {forwarded} of 10,000 reset streams reached the upstream");
     assert!(
-        forwarded <= 500,
+        forwarded <= 100,
         "{forwarded} of 10,000 reset streams reached the upstream"
     );
     assert_no_server_errors(&weir).await;
@@ -725,6 +726,7 @@ async fn a_client_that_never_reads_holds_bounded_memory() {
         "all {forwarded} streams were accepted at once: no concurrent stream limit"
     );
     let grown_mib = (during.saturating_sub(before)) / 1024;
+    eprintln!("a client that never reads: {forwarded} streams forwarded, RSS +{grown_mib} MiB");
     assert!(
         grown_mib <= 48,
         "{grown_mib} MiB buffered for a client that never reads ({forwarded} streams)"
