@@ -596,7 +596,20 @@ async fn rollback_cli_rolls_back_and_releases() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(reply["generation"].as_u64().is_some(), "{reply}");
+    assert_eq!(
+        reply["virtual_services"],
+        serde_json::json!(["production/payment-svc"])
+    );
     assert!(!latched(&weir).await);
+
+    // Again, with nothing latched any more: it says so, and changes nothing.
+    let out = weir_cli(&["rollback", "--admin", &admin, "--release"]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stdout(&out).contains("nothing was latched, nothing to release"),
+        "{out:?}"
+    );
+    assert_eq!(reply["generation"], generation(&weir).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,6 +180,14 @@ async fn a_healthy_canary_steps_through_the_weights_and_is_promoted() {
     let out = run.stdout();
     assert!(out.contains("Succeeded"), "{out}");
     assert!(out.contains("report:"), "{out}");
+    // Before touching anything it says that the live split goes to 100/0 first.
+    let announced = out
+        .find("preflight passed: moving the live split of payment-svc to v1=100 v2=0 to start")
+        .unwrap_or_else(|| panic!("no announcement:\n{out}"));
+    let first_write = out
+        .find("weights v1=100 v2=0 in force")
+        .expect("the 100/0 write");
+    assert!(announced < first_write, "{out}");
 
     assert_eq!(
         routes(&weir.admin_url(), None).await,
@@ -270,6 +278,18 @@ async fn a_canary_failing_20_percent_is_rolled_back_within_a_guard_period() {
         "{}",
         r["checks"]
     );
+    // Which rule fired, and the SLA from the first 5xx the sidecar counted (its
+    // weir_first_error_timestamp_milliseconds), which came before the detection.
+    assert_eq!(rb["gate"], "request-success-rate", "{rb}");
+    assert_eq!(rb["min_requests"], 10);
+    let first = rb["first_failure_at_ms"]
+        .as_i64()
+        .expect("the sidecar's first 5xx");
+    assert!(first <= rb["detected_at_ms"].as_i64().unwrap(), "{rb}");
+    assert!(
+        rb["first_failure_to_in_force_us"].as_u64().unwrap() >= latency,
+        "{rb}"
+    );
     let stable_seen = rb["stable_seen_after_us"].as_u64();
     assert!(
         stable_seen.is_some_and(|us| us < 2_000_000),
@@ -277,6 +297,10 @@ async fn a_canary_failing_20_percent_is_rolled_back_within_a_guard_period() {
     );
     let out = run.stdout();
     assert!(out.contains("rolled back"), "{out}");
+    assert!(
+        out.contains("from the first failed request the sidecars counted: detected after"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -726,4 +750,139 @@ async fn preflight_refuses_a_non_weir_admin_and_a_wrong_subset_and_changes_nothi
         .collect();
     assert!(!asked.is_empty());
     assert!(asked.iter().all(|a| a == "GET /routes"), "{asked:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_mode_says_in_force_only_once_the_sidecar_serves_the_weights() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start("v2").await;
+    let weir = Weir::start(&lesson_config(&v1, &v2, 100, 0));
+    let work = tempfile::tempdir().unwrap();
+    let spec = write_spec(work.path(), false);
+    let report_dir = work.path().join("report");
+    let _traffic = SteadyTraffic::start(&[weir.proxy_url()], 4, 0, Duration::from_millis(10));
+    let mut run = WeirRun::spawn(&[
+        "canary",
+        "--spec",
+        &spec,
+        "--admin",
+        &weir.admin_url(),
+        "--file",
+        weir.config_path.to_str().unwrap(),
+        "--report",
+        report_dir.to_str().unwrap(),
+    ]);
+    eventually(RUN_TIMEOUT, "the canary confirms 80/20", || async {
+        run.line_seen_at("weights v1=80 v2=20 in force").is_some()
+    })
+    .await;
+    // The line came after the canary read it on /routes: asked now, the sidecar serves it
+    // (or a later step, the weights only move forward).
+    let (now, _) = routes(&weir.admin_url(), None).await;
+    let weight_of_v2 = now.iter().find(|(s, _)| s == "v2").map(|(_, w)| *w);
+    assert!(
+        matches!(weight_of_v2, Some(20 | 50 | 100)),
+        "{now:?}\n{}",
+        run.stdout()
+    );
+    run.assert_exit(0, RUN_TIMEOUT).await;
+    let out = run.stdout();
+    // The sidecar polls its file: each write is announced as written first, confirmed later.
+    for step in ["v1=80 v2=20", "v1=50 v2=50"] {
+        let written = out
+            .find(&format!("weights {step} written, not yet confirmed"))
+            .unwrap_or_else(|| panic!("{step} not announced as written:\n{out}"));
+        let in_force = out
+            .find(&format!("weights {step} in force on every replica"))
+            .unwrap_or_else(|| panic!("{step} never confirmed:\n{out}"));
+        assert!(written < in_force, "{out}");
+    }
+    let r = report(&report_dir);
+    assert_eq!(r["decision"], "promoted", "{}", r["reason"]);
+    // The windows that began under weights not yet loaded were not counted.
+    assert!(r["uncounted_checks"].as_u64().unwrap() >= 2, "{r}");
+    assert!(
+        r["timeline"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("confirmed on the admin API"),
+        "{}",
+        r["timeline"][0]
+    );
+    // The promotion was waited for: served as soon as the run ended.
+    assert_eq!(
+        routes(&weir.admin_url(), None).await,
+        (
+            vec![("v1".to_string(), 0), ("v2".to_string(), 100)],
+            "v2".into()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_mode_rollback_latches_the_dark_launch_rule_too() {
+    let v1 = Upstream::start("v1").await;
+    let v2 = Upstream::start_with(
+        "v2",
+        Behavior {
+            fail_every: Some(4),
+            ..Behavior::default()
+        },
+    )
+    .await;
+    let weir = Weir::start(&lesson_config(&v1, &v2, 100, 0));
+    let work = tempfile::tempdir().unwrap();
+    // A dark launch first: QA's x-canary traffic reaches the failing v2 through the header rule.
+    let spec = write_spec(work.path(), true);
+    let report_dir = work.path().join("report");
+    let traffic = SteadyTraffic::start(&[weir.proxy_url()], 2, 3, Duration::from_millis(10));
+    let mut run = WeirRun::spawn(&[
+        "canary",
+        "--spec",
+        &spec,
+        "--admin",
+        &weir.admin_url(),
+        "--file",
+        weir.config_path.to_str().unwrap(),
+        "--report",
+        report_dir.to_str().unwrap(),
+    ]);
+    run.assert_exit(1, RUN_TIMEOUT).await;
+    let in_force = run
+        .line_seen_at("canary at 0% in force")
+        .unwrap_or_else(|| panic!("no rollback line:\n{}", run.stdout()));
+    eventually(WAIT, "every client answered after the rollback", || async {
+        traffic.settled_since(in_force)
+    })
+    .await;
+    drop(traffic);
+
+    // QA's header requests, counted at the upstreams: none reaches v2 any more.
+    let (v1_before, v2_before) = (v1.count(), v2.count());
+    const N: u64 = 200;
+    for _ in 0..N {
+        let (status, headers, _) = weir
+            .send("payment-svc", "/pay", &[("x-canary", "true")])
+            .await;
+        assert_eq!(
+            (status, headers["x-upstream"].to_str().unwrap()),
+            (StatusCode::OK, "v1")
+        );
+    }
+    assert_eq!(v2.count(), v2_before, "0 of {N} x-canary requests reach v2");
+    // (The steady clients may still finish a request or two after being dropped.)
+    assert!(v1.count() >= v1_before + N);
+
+    // Latched on the sidecar, and the file says 100/0 too.
+    let (_, routes_json) = weir.admin_json("GET", "/routes", Value::Null).await;
+    assert_eq!(routes_json["virtual_services"][0]["latched"], true);
+    let text = read(&weir.config_path);
+    assert!(
+        text.contains("weight: 0 # weights must sum to 100"),
+        "{text}"
+    );
+    assert!(text.contains("weight: 100 # ALWAYS verify"), "{text}");
+    let r = report(&report_dir);
+    assert_eq!(r["decision"], "rolled-back");
+    assert!(r["rollback"]["error"].is_null(), "{}", r["rollback"]);
 }

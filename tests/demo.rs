@@ -31,7 +31,8 @@ async fn the_fast_demo_tells_every_act_and_writes_its_reports() {
         "=> OK: v2 promoted",
         "Act 4: a faulty v2",
         "v2 now fails 25%",
-        "Rollback latency: breach detected -> v2 at 0% in force",
+        "Rollback SLA, from v2's first failed request the sidecar counted: detected after",
+        "v2 at 0% in force after",
         "After the rollback: 0 of",
         "=> OK: rolled back by the fast guard",
         "weir demo: every act turned out as it should",
@@ -65,5 +66,15 @@ async fn the_fast_demo_tells_every_act_and_writes_its_reports() {
         .as_u64()
         .unwrap();
     assert!(latency < 1_000_000, "in-process rollback took {latency} µs");
+    // Timed from the first failed request the sidecar counted: before the detection, so the
+    // SLA is at least the detection-to-0% time.
+    let rb = &rollback["rollback"];
+    assert_eq!(rb["gate"], "request-success-rate", "{rb}");
+    let first = rb["first_failure_at_ms"].as_i64().expect("a first failure");
+    assert!(first <= rb["detected_at_ms"].as_i64().unwrap(), "{rb}");
+    assert!(
+        rb["first_failure_to_in_force_us"].as_u64().unwrap() >= latency,
+        "{rb}"
+    );
     assert!(read(report.join("act3-promotion/report.svg")).starts_with("<svg"));
 }

@@ -10,6 +10,13 @@ pub trait Clock {
     fn now(&self) -> Instant;
     /// Waits for `duration` (a fake clock just moves forward).
     fn sleep(&self, duration: Duration);
+    /// The wall-clock time now, in µs since the Unix epoch: what the sidecars' timestamps
+    /// (a first failure) are compared with.
+    fn unix_us(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
 }
 
 /// The real clock: `Instant::now` and `std::thread::sleep`.
@@ -35,6 +42,10 @@ pub struct FakeClock {
 }
 
 impl FakeClock {
+    /// The wall-clock time a fake clock starts at, in µs since the Unix epoch
+    /// (2026-01-01T00:00:00Z), so that a test can write sidecar timestamps against it.
+    pub const UNIX_START_US: u64 = 1_767_225_600_000_000;
+
     /// A fake clock at an arbitrary fixed start.
     pub fn new() -> Self {
         FakeClock {
@@ -72,5 +83,10 @@ impl Clock for FakeClock {
 
     fn sleep(&self, duration: Duration) {
         self.advance(duration);
+    }
+
+    /// [`FakeClock::UNIX_START_US`] plus the time advanced.
+    fn unix_us(&self) -> u64 {
+        FakeClock::UNIX_START_US + self.elapsed().as_micros() as u64
     }
 }

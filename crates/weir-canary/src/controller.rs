@@ -10,7 +10,7 @@ use crate::plan::Stage;
 use crate::report::{HookResult, Outcome, Report, RollbackLatency, Sample, Trigger};
 use crate::sink::{Drift, Split, WeightSink};
 use crate::source::{MetricSource, Observation};
-use crate::spec::{CanarySpec, HookKind};
+use crate::spec::{CanarySpec, Gate, HookKind, Metric};
 use crate::webhook::{HttpWebhooks, WebhookClient, WebhookPayload};
 
 mod gates;
@@ -131,6 +131,7 @@ impl<'a> CanaryRun<'a> {
     /// Runs the canary to its end, Succeeded or Failed, and returns the report.
     pub fn run(self) -> Report {
         let started = self.clock.now();
+        let started_unix_us = self.clock.unix_us();
         let mut m = Machine {
             spec: self.spec,
             source: self.source,
@@ -144,6 +145,9 @@ impl<'a> CanaryRun<'a> {
             canary_weight: 0,
             failed_checks: 0,
             tainted: false,
+            unconfirmed: None,
+            failed_gate: None,
+            started_unix_us,
             last: None,
             report: Report::new(self.spec),
         };
@@ -161,6 +165,8 @@ struct Stop {
     trigger: Trigger,
     detected: Instant,
     reason: String,
+    /// The gate out of range, when one was (boxed: a `Stop` travels in every `Err`).
+    gate: Option<Box<Gate>>,
 }
 
 struct Machine<'a> {
@@ -177,6 +183,12 @@ struct Machine<'a> {
     failed_checks: u32,
     /// The current check window saw other weights than the step's: its check does not count.
     tainted: bool,
+    /// Weights written that the sink has not confirmed in force yet, and when.
+    unconfirmed: Option<(String, Instant)>,
+    /// The first gate out of range in the latest failed check.
+    failed_gate: Option<Gate>,
+    /// The wall-clock time of `started`, in µs since the Unix epoch.
+    started_unix_us: u64,
     last: Option<Observation>,
     report: Report,
 }
@@ -225,6 +237,7 @@ impl Machine<'_> {
             trigger,
             detected: self.clock.now(),
             reason: reason.into(),
+            gate: None,
         }
     }
 
@@ -271,6 +284,15 @@ impl Machine<'_> {
                 stop,
                 touched: true,
             };
+        }
+        // A first read now: a source that differences reads (scraped counters) then has a
+        // baseline, and the guard's first look can judge instead of seeing no traffic.
+        let now = self.clock.now();
+        if let Err(e) = self.source.request_count(&spec.target.stable_version, now) {
+            self.emit(
+                EventKind::Warning,
+                format!("first metrics read failed: {e}"),
+            );
         }
         self.set_phase(Phase::Progressing, "starting the analysis");
         match self.progress() {
@@ -342,6 +364,15 @@ impl Machine<'_> {
                     })?;
                     self.canary_weight = 100;
                     self.report.promotion_took_us = Some(confirmed.took.as_micros() as u64);
+                    if !confirmed.pending.is_empty() {
+                        self.emit(
+                            EventKind::Warning,
+                            format!(
+                                "the promotion is written, not yet confirmed: {}",
+                                confirmed.pending.join("; ")
+                            ),
+                        );
+                    }
                     self.emit(
                         EventKind::Promoted,
                         format!(
@@ -362,22 +393,38 @@ impl Machine<'_> {
         match self.sink.set_weights(&self.spec.target, split) {
             Ok(c) => {
                 self.canary_weight = canary;
-                self.emit(
-                    EventKind::Weights,
-                    format!(
-                        "weights {}={} {}={} in force (sink took {} µs)",
-                        self.spec.target.stable_subset,
-                        split.stable,
-                        self.spec.target.canary_subset,
-                        split.canary,
-                        c.took.as_micros()
-                    ),
+                let weights = format!(
+                    "weights {}={} {}={}",
+                    self.spec.target.stable_subset,
+                    split.stable,
+                    self.spec.target.canary_subset,
+                    split.canary,
                 );
+                if c.pending.is_empty() {
+                    self.unconfirmed = None;
+                    self.emit(
+                        EventKind::Weights,
+                        format!("{weights} in force (sink took {} µs)", c.took.as_micros()),
+                    );
+                } else {
+                    // Not in force yet: the window that starts now does not count.
+                    self.unconfirmed = Some((weights.clone(), self.clock.now()));
+                    self.tainted = true;
+                    self.emit(
+                        EventKind::Weights,
+                        format!(
+                            "{weights} written, not yet confirmed: {}",
+                            c.pending.join("; ")
+                        ),
+                    );
+                }
                 // A first look at what is in force (and each replica's boot id), so that a
                 // restart before the next tick is seen as one.
                 for d in self.sink.verify(&self.spec.target, split) {
                     self.tainted = true;
-                    self.emit(EventKind::Warning, format!("in force: {d}"));
+                    if !matches!(d, Drift::Pending { .. }) {
+                        self.emit(EventKind::Warning, format!("in force: {d}"));
+                    }
                 }
                 Ok(())
             }
@@ -391,11 +438,19 @@ impl Machine<'_> {
     /// Counts a failed check; reaching the threshold stops the run.
     fn count_failure(&mut self, why: &str) -> Result<(), Stop> {
         self.failed_checks += 1;
+        self.over_threshold(why)
+    }
+
+    /// Stops the run when the failed checks counted so far reach the threshold.
+    fn over_threshold(&mut self, why: &str) -> Result<(), Stop> {
         let (n, t) = (self.failed_checks, self.spec.analysis.threshold);
         if n >= t {
             let reason = format!("{why}; failed checks reached the threshold ({n}/{t})");
             self.emit(EventKind::Breach, reason.clone());
-            return Err(self.stop(Trigger::Threshold, reason));
+            return Err(Stop {
+                gate: self.failed_gate.take().map(Box::new),
+                ..self.stop(Trigger::Threshold, reason)
+            });
         }
         Ok(())
     }
@@ -485,10 +540,24 @@ impl Machine<'_> {
         let expected = Split::canary(self.canary_weight);
         let drifts = self.sink.verify(&self.spec.target, expected);
         if drifts.is_empty() {
+            if let Some((weights, since)) = self.unconfirmed.take() {
+                let after = self.clock.now().saturating_duration_since(since);
+                self.emit(
+                    EventKind::Weights,
+                    format!(
+                        "{weights} in force on every replica, {} ms after they were written",
+                        after.as_millis()
+                    ),
+                );
+            }
             return Ok(());
         }
         self.tainted = true;
-        for d in &drifts {
+        // A write the sidecars have not loaded yet was announced when it was written.
+        for d in drifts
+            .iter()
+            .filter(|d| !matches!(d, Drift::Pending { .. }))
+        {
             self.emit(EventKind::Warning, format!("in force: {d}"));
         }
         if drifts.iter().any(|d| matches!(d, Drift::Latched { .. })) {
@@ -499,6 +568,14 @@ impl Machine<'_> {
         }
         if drifts.iter().any(|d| matches!(d, Drift::Weights { .. })) {
             return match self.sink.set_weights(&self.spec.target, expected) {
+                Ok(c) if !c.pending.is_empty() => {
+                    let reason = format!(
+                        "the weights {expected} written are still not in force: {}",
+                        c.pending.join("; ")
+                    );
+                    self.emit(EventKind::Breach, reason.clone());
+                    Err(self.stop(Trigger::Drift, reason))
+                }
                 Ok(c) => {
                     self.emit(
                         EventKind::Weights,
@@ -623,8 +700,31 @@ impl Machine<'_> {
             result = self.sink.rollback(target).map_err(|e| e.to_string());
         }
         let in_force = self.clock.now();
+        // From the detecting read (no new request): when the sidecars counted the first
+        // response that fails the gate that fired.
+        let first_failure_us = stop.gate.as_ref().and_then(|g| {
+            let over_ms = match g.metric {
+                Metric::RequestSuccessRate => None,
+                Metric::RequestDuration => Some(g.max?),
+                Metric::Query(_) => return None,
+            };
+            self.source
+                .first_failure(&self.spec.target.canary_version, over_ms)
+                .map(|ms| ms as i64 * 1000 - self.started_unix_us as i64)
+        });
+        let since_first = |at: Instant| {
+            first_failure_us.map(|f| {
+                let at_us = at.saturating_duration_since(self.started).as_micros() as i64;
+                (at_us - f).max(0) as u64
+            })
+        };
         let mut latency = RollbackLatency {
             trigger: stop.trigger,
+            gate: stop.gate.as_ref().map(|g| g.name.clone()),
+            min_requests: self.spec.analysis.min_requests,
+            first_failure_at_ms: first_failure_us.map(|us| us.div_euclid(1000)),
+            first_failure_to_detected_us: since_first(stop.detected),
+            first_failure_to_in_force_us: since_first(in_force),
             reason: stop.reason.clone(),
             detected_at_ms: self.ms(stop.detected),
             in_force_at_ms: self.ms(in_force),
@@ -640,6 +740,9 @@ impl Machine<'_> {
             Ok(c) => {
                 self.canary_weight = 0;
                 latency.sink_us = Some(c.took.as_micros() as u64);
+                for p in &c.pending {
+                    self.emit(EventKind::Warning, format!("after the rollback: {p}"));
+                }
                 self.emit(
                     EventKind::RolledBack,
                     format!(

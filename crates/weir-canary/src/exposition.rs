@@ -39,6 +39,7 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
+use weir_proxy::{FIRST_ERROR, FIRST_SLOW};
 use weir_router::telemetry::{self, label as key};
 pub use weir_router::telemetry::{REQUEST_DURATION, REQUESTS_TOTAL};
 
@@ -109,6 +110,13 @@ pub struct VersionStats {
     /// Duration histogram buckets as (upper bound in ms, cumulative count), sorted by bound;
     /// the last bound is `+Inf` when the sidecar exported it.
     pub buckets: Vec<(f64, f64)>,
+    /// Unix time in ms of the first 5xx the sidecars counted under the table in force
+    /// (`weir_first_error_timestamp_milliseconds`; the earliest over sidecars). Not a
+    /// counter: a window keeps the newest value.
+    pub first_error_ms: Option<f64>,
+    /// `(over_ms, unix ms)`: the first response slower than `over_ms` under the table in
+    /// force (`weir_first_slow_timestamp_milliseconds`), sorted by `over_ms`.
+    pub first_slow_ms: Vec<(f64, f64)>,
 }
 
 /// Per-version traffic read from one exposition (or summed over several).
@@ -236,7 +244,10 @@ impl Snapshot {
 impl SnapshotBuilder<'_> {
     /// Whether samples of this metric name are read (every other name is skipped).
     fn reads(name: &str) -> bool {
-        name == telemetry::REQUESTS_TOTAL || name == telemetry::REQUEST_DURATION_BUCKET
+        name == telemetry::REQUESTS_TOTAL
+            || name == telemetry::REQUEST_DURATION_BUCKET
+            || name == FIRST_ERROR
+            || name == FIRST_SLOW
     }
 
     /// One sample as the exposition names it: [`REQUESTS_TOTAL`] counts requests,
@@ -251,6 +262,17 @@ impl SnapshotBuilder<'_> {
     ) -> Result<bool, SampleError> {
         if name == telemetry::REQUESTS_TOTAL {
             return Ok(self.requests(labels, value));
+        }
+        if name == FIRST_ERROR {
+            return Ok(self.first_failure(labels, None, value));
+        }
+        if name == FIRST_SLOW {
+            let over = label(labels, "over_ms")
+                .and_then(parse_value)
+                .ok_or(SampleError(
+                    "a first-slow sample without a numeric `over_ms` label",
+                ))?;
+            return Ok(self.first_failure(labels, Some(over), value));
         }
         if name != telemetry::REQUEST_DURATION_BUCKET {
             return Ok(false);
@@ -305,6 +327,26 @@ impl SnapshotBuilder<'_> {
         true
     }
 
+    /// When the destination first answered with a 5xx (`over_ms` `None`) or slower than
+    /// `over_ms`, as Unix ms, in one label set; the earliest of several counts. Returns
+    /// whether the series counted.
+    pub fn first_failure<K: AsRef<str>, V: AsRef<str>>(
+        &mut self,
+        labels: &[(K, V)],
+        over_ms: Option<f64>,
+        unix_ms: f64,
+    ) -> bool {
+        let Some(version) = self.version_of(labels) else {
+            return false;
+        };
+        let stats = self.versions.entry(version.to_string()).or_default();
+        match over_ms {
+            None => stats.first_error_ms = earliest(stats.first_error_ms, Some(unix_ms)),
+            Some(over) => merge_first(&mut stats.first_slow_ms, &[(over, unix_ms)]),
+        }
+        true
+    }
+
     /// The snapshot of every sample counted.
     pub fn finish(self) -> Snapshot {
         let mut versions = self.versions;
@@ -341,10 +383,28 @@ impl VersionStats {
         histogram_quantile(0.99, &self.buckets)
     }
 
+    /// The first failure a gate would count: the first 5xx (`over_ms` `None`), or the first
+    /// response slower than the largest reported bound at or under `over_ms` (a response
+    /// over that bound may still be under `over_ms`: the time is never later than the
+    /// breach's). Unix ms.
+    pub fn first_failure_ms(&self, over_ms: Option<f64>) -> Option<f64> {
+        match over_ms {
+            None => self.first_error_ms,
+            Some(max) => self
+                .first_slow_ms
+                .iter()
+                .rev()
+                .find(|(over, _)| *over <= max)
+                .map(|(_, ms)| *ms),
+        }
+    }
+
     fn add(&mut self, other: &VersionStats) {
         self.requests += other.requests;
         self.non_5xx += other.non_5xx;
         self.buckets = merge_buckets(&self.buckets, &other.buckets, |a, b| a + b);
+        self.first_error_ms = earliest(self.first_error_ms, other.first_error_ms);
+        merge_first(&mut self.first_slow_ms, &other.first_slow_ms);
     }
 
     fn minus(&self, before: &VersionStats) -> VersionStats {
@@ -352,6 +412,8 @@ impl VersionStats {
             requests: self.requests - before.requests,
             non_5xx: self.non_5xx - before.non_5xx,
             buckets: merge_buckets(&self.buckets, &before.buckets, |a, b| (a - b).max(0.0)),
+            first_error_ms: self.first_error_ms,
+            first_slow_ms: self.first_slow_ms.clone(),
         }
     }
 
@@ -362,6 +424,24 @@ impl VersionStats {
                 .iter()
                 .any(|(_, d)| *d < 0.0)
     }
+}
+
+fn earliest(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Merges `(over_ms, unix ms)` pairs into `into`, keeping the earliest time per bound, sorted.
+fn merge_first(into: &mut Vec<(f64, f64)>, other: &[(f64, f64)]) {
+    for &(over, ms) in other {
+        match into.iter_mut().find(|(o, _)| *o == over) {
+            Some(slot) => slot.1 = slot.1.min(ms),
+            None => into.push((over, ms)),
+        }
+    }
+    into.sort_by(|a, b| a.0.total_cmp(&b.0));
 }
 
 /// Combines two bucket lists bound by bound; a bound missing on one side counts as 0 there.
@@ -732,6 +812,36 @@ mod tests {
         assert_eq!((v2.requests, v2.non_5xx), (100.0, 90.0));
         assert_eq!(v2.buckets, vec![(10.0, 80.0), (f64::INFINITY, 100.0)]);
         assert_eq!(parsed.version("v\"3").unwrap().buckets, vec![(2.5, 4.0)]);
+    }
+
+    #[test]
+    fn first_failures_take_the_earliest_sidecar_and_survive_a_window() {
+        let sidecar = |error: u64, slow: u64| {
+            format!(
+                "weir_first_error_timestamp_milliseconds{{destination_service_name=\"pay\",destination_version=\"v2\"}} {error}\n\
+                 weir_first_slow_timestamp_milliseconds{{destination_service_name=\"pay\",destination_version=\"v2\",over_ms=\"250\"}} {slow}\n\
+                 weir_first_slow_timestamp_milliseconds{{destination_service_name=\"pay\",destination_version=\"v2\",over_ms=\"500\"}} {}\n",
+                slow + 40
+            )
+        };
+        let filter = SeriesFilter::service("pay");
+        let mut total = Snapshot::parse(&sidecar(1_000_900, 1_000_500), &filter).unwrap();
+        total.add(&Snapshot::parse(&sidecar(1_000_100, 1_000_700), &filter).unwrap());
+        let v2 = total.version("v2").unwrap();
+        assert_eq!(v2.first_failure_ms(None), Some(1_000_100.0));
+        // A 500 ms gate: the first response over 500 ms; a 400 ms gate: over 250 ms (the
+        // largest bound under it), never later than the breach.
+        assert_eq!(v2.first_failure_ms(Some(500.0)), Some(1_000_540.0));
+        assert_eq!(v2.first_failure_ms(Some(400.0)), Some(1_000_500.0));
+        assert_eq!(v2.first_failure_ms(Some(100.0)), None);
+        // Timestamps are not counters: a window keeps the newest.
+        let window = total.since(&Snapshot::default());
+        assert_eq!(
+            window.version("v2").unwrap().first_error_ms,
+            Some(1_000_100.0)
+        );
+        let bad = "weir_first_slow_timestamp_milliseconds{destination_version=\"v2\"} 5\n";
+        assert!(Snapshot::parse(bad, &SeriesFilter::default()).is_err());
     }
 
     #[test]

@@ -51,6 +51,7 @@ mod clock;
 mod controller;
 mod event;
 mod exposition;
+pub mod in_process;
 mod plan;
 mod replicas;
 mod report;
@@ -88,4 +89,5 @@ pub use spec::{
 };
 pub use template::FlaggerQueries;
 pub use transport::TransportError;
+pub use units::human_micros;
 pub use webhook::{HttpWebhooks, WebhookClient, WebhookError, WebhookPayload};

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::event::{Event, Phase};
 use crate::plan::Stage;
 use crate::spec::{CanarySpec, Gate, HookKind, Target};
+use crate::units::human_micros;
 
 mod svg;
 
@@ -83,6 +84,22 @@ pub enum Trigger {
     /// The weights in force drifted from the step's (a restart without its state, another
     /// writer) and could not be put back.
     Drift,
+}
+
+impl Trigger {
+    /// What set a rollback off, for humans: `the fast guard`, `a manual rollback ...`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Trigger::FastGuard => "the fast guard",
+            Trigger::Threshold => "failed checks reaching the threshold",
+            Trigger::RollbackWebhook => "a rollback webhook",
+            Trigger::Aborted => "an abort",
+            Trigger::SinkError => "a weight sink error",
+            Trigger::Refused => "a refusal",
+            Trigger::ManualRollback => "a manual rollback (weir rollback)",
+            Trigger::Drift => "weights in force that drifted and could not be put back",
+        }
+    }
 }
 
 /// One check of the gates.
@@ -169,14 +186,28 @@ pub struct Sample {
     pub p99_ms: Option<f64>,
 }
 
-/// The rollback, timed: breach detected -> 0% in force (sink confirmed) -> first request
-/// seen on the stable subset.
+/// The rollback, timed: first failing response the sidecars counted -> breach detected -> 0%
+/// in force (sink confirmed on every replica) -> first request seen on the stable subset.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RollbackLatency {
     /// What set it off.
     pub trigger: Trigger,
+    /// Which rule fired: the gate the fast guard or the failed checks judged out of range
+    /// (`request-success-rate`, `request-duration`, a custom metric's name), when a gate did.
+    pub gate: Option<String>,
+    /// The guard's sensitivity: the canary requests a window needs before a gate may fail.
+    pub min_requests: u64,
     /// Why, in one sentence.
     pub reason: String,
+    /// When the sidecars counted the canary's first failing response under the weights in
+    /// force (the first 5xx for the success rate, the first response over the gate for the
+    /// duration), in ms since the start (negative: before it); `None` when the source cannot
+    /// tell (Prometheus, a custom metric) or the trigger was no gate.
+    pub first_failure_at_ms: Option<i64>,
+    /// First failing response to detection, in µs.
+    pub first_failure_to_detected_us: Option<u64>,
+    /// First failing response to 0% in force on every replica, in µs: the rollback SLA.
+    pub first_failure_to_in_force_us: Option<u64>,
     /// When the breach was detected, in ms since the start.
     pub detected_at_ms: u64,
     /// When the sink confirmed 0%, in ms since the start.
@@ -192,6 +223,44 @@ pub struct RollbackLatency {
     pub attempts: u32,
     /// Set when every attempt failed: the canary may still get traffic.
     pub error: Option<String>,
+}
+
+impl RollbackLatency {
+    /// One line on the rollback's timing, the SLA weir owns (`stable`: the stable subset's
+    /// name, for the first request seen on it).
+    pub fn describe(&self, stable: &str) -> String {
+        if let Some(err) = &self.error {
+            return format!("rollback: {err}");
+        }
+        let seen = match self.stable_seen_after_us {
+            Some(us) => format!(", first request on {stable} {} later", human_micros(us)),
+            None => String::new(),
+        };
+        let rule = match &self.gate {
+            Some(gate) => format!(
+                " on {gate} (at least minRequests {} canary requests in a window)",
+                self.min_requests
+            ),
+            None => String::new(),
+        };
+        let from_failure = match (
+            self.first_failure_to_detected_us,
+            self.first_failure_to_in_force_us,
+        ) {
+            (Some(detected), Some(in_force)) => format!(
+                "; from the first failed request the sidecars counted: detected after {}, 0% in force on every replica after {}",
+                human_micros(detected),
+                human_micros(in_force)
+            ),
+            _ => "; the first failed request's time is unknown (no sidecar timestamp from this metric source)".to_string(),
+        };
+        format!(
+            "rollback set off by {}{rule}: canary at 0% in force {} after detection (sink {}){seen}{from_failure}",
+            self.trigger.describe(),
+            human_micros(self.detected_to_in_force_us),
+            self.sink_us.map_or_else(|| "n/a".to_string(), human_micros),
+        )
+    }
 }
 
 /// A report file could not be written.

@@ -64,6 +64,10 @@ pub struct Confirmation {
     pub took: Duration,
     /// The config generation each replica reported (none for a file).
     pub generations: Vec<u64>,
+    /// Replicas that do not serve the change yet, one line each (a [`FileSink`]'s sidecars
+    /// that have not reloaded the file): the change is written, not in force. Empty when
+    /// every replica the sink reaches serves it.
+    pub pending: Vec<String>,
 }
 
 /// Applies a canary's weights. Every method returns only once the change is in force
@@ -128,6 +132,16 @@ pub enum Drift {
         /// What the run set.
         expected: Split,
     },
+    /// The replica has not loaded the change written yet (a [`FileSink`]'s sidecar before its
+    /// next reload): the weights are not in force, and that is expected for a while.
+    Pending {
+        /// The replica's admin URL.
+        replica: String,
+        /// What it serves.
+        in_force: Split,
+        /// What was written.
+        expected: Split,
+    },
     /// A rollback latch holds the canary at 0%: someone rolled it back by hand.
     Latched {
         /// The replica's admin URL.
@@ -152,6 +166,14 @@ impl fmt::Display for Drift {
                 in_force,
                 expected,
             } => write!(f, "{replica} serves {in_force}, not the step's {expected}"),
+            Drift::Pending {
+                replica,
+                in_force,
+                expected,
+            } => write!(
+                f,
+                "{replica} has not loaded the file yet: serves {in_force}, the file says {expected}"
+            ),
             Drift::Latched { replica } => write!(
                 f,
                 "{replica} was rolled back by hand: a rollback latch holds the canary at 0%"

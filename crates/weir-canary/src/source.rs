@@ -74,6 +74,16 @@ pub trait MetricSource {
         let _ = (version, now);
         Ok(None)
     }
+
+    /// When the sidecars counted the version's first failing response under the weights in
+    /// force, from the newest read (no new request): the first 5xx with `over_ms` `None`, else
+    /// the first response slower than `over_ms`. Unix ms; `None` when the source cannot tell
+    /// (Prometheus) or saw none. The controller asks it on a breach, to time the rollback
+    /// from the first failed request rather than from its detection.
+    fn first_failure(&mut self, version: &str, over_ms: Option<f64>) -> Option<u64> {
+        let _ = (version, over_ms);
+        None
+    }
 }
 
 /// Why a source could not produce numbers.

@@ -21,9 +21,25 @@ pub(crate) fn promql_duration(d: Duration) -> String {
     }
 }
 
+/// µs for humans: `850 µs`, `12.3 ms` or `1.20 s`.
+pub fn human_micros(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} µs"),
+        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn micros_pick_a_readable_unit() {
+        assert_eq!(human_micros(850), "850 µs");
+        assert_eq!(human_micros(12_340), "12.3 ms");
+        assert_eq!(human_micros(1_200_000), "1.20 s");
+    }
 
     #[test]
     fn promql_ranges() {

@@ -42,9 +42,20 @@ struct Sim {
     health: Health,
     queries: BTreeMap<String, Option<f64>>,
     supports_queries: bool,
+    /// What the sidecars would say of the canary's first failure, ms since the start, and
+    /// the `over_ms` each question asked.
+    first_failure: Option<u64>,
+    asked_first: Rc<RefCell<Vec<Option<f64>>>>,
 }
 
 impl MetricSource for Sim {
+    fn first_failure(&mut self, version: &str, over_ms: Option<f64>) -> Option<u64> {
+        assert_eq!(version, "v2");
+        self.asked_first.borrow_mut().push(over_ms);
+        self.first_failure
+            .map(|ms| FakeClock::UNIX_START_US / 1000 + ms)
+    }
+
     fn observe(
         &mut self,
         version: &str,
@@ -92,6 +103,9 @@ struct Recorder {
     refreshes: u32,
     /// How many ops had been made at the first refresh.
     ops_at_first_refresh: Option<usize>,
+    clock: FakeClock,
+    /// The replica restarts (without its state: it serves 100/0) at the first look after this.
+    restart_at: Option<Duration>,
 }
 
 impl WeightSink for Recorder {
@@ -118,6 +132,7 @@ impl WeightSink for Recorder {
         Ok(Confirmation {
             took: Duration::from_micros(35),
             generations: vec![8],
+            pending: Vec::new(),
         })
     }
 
@@ -133,6 +148,27 @@ impl WeightSink for Recorder {
 
     fn describe(&self) -> String {
         "recorder".into()
+    }
+
+    fn verify(&mut self, _: &Target, expected: Split) -> Vec<Drift> {
+        let replica = "http://198.51.100.7:15000".to_string();
+        match self.restart_at {
+            Some(at) if self.clock.elapsed() >= at => {
+                self.restart_at = None;
+                self.world.borrow_mut().weight = 0;
+                vec![
+                    Drift::Restarted {
+                        replica: replica.clone(),
+                    },
+                    Drift::Weights {
+                        replica,
+                        in_force: Split::canary(0),
+                        expected,
+                    },
+                ]
+            }
+            _ => Vec::new(),
+        }
     }
 
     fn refresh(&mut self, _: &Target) -> Vec<ReplicaChange> {
@@ -237,6 +273,8 @@ struct Run {
     ops: Vec<Op>,
     calls: Vec<(String, Phase, Duration)>,
     events: Vec<Event>,
+    /// The `over_ms` of every first-failure question the run asked its source.
+    asked_first: Vec<Option<f64>>,
     /// The sink's refresh calls, and how many ops had been made at the first one.
     refreshes: (u32, Option<usize>),
 }
@@ -250,6 +288,8 @@ struct Setup {
     queries: BTreeMap<String, Option<f64>>,
     supports_queries: bool,
     abort_after_events: Option<usize>,
+    first_failure: Option<u64>,
+    restart_at: Option<Duration>,
 }
 
 fn healthy() -> Health {
@@ -267,7 +307,21 @@ impl Setup {
             queries: BTreeMap::new(),
             supports_queries: true,
             abort_after_events: None,
+            first_failure: None,
+            restart_at: None,
         }
+    }
+
+    /// The sink's replica restarts without its state at the first look after `at`.
+    fn restart_at(mut self, at: Duration) -> Self {
+        self.restart_at = Some(at);
+        self
+    }
+
+    /// The sidecars counted the canary's first failing response `ms` after the start.
+    fn first_failure_at(mut self, ms: u64) -> Self {
+        self.first_failure = Some(ms);
+        self
     }
 
     fn health(mut self, f: impl Fn(Now) -> (f64, f64, f64) + 'static) -> Self {
@@ -286,12 +340,15 @@ impl Setup {
         let world = Rc::new(RefCell::new(World::default()));
         let ops = Rc::new(RefCell::new(Vec::new()));
         let calls = Rc::new(RefCell::new(Vec::new()));
+        let asked_first = Rc::new(RefCell::new(Vec::new()));
         let mut source = Sim {
             world: world.clone(),
             clock: clock.clone(),
             health: self.health,
             queries: self.queries,
             supports_queries: self.supports_queries,
+            first_failure: self.first_failure,
+            asked_first: asked_first.clone(),
         };
         let mut sink = Recorder {
             world,
@@ -299,6 +356,8 @@ impl Setup {
             refuse_weight: self.refuse_weight,
             refreshes: 0,
             ops_at_first_refresh: None,
+            clock: clock.clone(),
+            restart_at: self.restart_at,
         };
         let hooks = Hooks {
             script: self.hooks,
@@ -322,11 +381,13 @@ impl Setup {
             .run();
         let ops = ops.borrow().clone();
         let calls = calls.borrow().clone();
+        let asked_first = asked_first.borrow().clone();
         Run {
             report,
             ops,
             calls,
             events,
+            asked_first,
             refreshes: (sink.refreshes, sink.ops_at_first_refresh),
         }
     }
@@ -623,14 +684,14 @@ fn a_rollback_hook_answering_2xx_rolls_back_at_once() {
 
 #[test]
 fn the_fast_guard_rolls_back_within_one_period_of_a_breach() {
-    // (breach at ms, success rate after, p99 after, guard period ms)
-    let rows: [(u64, f64, f64, u64); 4] = [
-        (90_250, 80.0, 100.0, 1000),
-        (90_250, 100.0, 900.0, 1000),
-        (30_001, 0.0, 1.0, 250),
-        (119_999, 95.0, 1.0, 500),
+    // (breach at ms, success rate after, p99 after, guard period ms, the gate that fires)
+    let rows: [(u64, f64, f64, u64, &str); 4] = [
+        (90_250, 80.0, 100.0, 1000, "request-success-rate"),
+        (90_250, 100.0, 900.0, 1000, "request-duration"),
+        (30_001, 0.0, 1.0, 250, "request-success-rate"),
+        (119_999, 95.0, 1.0, 500, "request-success-rate"),
     ];
-    for (breach, rate, p99, period) in rows {
+    for (breach, rate, p99, period, gate) in rows {
         let spec = spec(
             "threshold: 5\nmaxWeight: 50\nstepWeight: 10",
             &format!("fastGuard: {{period: {period}ms, window: 5s}}"),
@@ -643,10 +704,36 @@ fn the_fast_guard_rolls_back_within_one_period_of_a_breach() {
                     (50.0, 100.0, 10.0)
                 }
             })
+            .first_failure_at(breach)
             .run();
         let r = &run.report;
         let rb = r.rollback.as_ref().expect("rolled back");
         assert_eq!(rb.trigger, Trigger::FastGuard, "{breach}");
+        // Which rule fired, and the SLA timed from the first failed request the sidecars
+        // counted: for the duration gate, the first response over its max (500 ms).
+        assert_eq!(rb.gate.as_deref(), Some(gate));
+        assert_eq!(rb.min_requests, 100);
+        let over = (gate == "request-duration").then_some(500.0);
+        assert_eq!(
+            run.asked_first,
+            vec![over],
+            "asked once, for the gate that fired"
+        );
+        assert_eq!(rb.first_failure_at_ms, Some(breach as i64));
+        assert_eq!(
+            rb.first_failure_to_detected_us,
+            Some((rb.detected_at_ms - breach) * 1000)
+        );
+        assert_eq!(
+            rb.first_failure_to_in_force_us,
+            Some((rb.in_force_at_ms - breach) * 1000)
+        );
+        assert!(
+            rb.reason
+                .contains("at least minRequests 100 needed to judge"),
+            "{}",
+            rb.reason
+        );
         assert!(
             rb.detected_at_ms >= breach && rb.detected_at_ms - breach <= period,
             "breach at {breach} ms, detected at {} ms, period {period} ms",
@@ -809,6 +896,41 @@ fn abort_rolls_back_at_the_next_tick() {
     assert_eq!(run.ops.last(), Some(&Op::Rollback));
 }
 
+/// Regression: the "check failed" line showed the count from before its own failure ("failed
+/// checks 0/3" on the first failed check), one behind the report's checks.
+#[test]
+fn a_failed_check_line_counts_its_own_failure() {
+    let run = Setup::new(spec(
+        "threshold: 3\nmaxWeight: 50\nstepWeight: 10",
+        "fastGuard: {period: 0s}",
+    ))
+    .health(|_| (50.0, 98.0, 120.0))
+    .run();
+    let lines: Vec<&Event> = run
+        .events
+        .iter()
+        .filter(|e| e.kind == EventKind::Check)
+        .collect();
+    assert_eq!(
+        lines.iter().map(|e| e.failed_checks).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        lines.iter().map(|e| e.failed_checks).collect::<Vec<_>>(),
+        run.report
+            .checks
+            .iter()
+            .map(|c| c.failed_checks)
+            .collect::<Vec<_>>(),
+        "the lines and the report agree"
+    );
+    let first = lines[0].to_string();
+    assert!(
+        first.contains("check failed") && first.contains("failed checks 1/3"),
+        "{first}"
+    );
+}
+
 #[test]
 fn events_carry_progress_for_the_cli() {
     let run = Setup::new(spec("threshold: 2\nstepWeights: [10, 50]", "")).run();
@@ -930,7 +1052,7 @@ fn the_report_is_written_as_json_and_svg() {
 
 /// A promoted run with a dark launch, a 1% first step and one failed check on the way (the
 /// fast guard off, threshold 2), and a run rolled back by the fast guard at 70% success.
-fn chart_runs() -> [(&'static str, Run); 2] {
+fn chart_runs() -> [(&'static str, Run); 3] {
     let promoted = Setup::new(spec(
         "threshold: 2\niterations: 2\nmatch: [{headers: {x-canary: {exact: 'true'}}}]\nstepWeights: [1, 5, 10, 25, 50]",
         "fastGuard: {period: 0s}",
@@ -958,9 +1080,25 @@ fn chart_runs() -> [(&'static str, Run); 2] {
                 10.0,
             )
         })
+        // The sidecars counted the first 5xx 129.6 s in; the guard's look at 130 s saw it.
+        .first_failure_at(129_600)
         .run();
     assert_eq!(rolled_back.report.outcome, Outcome::RolledBack);
-    [("promoted", promoted), ("rolled-back", rolled_back)]
+    // A sidecar restarted without its state 90.5 s in (the 20% step): it served 100/0 until
+    // the next look put 80/20 back, and that window's check did not count.
+    let restarted = Setup::new(spec(
+        "threshold: 2\nstepWeights: [10, 20, 50]",
+        "fastGuard: {period: 1s, window: 10s}",
+    ))
+    .restart_at(Duration::from_millis(90_500))
+    .run();
+    assert!(restarted.report.succeeded(), "{}", restarted.report.reason);
+    assert_eq!(restarted.report.uncounted_checks, 1);
+    [
+        ("promoted", promoted),
+        ("rolled-back", rolled_back),
+        ("sidecar-restart", restarted),
+    ]
 }
 
 /// The charts of both runs, compared byte for byte with `tests/golden/chart-*.svg`;
@@ -1041,7 +1179,7 @@ fn chart_labels_never_overlap_and_stay_on_the_canvas() {
 
 #[test]
 fn charts_have_fixed_axes_a_labelled_gate_and_the_markers() {
-    let [(_, promoted), (_, rolled_back)] = chart_runs();
+    let [(_, promoted), (_, rolled_back), (_, restarted)] = chart_runs();
     for run in [&promoted, &rolled_back] {
         let svg = run.report.to_svg();
         // Both scales 0..100 on the left and on the right, in every run.
@@ -1069,6 +1207,14 @@ fn charts_have_fixed_axes_a_labelled_gate_and_the_markers() {
     assert!(svg.contains("rollback: 0% in force"));
     assert!(svg.contains("lowest: 70.0% success"));
     assert!(!svg.contains("dark launch"), "no dark launch in this plan");
+    assert!(
+        svg.contains("first failed request at 2m9.6s: 0% in force 400.0 ms later"),
+        "{svg}"
+    );
+    let svg = restarted.report.to_svg();
+    assert!(svg.contains("sidecar restarted at 1m31s"), "{svg}");
+    assert!(svg.contains(">window not counted</text>"), "{svg}");
+    assert!(svg.contains(">100% (promoted)</text>"));
 
     // 1 request a second, 100 needed: every check lacks data, and its window is shaded as such.
     let starved = Setup::new(spec("threshold: 2\nstepWeight: 50", ""))

@@ -186,9 +186,10 @@ fn a_failing_canary_is_rolled_back_and_latched_within_a_guard_period() {
     assert_eq!(report.phase, Phase::Failed);
     let rb = report.rollback.as_ref().unwrap();
     // Caught during the dark launch, on header traffic alone (10 requests a second reach v2):
-    // at the first guard tick whose 5 s window holds minRequests (20), i.e. with 2 s of history.
+    // at the first guard tick whose 5 s window holds minRequests (20), i.e. with 2 s of history
+    // (the run reads the counters once at its start, so history begins at 0).
     assert_eq!(rb.trigger, Trigger::FastGuard, "{}", rb.reason);
-    assert_eq!(rb.detected_at_ms, 3_000, "{}", rb.reason);
+    assert_eq!(rb.detected_at_ms, 2_000, "{}", rb.reason);
     assert!(
         report.timeline.iter().all(|e| e.canary_weight == 0),
         "never got weighted traffic"
@@ -229,9 +230,9 @@ fn the_fast_guard_catches_a_weighted_canary_between_checks() {
         .run();
     let rb = report.rollback.as_ref().unwrap();
     assert_eq!(rb.trigger, Trigger::FastGuard, "{}", rb.reason);
-    // 10% of 200 requests a second reach v2: the first tick with a window (1 s of history,
-    // 20 requests) acts.
-    assert_eq!(rb.detected_at_ms, 2_000, "{}", rb.reason);
+    // 10% of 200 requests a second reach v2: the first tick (1 s of history since the run's
+    // first read at its start, 20 requests) acts.
+    assert_eq!(rb.detected_at_ms, 1_000, "{}", rb.reason);
     assert!(
         report.checks.is_empty(),
         "caught before the first 10 s check"

@@ -49,6 +49,42 @@ impl PodIdentity {
         PodIdentity::from_labels(workload, UNKNOWN, "")
     }
 
+    /// The identity of the pod this process runs in: `workload` and `namespace` when given
+    /// (non-empty), else the downward-API environment (`WEIR_WORKLOAD` or
+    /// `ISTIO_META_WORKLOAD_NAME`, `POD_NAMESPACE`), with the labels of the downward-API
+    /// `metadata.labels` file at `labels` if given. An unreadable labels file is an error
+    /// naming it.
+    pub fn from_pod(
+        workload: &str,
+        namespace: &str,
+        labels: Option<&std::path::Path>,
+    ) -> std::io::Result<Self> {
+        let given_or_env = |given: &str, names: &[&str]| {
+            if !given.is_empty() {
+                return given.to_string();
+            }
+            names
+                .iter()
+                .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
+                .unwrap_or_default()
+        };
+        let workload = given_or_env(workload, &["WEIR_WORKLOAD", "ISTIO_META_WORKLOAD_NAME"]);
+        let namespace = given_or_env(namespace, &["POD_NAMESPACE"]);
+        let labels = match labels {
+            Some(path) => std::fs::read_to_string(path).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot read the pod labels file {} (a downward-API volume of metadata.labels): {e}",
+                        path.display()
+                    ),
+                )
+            })?,
+            None => String::new(),
+        };
+        Ok(PodIdentity::from_labels(&workload, &namespace, &labels))
+    }
+
     /// The identity of a pod from its workload name, namespace and labels in the format of a
     /// downward-API `metadata.labels` file (`key="value"` lines). An empty workload name is
     /// taken from the `service.istio.io/workload-name` label, else the app.

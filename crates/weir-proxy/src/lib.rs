@@ -110,7 +110,9 @@ mod telemetry;
 
 pub use feed::{ConfigFeed, FeedError, FileFeed};
 pub use identity::{PodIdentity, UNKNOWN, parse_labels};
-pub use metrics::{CONTENT_TYPE, DURATION_BUCKETS_MS, Metrics, PASSTHROUGH_CLUSTER};
+pub use metrics::{
+    CONTENT_TYPE, DURATION_BUCKETS_MS, FIRST_ERROR, FIRST_SLOW, Metrics, PASSTHROUGH_CLUSTER,
+};
 pub use proxy::{Inbound, Proxy, ProxyOptions, ProxyService, ResponseBody, ResponseFlags};
 pub use reload::{ReloadError, Reloader, Trigger};
 pub use server::ConnectionLimits;

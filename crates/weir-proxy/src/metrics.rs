@@ -127,6 +127,7 @@ impl Metrics {
             requests.clone(),
             inbound.clone(),
         ])));
+        registry.register_collector(Box::new(FirstFailureCollector(requests.clone())));
         let reloads = Family::<ResultLabel, Counter>::default();
         registry.register(
             "weir_config_reloads",
@@ -259,6 +260,17 @@ impl Metrics {
                 }
                 visit(&labels, series.count.load(Ordering::Relaxed), &buckets);
             }
+        }
+    }
+
+    /// When each outbound destination first answered badly under the table in force, for a
+    /// reader in the same process (the in-process canary): `visit(labels, over_ms, unix_ms)`
+    /// with `over_ms` `None` for the first 5xx, `Some(b)` for the first response slower than
+    /// `b` ms. The same numbers as [`FIRST_ERROR`] and [`FIRST_SLOW`] on `/metrics`.
+    pub fn for_each_first_failure(&self, mut visit: impl FnMut(&[(&str, &str)], Option<f64>, u64)) {
+        for (labels, over_ms, ms) in first_failures(&self.requests) {
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            visit(&labels, over_ms, ms);
         }
     }
 
@@ -421,6 +433,93 @@ impl EncodeLabelSet for MirrorLabels {
 #[derive(Debug)]
 /// Outbound, then inbound: one family each for both, as the exposition allows.
 struct RequestCollector([Arc<RequestSeries>; 2]);
+
+/// `weir_first_error_timestamp_milliseconds`: Unix time in ms of a destination's first 5xx
+/// response under the table in force (since the last weight change, reload or rollback).
+pub const FIRST_ERROR: &str = "weir_first_error_timestamp_milliseconds";
+/// `weir_first_slow_timestamp_milliseconds{over_ms}`: Unix time in ms of a destination's first
+/// response slower than `over_ms` (a duration bucket bound, 100 ms and up) under the table in
+/// force.
+pub const FIRST_SLOW: &str = "weir_first_slow_timestamp_milliseconds";
+/// The smallest bucket bound [`FIRST_SLOW`] is reported for: faster responses are no breach
+/// of any latency gate worth a rollback, and every bound is a series.
+const FIRST_SLOW_FROM_MS: f64 = 100.0;
+
+/// The outbound destinations' first failures: (labels without the response's, `None` for
+/// the first 5xx or `Some(over_ms)`, Unix ms).
+#[allow(clippy::type_complexity)]
+fn first_failures(all: &RequestSeries) -> Vec<(Vec<(&'static str, String)>, Option<f64>, u64)> {
+    let clusters: Vec<Arc<ClusterSeries>> = {
+        let map = all.clusters.lock().unwrap_or_else(|p| p.into_inner());
+        map.values().cloned().collect()
+    };
+    let mut out = Vec::new();
+    for cluster in clusters {
+        let key = SeriesKey {
+            labels: cluster.labels().clone(),
+            code: 0,
+            flags: weir_router::telemetry::ResponseFlags::NONE,
+            grpc: false,
+        };
+        let labels: Vec<(&'static str, String)> = request_labels(all, &key, "", "")
+            .iter()
+            .take_while(|(k, _)| *k != weir_router::telemetry::label::RESPONSE_CODE)
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect();
+        let f = &cluster.firsts;
+        let error = f.error_ms.load(Ordering::Relaxed);
+        if error != 0 {
+            out.push((labels.clone(), None, error));
+        }
+        let slots: Vec<u64> = f
+            .bucket_ms
+            .iter()
+            .map(|s| s.load(Ordering::Relaxed))
+            .collect();
+        for (i, bound) in DURATION_BUCKETS_MS.iter().enumerate() {
+            if *bound < FIRST_SLOW_FROM_MS {
+                continue;
+            }
+            // Bucket i + 1 and up hold the responses slower than bound i.
+            if let Some(ms) = slots[i + 1..].iter().copied().filter(|&m| m != 0).min() {
+                out.push((labels.clone(), Some(*bound), ms));
+            }
+        }
+    }
+    out.sort_by(|a, b| (&a.0, a.1.map(|o| o as u64)).cmp(&(&b.0, b.1.map(|o| o as u64))));
+    out
+}
+
+#[derive(Debug)]
+struct FirstFailureCollector(Arc<RequestSeries>);
+
+impl Collector for FirstFailureCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let rows = first_failures(&self.0);
+        for (name, help, slow) in [
+            (
+                FIRST_ERROR,
+                "Unix time in ms of the destination's first 5xx under the table in force",
+                false,
+            ),
+            (
+                FIRST_SLOW,
+                "Unix time in ms of the destination's first response slower than over_ms under the table in force",
+                true,
+            ),
+        ] {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (labels, over_ms, ms) in rows.iter().filter(|r| r.1.is_some() == slow) {
+                let mut labels = labels.clone();
+                if let Some(over) = over_ms {
+                    labels.push(("over_ms", over.to_string()));
+                }
+                family.encode_family(&labels)?.encode_gauge(&(*ms as i64))?;
+            }
+        }
+        Ok(())
+    }
+}
 
 impl Collector for RequestCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {

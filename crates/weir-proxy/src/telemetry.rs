@@ -35,6 +35,23 @@ pub(crate) struct ClusterSeries {
     /// Flag-less series by `(code - 100) * 2 + grpc`.
     slots: Box<[OnceLock<Arc<Series>>]>,
     all: Arc<RequestSeries>,
+    /// When this destination first answered badly under the table in force.
+    pub(crate) firsts: FirstFailures,
+}
+
+/// When a destination first answered with a 5xx, and first answered in each duration bucket,
+/// since the table in force was published (a weight change, a reload, a rollback): what a
+/// canary's rollback SLA is measured from. Unix time in ms; 0 is "not yet".
+///
+/// A slot is written once per table, by the first request that finds it 0: on the hot path
+/// that is one relaxed load per request (two for a 5xx). A request that ends while a new
+/// table is published may land in either table's slots.
+#[derive(Debug, Default)]
+pub(crate) struct FirstFailures {
+    generation: AtomicU64,
+    pub(crate) error_ms: AtomicU64,
+    /// By duration bucket, as [`Series::buckets`].
+    pub(crate) bucket_ms: [AtomicU64; 20],
 }
 
 impl std::fmt::Debug for ClusterSeries {
@@ -107,6 +124,7 @@ impl RequestSeries {
                     labels: labels.clone(),
                     slots: (0..SLOTS).map(|_| OnceLock::new()).collect(),
                     all: this.clone(),
+                    firsts: FirstFailures::default(),
                 })
             })
             .clone()
@@ -130,7 +148,13 @@ impl ClusterSeries {
         } else {
             &self.slow(code, flags, grpc)
         };
-        series.observe(elapsed);
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = DURATION_BUCKETS_US
+            .iter()
+            .position(|&bound| us <= bound)
+            .unwrap_or(DURATION_BUCKETS_US.len());
+        series.observe(bucket, us);
+        self.firsts.note(bucket, (500..600).contains(&code));
     }
 
     fn slow(&self, code: u16, flags: ResponseFlags, grpc: bool) -> Arc<Series> {
@@ -152,15 +176,44 @@ impl ClusterSeries {
 
 impl Series {
     #[inline]
-    fn observe(&self, elapsed: Duration) {
-        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        let bucket = DURATION_BUCKETS_US
-            .iter()
-            .position(|&bound| us <= bound)
-            .unwrap_or(DURATION_BUCKETS_US.len());
+    fn observe(&self, bucket: usize, us: u64) {
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// === impl FirstFailures ===
+
+impl FirstFailures {
+    /// Starts over for the table of `generation` (once per generation, however many proxies
+    /// publish their side of it).
+    pub(crate) fn begin(&self, generation: u64) {
+        if self.generation.swap(generation, Ordering::Relaxed) != generation {
+            self.error_ms.store(0, Ordering::Relaxed);
+            for slot in &self.bucket_ms {
+                slot.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    #[inline]
+    fn note(&self, bucket: usize, error: bool) {
+        first(&self.bucket_ms[bucket]);
+        if error {
+            first(&self.error_ms);
+        }
+    }
+}
+
+/// Writes the time now into `slot` if it holds none.
+#[inline]
+fn first(slot: &AtomicU64) {
+    if slot.load(Ordering::Relaxed) == 0 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let _ = slot.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
@@ -234,5 +287,36 @@ impl Drop for Recorder {
             .record(self.code, self.flags, self.grpc, self.start.elapsed());
         self.lease.take();
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_failures_are_written_once_per_table_and_start_over_with_the_next() {
+        let f = FirstFailures::default();
+        f.begin(7);
+        f.note(3, false);
+        assert_eq!(f.error_ms.load(Ordering::Relaxed), 0, "a 2xx is no error");
+        let fast = f.bucket_ms[3].load(Ordering::Relaxed);
+        assert!(fast > 0);
+        f.note(9, true);
+        let (error, slow) = (
+            f.error_ms.load(Ordering::Relaxed),
+            f.bucket_ms[9].load(Ordering::Relaxed),
+        );
+        assert!(error >= fast && slow == error, "{fast} {error} {slow}");
+        std::thread::sleep(Duration::from_millis(2));
+        f.note(9, true);
+        assert_eq!(f.error_ms.load(Ordering::Relaxed), error, "the first stays");
+        // Another proxy publishing its side of the same table: nothing starts over.
+        f.begin(7);
+        assert_eq!(f.error_ms.load(Ordering::Relaxed), error);
+        // The next table: every slot starts over.
+        f.begin(8);
+        assert_eq!(f.error_ms.load(Ordering::Relaxed), 0);
+        assert!(f.bucket_ms.iter().all(|s| s.load(Ordering::Relaxed) == 0));
     }
 }

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tower_service::Service;
 use weir_proxy::{Metrics, Proxy, ProxyOptions, ProxyService};
-use weir_router::{ConfigSource, LiveTable};
+use weir_router::testing::ServiceFixture;
 
 /// An upstream that answers `503` to the first `failures` requests, then echoes
 /// `<method> <body length>`.
@@ -48,29 +48,12 @@ async fn upstream(failures: usize) -> (SocketAddr, Arc<AtomicUsize>) {
 }
 
 fn service(upstream: SocketAddr, retries: &str) -> ProxyService {
-    let yaml = format!(
-        r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: ledger}}
-spec:
-  hosts: [ledger]
-  ports: [{{number: 80, name: http}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: ledger}}
-spec:
-  hosts: [ledger]
-  http:
-  - retries: {retries}
-    route: [{{destination: {{host: ledger}}}}]
-"#,
-        upstream.port()
-    );
-    let (live, _) = LiveTable::from_sources(&[ConfigSource::new("ledger.yaml", yaml)]).unwrap();
+    let live = ServiceFixture::new("ledger")
+        .endpoints([upstream.port()], None)
+        .rule(&format!(
+            "{{retries: {retries}, route: [{{destination: {{host: ledger}}}}]}}"
+        ))
+        .live();
     let proxy = Proxy::new(
         Arc::new(live),
         Arc::new(Metrics::new("test")),

@@ -274,46 +274,15 @@ impl Balancers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ConfigSource, LiveTable};
+    use crate::LiveTable;
+    use crate::testing::ServiceFixture;
 
     fn table(lb: &str) -> LiveTable {
-        let yaml = format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  ports: [{{number: 80, name: http}}]
-  resolution: STATIC
-  endpoints:
-  - {{address: 127.0.0.1, ports: {{http: 1001}}, labels: {{version: v1}}}}
-  - {{address: 127.0.0.1, ports: {{http: 1002}}, labels: {{version: v1}}}}
-  - {{address: 127.0.0.1, ports: {{http: 1003}}, labels: {{version: v1}}}}
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: svc}}
-spec:
-  host: svc
-  trafficPolicy:
-    loadBalancer: {lb}
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  http:
-  - route:
-    - {{destination: {{host: svc, subset: v1}}}}
-"#
-        );
-        LiveTable::from_sources(&[ConfigSource::new("t.yaml", yaml)])
-            .expect("valid")
-            .0
+        ServiceFixture::new("svc")
+            .endpoints([1001, 1002, 1003], Some("v1"))
+            .load_balancer(lb)
+            .subset("v1")
+            .live()
     }
 
     fn authority(live: &LiveTable, pick: &Pick) -> String {

@@ -3,6 +3,10 @@
 //! ([`RequestMatch::check`](crate::RequestMatch::check)), so the explanation cannot disagree
 //! with the route.
 
+mod report;
+
+pub use report::{DestinationShare, ReportError, ReportOptions, RouteReport, SkippedRule};
+
 use crate::decide::{Decision, NoRoute};
 use crate::matcher::Mismatch;
 use crate::request::RequestHead;

@@ -109,6 +109,8 @@ mod source;
 pub mod state;
 mod table;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod yaml;
 
 pub use compile::{
@@ -117,7 +119,9 @@ pub use compile::{
 };
 pub use decide::{Decision, NoRoute, cookie_value, pick_weighted, random_value, sticky_hash};
 pub use duration::parse_duration;
-pub use explain::{Explanation, Skipped};
+pub use explain::{
+    DestinationShare, Explanation, ReportError, ReportOptions, RouteReport, Skipped, SkippedRule,
+};
 pub use finding::{Code, Finding, Findings, Location, Severity};
 pub use guard::{GuardOptions, check_weights, validate};
 pub use live::{Applied, Extension, LiveTable, Published, Refused, WeightChange};

@@ -9,7 +9,6 @@ pub mod canary;
 pub mod explain;
 pub mod init;
 pub mod serve;
-pub mod serve_canary;
 pub mod validate;
 
 /// `--format`: text for humans, JSON for machines.

@@ -23,13 +23,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use weir_canary::{Abort, CanarySpec, Event, EventKind, Report};
+use weir_canary::{
+    Abort, CanarySpec, Event, EventKind, Report, human_micros as micros, in_process,
+};
 use weir_proxy::admin::api::WeightChange;
 use weir_proxy::{RunningSidecar, Sidecar, SidecarOptions};
 use weir_router::{Code, ConfigSource, GuardOptions, LiveTable};
 
-use crate::cli::canary::{micros, trigger_name};
-use crate::cli::serve_canary::run_in_process;
 use weir_proxy::admin::client::{AdminClient, Reply};
 
 mod traffic;
@@ -547,13 +547,22 @@ async fn act4(
 
     let rollback = report.rollback.as_ref();
     if let Some(rb) = rollback {
+        let unknown = || "unknown".to_string();
         println!(
-            "  Rollback latency: breach detected -> v2 at 0% in force: {} (the table swap: {});",
+            "  Rollback SLA, from v2's first failed request the sidecar counted: detected after {} ({} on {}, at least {} canary requests per window),",
+            rb.first_failure_to_detected_us.map_or_else(unknown, micros),
+            rb.trigger.describe(),
+            rb.gate.as_deref().unwrap_or("no gate"),
+            rb.min_requests
+        );
+        println!(
+            "                    v2 at 0% in force after {} (detection -> 0%: {}, the table swap: {}),",
+            rb.first_failure_to_in_force_us.map_or_else(unknown, micros),
             micros(rb.detected_to_in_force_us),
             rb.sink_us.map_or_else(|| "n/a".into(), micros)
         );
         println!(
-            "                    0% in force -> first request counted on v1: {}.",
+            "                    then the first request counted on v1 {} later.",
             rb.stable_seen_after_us
                 .map_or_else(|| "not seen".into(), micros)
         );
@@ -585,7 +594,7 @@ async fn act4(
         && after.sent > before.sent
         && in_force.get("v2").copied().unwrap_or(0) == 0
         && latched;
-    let by = rollback.map_or("nothing", |rb| trigger_name(rb.trigger));
+    let by = rollback.map_or("nothing", |rb| rb.trigger.describe());
     let saved = save_report(&report, &dir.join("act4-rollback"));
     verdict(
         ok,
@@ -595,8 +604,9 @@ async fn act4(
     println!("  report: {saved}");
     let detail = match rollback {
         Some(rb) => format!(
-            "by {by}, {} to 0%, {} requests on v2 after",
-            micros(rb.detected_to_in_force_us),
+            "by {by}, {} from the first failed request to 0%, {} requests on v2 after",
+            rb.first_failure_to_in_force_us
+                .map_or_else(|| "?".to_string(), micros),
             after.after_mark_v2
         ),
         None => format!("not rolled back: {}", report.reason),
@@ -612,9 +622,11 @@ async fn run_canary(
     observer: impl FnMut(&Event) + Send + 'static,
 ) -> Result<Report, String> {
     let (spec, sidecar) = (spec.clone(), Arc::clone(sidecar));
-    tokio::task::spawn_blocking(move || run_in_process(&spec, &sidecar, Abort::default(), observer))
-        .await
-        .map_err(|e| format!("the canary run panicked: {e}"))
+    tokio::task::spawn_blocking(move || {
+        in_process::run(&spec, &sidecar, Abort::default(), observer)
+    })
+    .await
+    .map_err(|e| format!("the canary run panicked: {e}"))
 }
 
 // === output ===

@@ -52,11 +52,12 @@ impl Machine<'_> {
             }
             Some((g, v)) => {
                 let reason = format!(
-                    "fast guard: {} is {} over the last {:.1}s ({} requests), {}",
+                    "fast guard: {} is {} over the last {:.1}s ({} canary requests, at least minRequests {} needed to judge), {}",
                     g.name,
                     fmt_value(g, v),
                     obs.window.as_secs_f64(),
                     obs.requests,
+                    spec.analysis.min_requests,
                     describe_range(g)
                 );
                 self.emit(EventKind::Breach, reason.clone());
@@ -64,6 +65,7 @@ impl Machine<'_> {
                     trigger: Trigger::FastGuard,
                     detected: now,
                     reason,
+                    gate: Some(Box::new(g.clone())),
                 })
             }
         }
@@ -145,6 +147,13 @@ impl Machine<'_> {
             self.last = Some(o);
         }
         let passed = hooks_ok && gates.iter().all(|g| g.verdict == Verdict::Pass);
+        // The spec's gates out of range (the traffic check of a spec without built-ins is
+        // first in `gates` and no gate of the spec's).
+        let offset = gates.len() - spec.analysis.gates.len();
+        let gates_failed: Vec<bool> = gates[offset..]
+            .iter()
+            .map(|g| g.verdict == Verdict::Fail)
+            .collect();
         let summary = summarize(hooks_ok, &gates, min);
         self.report.checks.push(Check {
             at_ms: self.ms(now),
@@ -159,8 +168,17 @@ impl Machine<'_> {
             self.emit(EventKind::Check, format!("check passed: {summary}"));
             return Ok(true);
         }
+        // Counted before the line is printed: the line's "failed checks n/t" includes it.
+        self.failed_checks += 1;
+        self.failed_gate = spec
+            .analysis
+            .gates
+            .iter()
+            .zip(gates_failed)
+            .find(|(_, failed)| *failed)
+            .map(|(g, _)| g.clone());
         self.emit(EventKind::Check, format!("check failed: {summary}"));
-        self.count_failure(&format!("check failed: {summary}"))?;
+        self.over_threshold(&format!("check failed: {summary}"))?;
         Ok(false)
     }
 }

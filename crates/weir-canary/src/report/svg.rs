@@ -6,12 +6,11 @@
 //! - the success-rate gate as a dashed, labelled line;
 //! - the weight as a step line, each step labelled with its weight (a 1% step is invisible at
 //!   this scale, its label is not), reaching 100 on promotion and 0 on rollback;
-//! - markers for detection, 0% in force and promotion; the dark-launch phase and the windows of
-//!   failed and no-data checks shaded;
+//! - markers for the fault's start (the first failing response the sidecars counted, when
+//!   the metric source can tell), detection, 0% in force, promotion and sidecar restarts or
+//!   other drifts of the weights in force; the dark-launch phase and the windows of failed,
+//!   no-data and uncounted checks shaded;
 //! - every label placed by [`Labels`], which moves a label until its box meets no other.
-//!
-//! The fault's start is not drawn: the report does not know when the first failing request was
-//! served (only when the breach was detected).
 
 use std::fmt::Write;
 
@@ -41,6 +40,9 @@ const GATE_COLOR: &str = "#b45309";
 const DARK_FILL: &str = "#ede9fe";
 const FAILED_FILL: &str = "#fecaca";
 const NODATA_FILL: &str = "#e5e7eb";
+const UNCOUNTED_FILL: &str = "#fef3c7";
+const FAULT_COLOR: &str = "#9d174d";
+const DRIFT_COLOR: &str = "#6b21a8";
 
 struct Axes {
     end_ms: f64,
@@ -198,6 +200,16 @@ pub(super) fn layout(r: &Report) -> (String, Vec<LabelBox>) {
             y_bottom - y_top
         );
     }
+    let uncounted = uncounted_windows(r);
+    for (from, to) in &uncounted {
+        let _ = writeln!(
+            s,
+            r#"<rect x="{:.1}" y="{y_top}" width="{:.1}" height="{:.1}" fill="{UNCOUNTED_FILL}"/>"#,
+            ax.x(*from),
+            (ax.x(*to) - ax.x(*from)).max(2.0),
+            y_bottom - y_top
+        );
+    }
     for (from, to, failed) in &shades {
         let fill = if *failed { FAILED_FILL } else { NODATA_FILL };
         let _ = writeln!(
@@ -243,6 +255,12 @@ pub(super) fn layout(r: &Report) -> (String, Vec<LabelBox>) {
         legend.push((
             format!(r#"<rect width="12" height="12" y="-10" fill="{FAILED_FILL}"/>"#),
             "failed check".into(),
+        ));
+    }
+    if !uncounted.is_empty() {
+        legend.push((
+            format!(r#"<rect width="12" height="12" y="-10" fill="{UNCOUNTED_FILL}"/>"#),
+            "window not counted".into(),
         ));
     }
     if shades.iter().any(|(_, _, failed)| !*failed) {
@@ -465,6 +483,24 @@ pub(super) fn layout(r: &Report) -> (String, Vec<LabelBox>) {
     // Markers: a vertical line each; labels stacked at the top, right-aligned to their line
     // when there is room on the left.
     let mut markers: Vec<(f64, &str, String, bool)> = Vec::new();
+    if let Some(rb) = &r.rollback
+        && let (Some(at), Some(us)) = (rb.first_failure_at_ms, rb.first_failure_to_in_force_us)
+    {
+        let at = at.max(0) as u64;
+        markers.push((
+            at as f64,
+            FAULT_COLOR,
+            format!(
+                "first failed request at {}: 0% in force {} later",
+                instant(at),
+                latency(us)
+            ),
+            true,
+        ));
+    }
+    for (at, text) in drifts(r) {
+        markers.push((at as f64, DRIFT_COLOR, text, true));
+    }
     if let Some(rb) = &r.rollback {
         let breach = r
             .timeline
@@ -562,6 +598,64 @@ fn dark_launch_span(r: &Report) -> Option<(f64, f64)> {
         .find(|e| e.canary_weight > 0)
         .map_or(r.duration_ms, |e| e.at_ms);
     (to > from).then_some((from as f64, to as f64))
+}
+
+/// Sidecar restarts and other drifts of the weights in force, one marker per look that saw
+/// them: (ms, label).
+fn drifts(r: &Report) -> Vec<(u64, String)> {
+    let mut out: Vec<(u64, String)> = Vec::new();
+    for e in &r.timeline {
+        if e.kind != EventKind::Warning || !e.message.starts_with("in force: ") {
+            continue;
+        }
+        let text = if e.message.contains("restarted (new boot id)") {
+            format!("sidecar restarted at {}", instant(e.at_ms))
+        } else {
+            format!("weights in force drifted at {}", instant(e.at_ms))
+        };
+        match out.last_mut() {
+            // A restart and the weights it lost are seen by one look: one marker.
+            Some((at, last)) if *at == e.at_ms => {
+                if text.starts_with("sidecar") {
+                    *last = text;
+                }
+            }
+            _ => out.push((e.at_ms, text)),
+        }
+    }
+    out
+}
+
+/// The windows whose check did not count (other weights than the step's were in force):
+/// from the check or weight change before to the skipped check.
+fn uncounted_windows(r: &Report) -> Vec<(f64, f64)> {
+    let starts: Vec<u64> = r
+        .timeline
+        .iter()
+        .filter(|e| e.kind == EventKind::Weights || e.kind == EventKind::Check)
+        .map(|e| e.at_ms)
+        .chain(std::iter::once(0))
+        .collect();
+    r.timeline
+        .iter()
+        .filter(|e| e.kind == EventKind::Warning && e.message.starts_with("check not counted"))
+        .map(|e| {
+            let from = starts
+                .iter()
+                .copied()
+                .filter(|&t| t < e.at_ms && !is_put_back(r, t))
+                .max()
+                .unwrap_or(0);
+            (from as f64, e.at_ms as f64)
+        })
+        .collect()
+}
+
+/// Whether the weights event at `at` put drifted weights back (not a new step).
+fn is_put_back(r: &Report, at: u64) -> bool {
+    r.timeline
+        .iter()
+        .any(|e| e.at_ms == at && e.kind == EventKind::Weights && e.message.contains("put back"))
 }
 
 /// The window each failed check judged: from the check (or weight change) before it to it;

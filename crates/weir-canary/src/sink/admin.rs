@@ -168,6 +168,7 @@ impl AdminSink {
             return Ok(Confirmation {
                 took,
                 generations: results.into_iter().flatten().collect(),
+                pending: Vec::new(),
             });
         }
         let confirmed: Vec<bool> = results.iter().map(Result::is_ok).collect();
@@ -365,7 +366,13 @@ impl WeightSink for AdminSink {
                         ));
                     }
                 }
-                in_force(&routes, target).map(|(split, _)| split)
+                match in_force(&routes, target)? {
+                    (_, true) => Err(format!(
+                        "a rollback latch holds {} at 0% (an earlier rollback): release it with `weir rollback --release --virtual-service {}` before a new run",
+                        target.canary_subset, target.virtual_service
+                    )),
+                    (split, false) => Ok(split),
+                }
             });
             match found {
                 Ok(split) => splits.push((replica, split)),
@@ -425,6 +432,43 @@ impl WeightSink for AdminSink {
             [one] => format!("admin API {one}"),
             many => format!("admin API of {} sidecars", many.len()),
         }
+    }
+}
+
+impl AdminSink {
+    /// The replicas that do not serve `expected` on `target`'s rule (with `promoted`: with the
+    /// canary subset as the stable subset), one line each, from one look at every `/routes`.
+    pub(crate) fn not_serving(
+        &self,
+        target: &Target,
+        expected: Split,
+        promoted: bool,
+    ) -> Vec<String> {
+        self.look_all(1)
+            .into_iter()
+            .filter_map(|(replica, look)| {
+                let routes = match look {
+                    Ok(routes) => routes,
+                    Err(why) => return Some(format!("{replica}: {why}")),
+                };
+                let stable = virtual_service_of(&routes, target)
+                    .ok()
+                    .and_then(|vs| vs.stable_subset.clone());
+                match in_force(&routes, target) {
+                    Err(why) => Some(format!("{replica}: {why}")),
+                    Ok((split, _)) if split != expected => {
+                        Some(format!("{replica} serves {split}, not {expected}"))
+                    }
+                    Ok(_) if promoted && stable.as_deref() != Some(&target.canary_subset) => {
+                        Some(format!(
+                            "{replica} still has {} as its stable subset",
+                            stable.as_deref().unwrap_or("none")
+                        ))
+                    }
+                    Ok(_) => None,
+                }
+            })
+            .collect()
     }
 }
 

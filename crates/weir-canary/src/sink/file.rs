@@ -3,12 +3,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use weir_router::yaml::{Document, parse_stream};
 
-use super::{Confirmation, SinkError, Split, WeightSink};
+use super::{AdminSink, Confirmation, Drift, SinkError, Split, WeightSink};
 use crate::spec::Target;
 
 /// The annotation naming a VirtualService's stable subset.
@@ -20,11 +20,31 @@ const STABLE_ANNOTATION: &str = "weir.dev/stable-subset";
 /// Only the weight numbers change (and, on promotion, the `weir.dev/stable-subset`
 /// annotation); comments, order and formatting stay byte for byte. The new text is parsed
 /// again and checked before it replaces the file, through a temporary file and a rename, so
-/// a reader never sees half a file. A file has no latch: [`release`](WeightSink::release)
-/// does nothing, and a rollback is in force when the sidecars reload the file.
+/// a reader never sees half a file.
+///
+/// A written file is not in force until the sidecars reload it. With the sidecars' admin
+/// APIs ([`confirmed_by`](FileSink::confirmed_by)) the sink reads their `/routes`: a change
+/// they do not serve yet comes back in [`Confirmation::pending`] ("written, not yet
+/// confirmed"), [`verify`](WeightSink::verify) reports it as [`Drift::Pending`] until they
+/// do (for up to [`confirm_within`](FileSink::confirm_within), a plain drift after that),
+/// and a promotion waits for them. A rollback also latches every sidecar through its admin
+/// API (`POST /rollback`): 0% is in force at once rather than at the next reload, and the
+/// latch points a dark-launch rule at the stable subset too, which a weight in the file
+/// cannot do. [`release`](WeightSink::release) releases that latch. Without admin APIs a
+/// write is all the sink can do and know.
 pub struct FileSink {
     path: PathBuf,
+    readers: Option<AdminSink>,
+    confirm_within: Duration,
+    /// The split last written and when, for [`Drift::Pending`].
+    written: Option<(Split, Instant)>,
 }
+
+/// How long sidecars may take to load a written file before it counts as a drift: two
+/// polls of the default 1 s file watch, and room for a loaded machine.
+const CONFIRM_WITHIN: Duration = Duration::from_secs(10);
+/// How often a promotion looks for the sidecars to serve it.
+const CONFIRM_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Deserialize)]
 struct MiniVirtualService {
@@ -78,7 +98,31 @@ struct Edit {
 impl FileSink {
     /// A sink rewriting the file at `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileSink { path: path.into() }
+        FileSink {
+            path: path.into(),
+            readers: None,
+            confirm_within: CONFIRM_WITHIN,
+            written: None,
+        }
+    }
+
+    /// Confirms every write on these sidecars' `/routes` and latches them on a rollback.
+    pub fn confirmed_by(mut self, readers: AdminSink) -> Self {
+        self.readers = Some(readers);
+        self
+    }
+
+    /// How long the sidecars may take to load a write (10 s by default).
+    pub fn confirm_within(mut self, within: Duration) -> Self {
+        self.confirm_within = within;
+        self
+    }
+
+    /// The sidecars that do not serve `split` yet.
+    fn pending(&self, target: &Target, split: Split, promoted: bool) -> Vec<String> {
+        self.readers
+            .as_ref()
+            .map_or_else(Vec::new, |r| r.not_serving(target, split, promoted))
     }
 
     fn fail(&self, reason: impl Into<String>) -> SinkError {
@@ -111,10 +155,14 @@ impl FileSink {
                 self.fail("the rewritten file does not read back as written; left unchanged")
             );
         }
-        write_atomically(&path, &new).map_err(|e| self.fail(e.to_string()))?;
+        // An unchanged file is not written again: the sidecars would see nothing new.
+        if new != text {
+            write_atomically(&path, &new).map_err(|e| self.fail(e.to_string()))?;
+        }
         Ok(Confirmation {
             took: started.elapsed(),
             generations: Vec::new(),
+            pending: Vec::new(),
         })
     }
 
@@ -352,23 +400,101 @@ fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
 
 impl WeightSink for FileSink {
     fn set_weights(&mut self, target: &Target, split: Split) -> Result<Confirmation, SinkError> {
-        self.rewrite(target, split, None)
+        let mut c = self.rewrite(target, split, None)?;
+        if self.written.is_none_or(|(s, _)| s != split) {
+            self.written = Some((split, Instant::now()));
+        }
+        c.pending = self.pending(target, split, false);
+        Ok(c)
     }
 
     fn rollback(&mut self, target: &Target) -> Result<Confirmation, SinkError> {
-        self.rewrite(target, Split::canary(0), None)
+        let started = Instant::now();
+        // The latch first: 0% in force now, the dark launch on the stable subset too. The
+        // file follows, so that it says what is served.
+        let latched = self.readers.as_mut().map(|r| r.rollback(target));
+        let written = self.rewrite(target, Split::canary(0), None);
+        self.written = Some((Split::canary(0), Instant::now()));
+        match (latched, written) {
+            (Some(Err(e)), _) => Err(e),
+            (None, Err(e)) => Err(e),
+            (Some(Ok(c)), written) => Ok(Confirmation {
+                took: started.elapsed(),
+                generations: c.generations,
+                // In force through the latch; a file left unwritten is still worth a line.
+                pending: written
+                    .err()
+                    .map(|e| format!("the file still says otherwise: {e}"))
+                    .into_iter()
+                    .collect(),
+            }),
+            (None, Ok(c)) => Ok(c),
+        }
     }
 
     fn promote(&mut self, target: &Target) -> Result<Confirmation, SinkError> {
-        self.rewrite(target, Split::canary(100), Some(&target.canary_subset))
+        let started = Instant::now();
+        let mut c = self.rewrite(target, Split::canary(100), Some(&target.canary_subset))?;
+        self.written = Some((Split::canary(100), Instant::now()));
+        // The end of the run: nothing left to guard, so wait for the sidecars to serve it.
+        loop {
+            c.pending = self.pending(target, Split::canary(100), true);
+            if c.pending.is_empty() || started.elapsed() >= self.confirm_within {
+                break;
+            }
+            std::thread::sleep(CONFIRM_POLL);
+        }
+        c.took = started.elapsed();
+        Ok(c)
     }
 
-    fn release(&mut self, _target: &Target) -> Result<Confirmation, SinkError> {
-        Ok(Confirmation::default())
+    fn release(&mut self, target: &Target) -> Result<Confirmation, SinkError> {
+        match self.readers.as_mut() {
+            Some(r) => r.release(target),
+            None => Ok(Confirmation::default()),
+        }
     }
 
     fn describe(&self) -> String {
-        format!("file {}", self.path.display())
+        match &self.readers {
+            None => format!("file {}", self.path.display()),
+            Some(r) => format!(
+                "file {}, confirmed on the {}",
+                self.path.display(),
+                r.describe()
+            ),
+        }
+    }
+
+    fn preflight(&mut self, target: &Target) -> Result<(), SinkError> {
+        match self.readers.as_mut() {
+            Some(r) => r.preflight(target),
+            None => Ok(()),
+        }
+    }
+
+    fn verify(&mut self, target: &Target, expected: Split) -> Vec<Drift> {
+        let Some(r) = self.readers.as_mut() else {
+            return Vec::new();
+        };
+        let loading = self
+            .written
+            .is_some_and(|(s, at)| s == expected && at.elapsed() < self.confirm_within);
+        r.verify(target, expected)
+            .into_iter()
+            .map(|d| match d {
+                Drift::Weights {
+                    replica,
+                    in_force,
+                    expected,
+                } if loading => Drift::Pending {
+                    replica,
+                    in_force,
+                    expected,
+                },
+                d => d,
+            })
+            .collect()
     }
 }
 

@@ -38,6 +38,7 @@ fn confirm(started: Instant, result: Result<Applied, Refused>) -> Result<Confirm
         Ok(applied) => Ok(Confirmation {
             took,
             generations: vec![applied.generation],
+            pending: Vec::new(),
         }),
         Err(refused) => Err(SinkError::Refused {
             by: "live route table".into(),

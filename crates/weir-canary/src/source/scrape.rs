@@ -255,6 +255,16 @@ impl MetricSource for ScrapeSource {
         })
     }
 
+    fn first_failure(&mut self, version: &str, over_ms: Option<f64>) -> Option<u64> {
+        let newest = self.history.back()?;
+        newest
+            .targets
+            .iter()
+            .filter_map(|(_, t)| t.version(version)?.first_failure_ms(over_ms))
+            .min_by(f64::total_cmp)
+            .map(|ms| ms as u64)
+    }
+
     fn request_count(&mut self, version: &str, now: Instant) -> Result<Option<u64>, SourceError> {
         let scrape = self.scrape(now)?;
         let total: f64 = scrape

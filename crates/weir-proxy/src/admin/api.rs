@@ -62,7 +62,8 @@ pub struct RollbackResponse {
     /// How long the rollback took inside the sidecar, in µs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub took_us: Option<u64>,
-    /// The VirtualServices rolled back, as `namespace/name`.
+    /// The VirtualServices rolled back, as `namespace/name`; on a release, the ones whose
+    /// latch was released (empty: nothing was latched).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub virtual_services: Option<Vec<String>>,
 }

@@ -128,6 +128,16 @@ pub(super) fn rollback(sidecar: &Sidecar, body: &[u8], release: bool) -> AdminRe
         Err(rejection) => return rejection.into(),
     };
     let target = named.as_deref();
+    // What a release will actually free, so that `weir rollback --release` can say when
+    // nothing was latched.
+    let latched_before: Vec<String> = if release {
+        keys_of(&sidecar.live.load_full(), target)
+            .into_iter()
+            .filter(|k| sidecar.live.is_latched(k))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let started = Instant::now();
     let result = if release {
         sidecar.live.release(target)
@@ -140,23 +150,15 @@ pub(super) fn rollback(sidecar: &Sidecar, body: &[u8], release: bool) -> AdminRe
         // A VirtualService removed by a reload since the check above.
         Err(refused) => return refusal("refused", &refused.findings),
     };
-    let table = sidecar.live.load_full();
-    let keys: Vec<String> = match target {
-        Some(name) => table
-            .virtual_service(name)
-            .map(|vs| vs.key())
-            .into_iter()
-            .collect(),
-        None => table.virtual_services().iter().map(|vs| vs.key()).collect(),
-    };
+    let keys = keys_of(&sidecar.live.load_full(), target);
     if release {
-        tracing::info!(virtual_services = ?keys, generation = applied.generation, "rollback latch released through the admin API");
+        tracing::info!(virtual_services = ?latched_before, generation = applied.generation, "rollback latch released through the admin API");
         return json(
             StatusCode::OK,
             &RollbackResponse {
                 generation: applied.generation,
                 took_us: None,
-                virtual_services: None,
+                virtual_services: Some(latched_before),
             },
         );
     }
@@ -249,6 +251,18 @@ fn unknown_virtual_service(live: &LiveTable, name: &str) -> Option<Rejection> {
             }
         ),
     ))
+}
+
+/// The keys (`namespace/name`) of the VirtualService named, or of every one.
+fn keys_of(table: &weir_router::RouteTable, target: Option<&str>) -> Vec<String> {
+    match target {
+        Some(name) => table
+            .virtual_service(name)
+            .map(|vs| vs.key())
+            .into_iter()
+            .collect(),
+        None => table.virtual_services().iter().map(|vs| vs.key()).collect(),
+    }
 }
 
 #[cfg(test)]

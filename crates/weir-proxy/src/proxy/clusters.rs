@@ -107,7 +107,11 @@ impl ClusterTable {
                         .unwrap_or_else(|_| HeaderValue::from_static("unknown-shadow")),
                     endpoints,
                     balancer,
-                    series: metrics.cluster_series(&c.labels),
+                    series: {
+                        let series = metrics.cluster_series(&c.labels);
+                        series.firsts.begin(table.generation());
+                        series
+                    },
                 }
             })
             .collect();
@@ -148,51 +152,15 @@ impl ClusterRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use weir_router::testing::ServiceFixture;
     use weir_router::{ConfigSource, LiveTable};
 
     fn live(lb: &str, ports: &[u16]) -> LiveTable {
-        let endpoints: String = ports
-            .iter()
-            .map(|p| {
-                format!(
-                    "  - {{address: 127.0.0.1, ports: {{http: {p}}}, labels: {{version: v1}}}}\n"
-                )
-            })
-            .collect();
-        let yaml = format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  ports: [{{number: 80, name: http}}]
-  resolution: STATIC
-  endpoints:
-{endpoints}---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: svc}}
-spec:
-  host: svc
-  trafficPolicy:
-    loadBalancer: {lb}
-  subsets:
-  - {{name: v1, labels: {{version: v1}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  http:
-  - route:
-    - {{destination: {{host: svc, subset: v1}}}}
-"#
-        );
-        LiveTable::from_sources(&[ConfigSource::new("t.yaml", yaml)])
-            .expect("valid")
-            .0
+        ServiceFixture::new("svc")
+            .endpoints(ports.iter().copied(), Some("v1"))
+            .load_balancer(lb)
+            .subset("v1")
+            .live()
     }
 
     /// The side table is published with the routes: every publish carries a table built for

@@ -100,6 +100,7 @@ pub(super) async fn serve<N: NewService>(
             let conn = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(conn);
             let result = tokio::select! {
+                biased;
                 r = conn.as_mut() => r,
                 () = activity.expired(limits.head_timeout, limits.idle_timeout) => {
                     tracing::debug!(server = name, %peer, "closing a connection without a request in time");

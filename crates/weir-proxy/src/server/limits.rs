@@ -23,7 +23,6 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Deadlines and bounds of a listener's downstream connections. Defaults after Envoy's HTTP
@@ -185,7 +184,6 @@ pub(crate) struct Activity {
     /// control frames (PINGs, SETTINGS), not the start of a head.
     h2: AtomicBool,
     born: Instant,
-    changed: Notify,
 }
 
 impl Activity {
@@ -196,14 +194,12 @@ impl Activity {
             head_start_ms: AtomicU64::new(u64::MAX),
             h2: AtomicBool::new(false),
             born: Instant::now(),
-            changed: Notify::new(),
         })
     }
 
     fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_start_ms.store(u64::MAX, Ordering::Release);
-        self.changed.notify_one();
         InFlight(Arc::clone(self))
     }
 
@@ -239,7 +235,6 @@ impl Activity {
             && self.head_start_ms.load(Ordering::Relaxed) == u64::MAX
         {
             self.head_start_ms.store(self.millis(), Ordering::Release);
-            self.changed.notify_one();
         }
     }
 
@@ -261,24 +256,26 @@ impl Activity {
     /// Resolves when the connection has been without a request for too long: `head` from the
     /// accept until the first request (and from the first byte of each later HTTP/1.1 head),
     /// `idle` after each.
+    ///
+    /// The watchdog is not woken by requests (that would cost a task wake-up and a timer
+    /// per request): it sleeps until the deadline the state gives, at most a quarter of the
+    /// shorter timeout, and looks again. A deadline only moves later while a request is
+    /// served, and a head that begins after an idle period is seen within that quarter, so a
+    /// connection is never closed early and at most `min(head, idle) / 4` late.
     pub(crate) async fn expired(&self, head: Duration, idle: Duration) {
+        let tick = (head.min(idle) / 4).max(Duration::from_millis(1));
         loop {
-            // Registered before the state is read, so that no change is missed.
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if self.is_idle() {
+            let now = Instant::now();
+            let wake = if self.is_idle() {
                 let deadline = self.idle_deadline(head, idle);
-                if Instant::now() >= deadline {
+                if now >= deadline {
                     return;
                 }
-                tokio::select! {
-                    () = tokio::time::sleep_until(deadline) => {}
-                    () = &mut changed => {}
-                }
+                deadline.min(now + tick)
             } else {
-                changed.await;
-            }
+                now + tick
+            };
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
@@ -292,7 +289,6 @@ impl Drop for InFlight {
         let a = &self.0;
         a.last_end_ms.store(a.millis(), Ordering::Release);
         a.in_flight.fetch_sub(1, Ordering::AcqRel);
-        a.changed.notify_one();
     }
 }
 

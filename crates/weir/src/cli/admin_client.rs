@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use http::{Method, StatusCode};
 use serde_json::Value;
 use weir_proxy::admin::api::{FindingView, RollbackRequest, RollbackResponse, WeightChange};
@@ -63,6 +63,12 @@ pub struct RollbackArgs {
     format: Format,
 }
 
+impl AdminTarget {
+    fn client(&self) -> Result<AdminClient, AdminClientError> {
+        AdminClient::new(&self.admin, self.token.clone())
+    }
+}
+
 fn subset_weight(text: &str) -> Result<(String, u32), String> {
     let (subset, weight) = text
         .split_once('=')
@@ -95,9 +101,10 @@ pub fn set_weights(args: SetWeightsArgs) -> Result<ExitCode> {
         promotion: args.promotion,
         ..WeightChange::default()
     };
-    let reply = blocking(&args.target, |admin| async move {
-        admin.call(Method::PUT, "/weights", Some(&change)).await
-    })?;
+    let reply = args
+        .target
+        .client()?
+        .call_blocking(Method::PUT, "/weights", Some(&change))?;
     finish(&reply, args.format, |reply| {
         let weights: Vec<String> = args
             .weights
@@ -123,9 +130,10 @@ pub fn rollback(args: RollbackArgs) -> Result<ExitCode> {
     } else {
         Method::POST
     };
-    let reply = blocking(&args.target, |admin| async move {
-        admin.call(method, "/rollback", body.as_ref()).await
-    })?;
+    let reply = args
+        .target
+        .client()?
+        .call_blocking(method, "/rollback", body.as_ref())?;
     let which = args
         .virtual_service
         .as_deref()
@@ -134,7 +142,12 @@ pub fn rollback(args: RollbackArgs) -> Result<ExitCode> {
         let Some(done) = reply.parse::<RollbackResponse>() else {
             return println!("{}", reply.body);
         };
-        if args.release {
+        if args.release && done.virtual_services.as_ref().is_some_and(Vec::is_empty) {
+            println!(
+                "{which}: nothing was latched, nothing to release (generation {}, unchanged)",
+                done.generation
+            );
+        } else if args.release {
             println!(
                 "{which}: rollback latch released (generation {}); the canaries stay at 0% until their weights are changed",
                 done.generation
@@ -189,19 +202,6 @@ fn print_findings(reply: &Value) {
         Ok(findings) => findings.iter().for_each(|f| println!("{f}")),
         Err(_) => println!("{findings}"),
     }
-}
-
-/// Runs one exchange with the admin API of `target` on a runtime of its own.
-fn blocking<F: Future<Output = Result<Reply, AdminClientError>>>(
-    target: &AdminTarget,
-    exchange: impl FnOnce(AdminClient) -> F,
-) -> Result<Reply> {
-    let admin = AdminClient::new(&target.admin, target.token.clone())?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    Ok(runtime.block_on(exchange(admin))?)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use anyhow::{Context, Result};
 use weir_canary::{
     Abort, AdminSink, CanaryRun, CanarySpec, DnsAdminSink, Event, EventKind, FileSink,
     FlaggerQueries, MetricSource, Outcome, PrometheusSource, Report, ScrapeSource, SpecError,
-    Trigger, WeightSink,
+    WeightSink,
 };
 
 use weir_proxy::admin::client::base_url;
@@ -71,9 +71,17 @@ pub struct CanaryArgs {
     #[arg(long, value_enum, value_name = "KIND", default_value_t = Queries::Flagger, requires = "prometheus")]
     queries: Queries,
     /// Write the weights into this VirtualService file (rewritten in place; the sidecars
-    /// reload it) instead of calling the admin APIs.
-    #[arg(long, value_name = "CONFIG")]
+    /// reload it) instead of calling the admin APIs. The --admin sidecars' /routes confirm
+    /// each write ("in force" only once they serve it; a check window under weights not yet
+    /// loaded does not count), and a rollback also latches them through their admin API (0%
+    /// at once, the dark-launch rule on the stable subset).
+    #[arg(long, value_name = "CONFIG", requires = "admin")]
     file: Option<PathBuf>,
+    /// With --file: how long the sidecars may take to load a write before the run stops as
+    /// a drift (a ConfigMap reaches the pods within the kubelet's sync period: about a
+    /// minute; pass 2m there).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = weir_router::parse_duration, requires = "file")]
+    confirm_within: std::time::Duration,
     /// Where report.json and report.svg go.
     #[arg(long, value_name = "DIR", default_value = "weir-report")]
     report: PathBuf,
@@ -138,22 +146,27 @@ pub fn run(args: CanaryArgs) -> Result<ExitCode> {
             }
         }
     };
+    let admin_sink = || {
+        let sink = AdminSink::new(admins.clone());
+        match &args.token {
+            Some(t) => sink.token(t.clone()),
+            None => sink,
+        }
+    };
     let mut sink: Box<dyn WeightSink> = match (&args.file, dns) {
         (_, Some(dns)) => Box::new(dns),
-        (Some(path), None) => Box::new(FileSink::new(path)),
+        (Some(path), None) => Box::new(
+            FileSink::new(path)
+                .confirmed_by(admin_sink())
+                .confirm_within(args.confirm_within),
+        ),
         (None, None) if admins.is_empty() => {
             eprintln!(
                 "weir canary: nowhere to set weights: pass the sidecars' --admin URL, --admin-dns NAME:PORT, or --file CONFIG"
             );
             return Ok(ExitCode::from(2));
         }
-        (None, None) => {
-            let sink = AdminSink::new(admins.clone());
-            Box::new(match &args.token {
-                Some(t) => sink.token(t.clone()),
-                None => sink,
-            })
-        }
+        (None, None) => Box::new(admin_sink()),
     };
 
     let abort = Abort::default();
@@ -447,62 +460,6 @@ fn print_summary(report: &Report) {
         report.reason
     );
     if let Some(rb) = &report.rollback {
-        println!("{}", describe_rollback(report, rb));
-    }
-}
-
-/// One line on a rollback's timing: the SLA weir owns.
-pub fn describe_rollback(report: &Report, rb: &weir_canary::RollbackLatency) -> String {
-    if let Some(err) = &rb.error {
-        return format!("rollback: {err}");
-    }
-    let stable = match rb.stable_seen_after_us {
-        Some(us) => format!(
-            ", first request on {} {} later",
-            report.target.stable_subset,
-            micros(us)
-        ),
-        None => String::new(),
-    };
-    format!(
-        "rollback set off by {}: canary at 0% in force {} after detection (sink {}){stable}",
-        trigger_name(rb.trigger),
-        micros(rb.detected_to_in_force_us),
-        rb.sink_us.map_or_else(|| "n/a".to_string(), micros),
-    )
-}
-
-/// What set a rollback off, for humans.
-pub fn trigger_name(trigger: Trigger) -> &'static str {
-    match trigger {
-        Trigger::FastGuard => "the fast guard",
-        Trigger::Threshold => "failed checks reaching the threshold",
-        Trigger::RollbackWebhook => "a rollback webhook",
-        Trigger::Aborted => "an abort",
-        Trigger::SinkError => "a weight sink error",
-        Trigger::Refused => "a refusal",
-        Trigger::ManualRollback => "a manual rollback (weir rollback)",
-        Trigger::Drift => "weights in force that drifted and could not be put back",
-    }
-}
-
-/// µs as `850 µs`, `12.3 ms` or `1.20 s`.
-pub fn micros(us: u64) -> String {
-    match us {
-        0..1_000 => format!("{us} µs"),
-        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
-        _ => format!("{:.2} s", us as f64 / 1e6),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn micros_pick_a_readable_unit() {
-        assert_eq!(micros(850), "850 µs");
-        assert_eq!(micros(12_340), "12.3 ms");
-        assert_eq!(micros(1_200_000), "1.20 s");
+        println!("{}", rb.describe(&report.target.stable_subset));
     }
 }

@@ -14,8 +14,8 @@ use weir_proxy::access_log::{AccessLog, AccessLogFormat};
 use weir_proxy::{ConnectionLimits, PodIdentity, SidecarOptions, StartError, Trigger};
 use weir_router::path::Normalization;
 
-use super::serve_canary::ServeCanary;
 use super::{ConfigLimitsArgs, init_tracing};
+use weir_canary::in_process::ServeCanary;
 
 #[derive(clap::Args, Debug)]
 // A later `--admin` or `--reload-poll` wins, so that wrappers (and tests) can override defaults.
@@ -152,7 +152,9 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         }
         (None, None) => None,
     };
-    let identity = identity(&args.workload, &args.namespace, args.pod_labels.as_deref())?;
+    let identity =
+        PodIdentity::from_pod(&args.workload, &args.namespace, args.pod_labels.as_deref())
+            .context("--pod-labels")?;
     let access_log = match &args.access_log {
         None => None,
         Some(to) if to.as_os_str() == "stdout" => {
@@ -201,41 +203,6 @@ fn access_log_format(text: &str) -> Result<AccessLogFormat, String> {
     }
 }
 
-/// The pod's identity from the flags, else the downward-API environment, else the labels
-/// file.
-fn identity(
-    workload: &str,
-    namespace: &str,
-    labels: Option<&std::path::Path>,
-) -> Result<PodIdentity> {
-    let env = |names: &[&str]| {
-        names
-            .iter()
-            .find_map(|n| std::env::var(n).ok().filter(|v| !v.is_empty()))
-            .unwrap_or_default()
-    };
-    let workload = if workload.is_empty() {
-        env(&["WEIR_WORKLOAD", "ISTIO_META_WORKLOAD_NAME"])
-    } else {
-        workload.to_string()
-    };
-    let namespace = if namespace.is_empty() {
-        env(&["POD_NAMESPACE"])
-    } else {
-        namespace.to_string()
-    };
-    let labels = match labels {
-        Some(path) => std::fs::read_to_string(path).with_context(|| {
-            format!(
-                "cannot read --pod-labels {} (a downward-API volume of metadata.labels)",
-                path.display()
-            )
-        })?,
-        None => String::new(),
-    };
-    Ok(PodIdentity::from_labels(&workload, &namespace, &labels))
-}
-
 /// `weir serve`.
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
     init_tracing();
@@ -245,7 +212,10 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let fds = weir_proxy::raise_nofile_limit();
     tracing::debug!(?fds, "RLIMIT_NOFILE");
     let canary = match &args.canary {
-        Some(spec) => Some(ServeCanary::load(spec, args.report.clone())?),
+        Some(spec) => Some(
+            ServeCanary::load(spec, args.report.clone())
+                .map_err(|e| anyhow::anyhow!("--canary {}: {e}", spec.display()))?,
+        ),
         None => None,
     };
     let options = options(args)?;

@@ -1,10 +1,9 @@
 //! `weir validate FILE|DIR|-... [--against FILE] [--promotion] [--strict-hosts] [--format text|json]`.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use weir_router::{ConfigSource, GuardOptions, HostMode, Severity};
 
 use super::{ConfigLimitsArgs, Format};
@@ -36,7 +35,7 @@ pub struct ValidateArgs {
 
 pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     args.limits.apply();
-    let sources = read_sources(&args.files)?;
+    let sources = ConfigSource::read_paths(&args.files)?;
     let hosts = if args.strict_hosts {
         HostMode::Endpoints
     } else {
@@ -50,7 +49,7 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
     };
     let against = match &args.against {
         Some(path) => {
-            let prev = read_sources(std::slice::from_ref(path))?;
+            let prev = ConfigSource::read_paths(std::slice::from_ref(path))?;
             let compiled = weir_router::validate(
                 &prev,
                 None,
@@ -111,67 +110,4 @@ pub fn run(args: ValidateArgs) -> Result<ExitCode> {
 
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
-}
-
-/// Reads config files; an unreadable file is a usage/I-O error (exit 2). `-` is standard
-/// input; a directory contributes its `*.yaml` and `*.yml` files, recursively, in name order.
-pub fn read_sources(files: &[PathBuf]) -> Result<Vec<ConfigSource>> {
-    let mut out = Vec::new();
-    for f in files {
-        if f.as_os_str() == "-" {
-            let mut text = String::new();
-            // One byte over the size limit is enough for the parser to refuse it.
-            std::io::stdin()
-                .take(weir_router::yaml::limits().max_bytes as u64 + 1)
-                .read_to_string(&mut text)
-                .context("cannot read standard input")?;
-            out.push(ConfigSource::new("<stdin>", text));
-        } else if f.is_dir() {
-            let mut found = Vec::new();
-            yaml_files(f, &mut found)
-                .with_context(|| format!("cannot read directory {}", f.display()))?;
-            if found.is_empty() {
-                anyhow::bail!("directory {} holds no *.yaml or *.yml file", f.display());
-            }
-            for path in found {
-                out.push(
-                    ConfigSource::read(&path)
-                        .with_context(|| format!("cannot read {}", path.display()))?,
-                );
-            }
-        } else {
-            out.push(
-                ConfigSource::read(f).with_context(|| format!("cannot read {}", f.display()))?,
-            );
-        }
-    }
-    Ok(out)
-}
-
-/// The YAML files under a directory, recursively, sorted; hidden entries (Kubernetes'
-/// `..data` ConfigMap links among them) are skipped so that a mounted ConfigMap is read once.
-fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
-    entries.sort();
-    for path in entries {
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if path.is_dir() {
-            yaml_files(&path, out)?;
-        } else if path
-            .extension()
-            .and_then(|e| e.to_str())
-            .is_some_and(|e| e == "yaml" || e == "yml")
-        {
-            out.push(path);
-        }
-    }
-    Ok(())
 }

@@ -152,7 +152,8 @@ mod tests {
     use bytes::Bytes;
     use http::Method;
     use http::uri::PathAndQuery;
-    use weir_router::{ConfigSource, LiveTable, RetryOn};
+    use weir_router::testing::ServiceFixture;
+    use weir_router::{LiveTable, RetryOn};
 
     use super::super::super::clusters::{ClusterTable, EndpointRuntime};
     use super::*;
@@ -227,44 +228,12 @@ mod tests {
     }
 
     fn clusters(endpoints: usize) -> (LiveTable, weir_router::Extension<ClusterTable>) {
-        let list: String = (0..endpoints)
-            .map(|i| {
-                format!(
-                    "  - {{address: 127.0.0.1, ports: {{http: {}}}}}\n",
-                    1001 + i
-                )
-            })
-            .collect();
-        let yaml = format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  ports: [{{number: 80, name: http}}]
-  resolution: STATIC
-  endpoints:
-{list}---
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: {{name: svc}}
-spec:
-  host: svc
-  trafficPolicy: {{loadBalancer: {{simple: ROUND_ROBIN}}}}
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  http:
-  - route:
-    - destination: {{host: svc}}
-"#
-        );
+        let ports = (0..endpoints).map(|i| 1001 + i as u16);
         // Compiled without the validator, which refuses a subset without endpoints (IST0173).
-        let compiled = weir_router::compile(&[ConfigSource::new("t.yaml", yaml)]);
+        let compiled = ServiceFixture::new("svc")
+            .endpoints(ports, None)
+            .load_balancer("{simple: ROUND_ROBIN}")
+            .compile();
         let live = LiveTable::new(compiled.table.expect("compiles"));
         let metrics = Arc::new(Metrics::new("t"));
         let slot = live.extend(move |t, prev| ClusterTable::build(t, prev, &metrics));

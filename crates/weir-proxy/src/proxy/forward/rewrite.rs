@@ -116,35 +116,16 @@ pub(crate) fn upstream_path(
 mod tests {
     use super::*;
     use http::Request;
-    use weir_router::{ConfigSource, LiveTable};
+    use weir_router::LiveTable;
+    use weir_router::testing::ServiceFixture;
 
     fn rule_table(matches: &str, rewrite: &str) -> LiveTable {
-        let yaml = format!(
-            r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  ports: [{{number: 80, name: http}}]
-  resolution: STATIC
-  endpoints: [{{address: 127.0.0.1, ports: {{http: 1001}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: svc}}
-spec:
-  hosts: [svc]
-  http:
-  - match: {matches}
-    rewrite: {rewrite}
-    route:
-    - destination: {{host: svc}}
-"#
-        );
-        LiveTable::from_sources(&[ConfigSource::new("t.yaml", yaml)])
-            .expect("valid")
-            .0
+        ServiceFixture::new("svc")
+            .endpoints([1001], None)
+            .rule(&format!(
+                "{{match: {matches}, rewrite: {rewrite}, route: [{{destination: {{host: svc}}}}]}}"
+            ))
+            .live()
     }
 
     #[test]

@@ -1,5 +1,10 @@
-//! The lesson's question: "v1: 90, v2: 10 applied, v2 gets 0%". Each other cause `weir validate`
-//! reports (issue 9, item 7), one row each. Cluster mode's own verdicts: `cluster_mode.rs`.
+//! Verdict tables of the validator, one row per case, checked by one runner:
+//! - cluster mode (issue 9, item 1): a destination host without a ServiceEntry is a Kubernetes
+//!   Service (`name`, `name.namespace`, the FQDN, resolved in the VirtualService's namespace), a
+//!   warning at most; `--strict-hosts` (HostMode::Endpoints) makes it the error `weir serve`
+//!   needs;
+//! - the lesson's question, "v1: 90, v2: 10 applied, v2 gets 0%": each other cause
+//!   `weir validate` reports (issue 9, item 7).
 
 use weir_router::{Code, ConfigSource, GuardOptions, HostMode, Severity, validate};
 
@@ -25,7 +30,56 @@ struct Row {
     says: &'static str,
 }
 
-fn rows() -> Vec<Row> {
+fn cluster_mode_rows() -> Vec<Row> {
+    vec![
+        Row {
+            name: "cluster mode: a host without ServiceEntry is a Kubernetes Service (warning)",
+            text: VS.to_string(),
+            hosts: HostMode::Cluster,
+            want: (Code::HostWithoutEndpoints, Severity::Warning),
+            says: "Kubernetes Service svc.prod.svc.cluster.local",
+        },
+        Row {
+            name: "cluster mode, --strict-hosts: the same host is an error",
+            text: VS.to_string(),
+            hosts: HostMode::Endpoints,
+            want: (Code::HostWithoutEndpoints, Severity::Error),
+            says: "weir serve sends traffic only to endpoints a ServiceEntry lists",
+        },
+        Row {
+            name: "cluster mode still checks subsets against the DestinationRules in the input",
+            text: format!(
+                "{}{}",
+                dr("prod", "version: v2").replace("name: v2", "name: v3"),
+                VS
+            ),
+            hosts: HostMode::Cluster,
+            want: (Code::UndefinedSubset, Severity::Error),
+            says: "defined subsets are v1, v3",
+        },
+        Row {
+            name: "cluster mode: name.namespace and the FQDN name the same Service",
+            text: VS
+                .replace("{host: svc, subset: v2}", "{host: svc.prod, subset: v2}")
+                .replace(
+                    "{host: svc, subset: v1}",
+                    "{host: svc.prod.svc.cluster.local, subset: v1}",
+                ),
+            hosts: HostMode::Cluster,
+            want: (Code::HostWithoutEndpoints, Severity::Warning),
+            says: "svc.prod.svc.cluster.local",
+        },
+        Row {
+            name: "cluster mode: a DestinationRule for the host silences the host warning",
+            text: format!("{}{VS}", dr("prod", "version: v2")),
+            hosts: HostMode::Cluster,
+            want: (Code::HostWithoutEndpoints, Severity::Warning),
+            says: "",
+        },
+    ]
+}
+
+fn causes_rows() -> Vec<Row> {
     vec![
         Row {
             name: "two subsets select the same endpoints",
@@ -90,10 +144,10 @@ fn rows() -> Vec<Row> {
     ]
 }
 
-#[test]
-fn causes_of_v2_getting_nothing() {
+/// Every row's finding (or, where `says` is empty, its absence); all failures at once.
+fn check(rows: Vec<Row>) {
     let mut failures = Vec::new();
-    for row in rows() {
+    for row in rows {
         let c = validate(
             &[ConfigSource::new("t.yaml", row.text.as_str())],
             None,
@@ -103,19 +157,29 @@ fn causes_of_v2_getting_nothing() {
             },
         );
         let (code, sev) = row.want;
-        let hit = c
+        let hit: Vec<_> = c
             .findings
             .0
             .iter()
             .filter(|f| f.code == code && f.severity == sev)
-            .collect::<Vec<_>>();
+            .collect();
+        if row.says.is_empty() {
+            // The silent case: no such finding at all.
+            if !hit.is_empty() {
+                failures.push(format!(
+                    "{}: unexpected {code:?}:\n{}",
+                    row.name, c.findings
+                ));
+            }
+            continue;
+        }
         if !hit.iter().any(|f| f.message.contains(row.says)) {
             failures.push(format!(
                 "{}: no {sev:?} {code:?} saying {:?}:\n{}",
                 row.name, row.says, c.findings
             ));
         }
-        // Cluster mode reports one Kubernetes Service once, whatever form names it.
+        // One Kubernetes Service is reported once, whatever form names it.
         if row.hosts == HostMode::Cluster && code == Code::HostWithoutEndpoints && hit.len() != 1 {
             failures.push(format!(
                 "{}: {} host warnings:\n{}",
@@ -126,4 +190,35 @@ fn causes_of_v2_getting_nothing() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn cluster_mode_verdicts() {
+    check(cluster_mode_rows());
+}
+
+#[test]
+fn causes_of_v2_getting_nothing() {
+    check(causes_rows());
+}
+
+#[test]
+fn a_cluster_mode_table_is_never_served() {
+    // The same config that validates in cluster mode is refused where bytes must be sent.
+    let c = validate(
+        &[ConfigSource::new("t.yaml", VS)],
+        None,
+        GuardOptions {
+            hosts: HostMode::Cluster,
+            ..GuardOptions::default()
+        },
+    );
+    assert!(!c.findings.has_errors(), "{}", c.findings);
+    let refused =
+        weir_router::LiveTable::from_sources(&[ConfigSource::new("t.yaml", VS)]).unwrap_err();
+    assert!(
+        refused.findings.contains(Code::HostWithoutEndpoints),
+        "{}",
+        refused.findings
+    );
 }

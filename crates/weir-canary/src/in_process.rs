@@ -1,25 +1,27 @@
-//! `weir serve --canary SPEC`: a canary run inside the sidecar, on its own thread; and the
-//! in-process run `weir demo` shares: the sidecar's own metrics are the source, its live table
-//! the sink, and the canary's gauges are registered on its `/metrics`.
+//! A canary run inside a [`weir_proxy::Sidecar`] (`weir serve --canary SPEC`, `weir demo`, or
+//! any program embedding both crates): the sidecar's own metrics are the source, its live
+//! table the sink, and the canary's gauges are registered on its `/metrics`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use weir_canary::{
-    Abort, CanaryRun, CanarySpec, Event, EventKind, LiveSink, Phase, Report, ScrapeSource, Snapshot,
-};
 use weir_proxy::{Metrics, Sidecar};
 
-use super::canary::describe_rollback;
+use crate::controller::{Abort, CanaryRun};
+use crate::event::{Event, EventKind, Phase};
+use crate::exposition::Snapshot;
+use crate::report::Report;
+use crate::sink::LiveSink;
+use crate::source::ScrapeSource;
+use crate::spec::{CanarySpec, SpecError};
 
 /// Runs a canary inside a sidecar: the sidecar's own registry is the metric source (no HTTP,
 /// no scrape interval) and its live table the sink (a change is in force for the next
 /// request). `weir serve --canary` and `weir demo` use it; the caller picks the thread.
-pub fn run_in_process(
+pub fn run(
     spec: &CanarySpec,
     sidecar: &Sidecar,
     abort: Abort,
@@ -35,6 +37,9 @@ pub fn run_in_process(
             for &(le_ms, cumulative) in buckets {
                 snapshot.duration_bucket(labels, le_ms, cumulative as f64);
             }
+        });
+        metrics.for_each_first_failure(|labels, over_ms, unix_ms| {
+            snapshot.first_failure(labels, over_ms, unix_ms as f64);
         });
         Ok(snapshot.finish())
     })
@@ -116,8 +121,8 @@ impl CanaryGauges {
     }
 }
 
-/// `weir serve --canary SPEC [--report DIR]`: a canary run inside the sidecar, on its own
-/// thread, started once the sidecar serves.
+/// A canary run inside the sidecar on its own thread, started once the sidecar serves
+/// (`weir serve --canary SPEC [--report DIR]`).
 pub struct ServeCanary {
     spec: CanarySpec,
     report: Option<PathBuf>,
@@ -130,16 +135,18 @@ pub struct CanaryThread {
 }
 
 impl ServeCanary {
-    /// Loads and checks the spec: a refused spec stops `weir serve` before it serves.
-    pub fn load(spec: &Path, report: Option<PathBuf>) -> Result<Self> {
-        let spec = CanarySpec::load(spec)
-            .map_err(|e| anyhow::anyhow!("--canary {}: {e}", spec.display()))?;
-        Ok(ServeCanary { spec, report })
+    /// Loads and checks the spec (a refused spec should stop the sidecar before it serves);
+    /// the report goes to `report` when the run ends.
+    pub fn load(spec: &Path, report: Option<PathBuf>) -> Result<Self, SpecError> {
+        Ok(ServeCanary {
+            spec: CanarySpec::load(spec)?,
+            report,
+        })
     }
 
     /// Starts the run on a dedicated thread: the controller sleeps and blocks between ticks,
     /// which must not happen on the proxy's runtime.
-    pub fn start(self, sidecar: Arc<Sidecar>) -> Result<CanaryThread> {
+    pub fn start(self, sidecar: Arc<Sidecar>) -> std::io::Result<CanaryThread> {
         let abort = Abort::default();
         let (tx, done) = std::sync::mpsc::channel();
         let stop = abort.clone();
@@ -154,7 +161,7 @@ impl ServeCanary {
                     stages = ?spec.plan.weights(),
                     "canary started in-process"
                 );
-                let report = run_in_process(spec, &sidecar, stop, log_event);
+                let report = run(spec, &sidecar, stop, log_event);
                 let outcome = format!(
                     "canary {} ended {}: {}",
                     report.name, report.phase, report.reason
@@ -165,7 +172,8 @@ impl ServeCanary {
                     tracing::warn!(target: "weir::canary", "{outcome}");
                 }
                 if let Some(rb) = &report.rollback {
-                    tracing::warn!(target: "weir::canary", "{}", describe_rollback(&report, rb));
+                    let stable = &report.target.stable_subset;
+                    tracing::warn!(target: "weir::canary", "{}", rb.describe(stable));
                 }
                 if let Some(dir) = &self.report {
                     match report.write_to(dir) {
@@ -178,8 +186,7 @@ impl ServeCanary {
                     }
                 }
                 let _ = tx.send(());
-            })
-            .context("cannot start the canary thread")?;
+            })?;
         Ok(CanaryThread { abort, done })
     }
 }
@@ -195,7 +202,7 @@ impl CanaryThread {
     }
 }
 
-/// Logs a canary event through `tracing` (`weir serve --canary`).
+/// Logs a canary event through `tracing` (target `weir::canary`).
 pub fn log_event(e: &Event) {
     match e.kind {
         EventKind::Guard => tracing::debug!(target: "weir::canary", "{e}"),
