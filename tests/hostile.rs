@@ -331,115 +331,6 @@ fn a_non_ascii_admin_token_is_refused_at_start() {
     assert!(err.contains("visible ASCII"), "{err}");
 }
 
-/// A raw-socket upstream that keeps every byte it receives and frames requests strictly
-/// (`content-length` or `chunked`, never both), answering each `200 ok`. What it parsed is
-/// what a real server behind weir would have seen.
-struct RawUpstream {
-    addr: std::net::SocketAddr,
-    received: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    paths: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for RawUpstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl RawUpstream {
-    async fn start() -> RawUpstream {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let paths = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (r, p) = (received.clone(), paths.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((s, _)) = listener.accept().await {
-                tokio::spawn(raw_connection(s, r.clone(), p.clone()));
-            }
-        });
-        RawUpstream {
-            addr,
-            received,
-            paths,
-            task,
-        }
-    }
-}
-
-async fn raw_connection(
-    mut s: TcpStream,
-    received: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    paths: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    // Reads until `buf` holds `n` bytes; false on EOF.
-    async fn fill(
-        s: &mut TcpStream,
-        buf: &mut Vec<u8>,
-        chunk: &mut [u8],
-        n: usize,
-        all: &std::sync::Mutex<Vec<u8>>,
-    ) -> bool {
-        while buf.len() < n {
-            match s.read(chunk).await {
-                Ok(0) | Err(_) => return false,
-                Ok(k) => {
-                    all.lock().unwrap().extend_from_slice(&chunk[..k]);
-                    buf.extend_from_slice(&chunk[..k]);
-                }
-            }
-        }
-        true
-    }
-    loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let want = buf.len() + 1;
-            if !fill(&mut s, &mut buf, &mut chunk, want, &received).await {
-                return;
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-        let path = head.split(' ').nth(1).unwrap_or("").to_string();
-        paths.lock().unwrap().push(path);
-        let length = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:"))
-            .and_then(|v| v.trim().parse::<usize>().ok());
-        let chunked = head.contains("transfer-encoding: chunked");
-        if chunked && length.is_some() {
-            // Checked by the test: a request forwarded with both framings.
-            paths.lock().unwrap().push(format!("BOTH FRAMINGS: {head}"));
-        }
-        buf.drain(..head_end);
-        if chunked {
-            let end = loop {
-                if let Some(i) = buf.windows(5).position(|w| w == b"0\r\n\r\n") {
-                    break i + 5;
-                }
-                let want = buf.len() + 1;
-                if !fill(&mut s, &mut buf, &mut chunk, want, &received).await {
-                    return;
-                }
-            };
-            buf.drain(..end);
-        } else if let Some(n) = length {
-            if !fill(&mut s, &mut buf, &mut chunk, n, &received).await {
-                return;
-            }
-            buf.drain(..n);
-        }
-        let _ = s
-            .write_all(b"HTTP/1.1 200 OK\r\nx-upstream: raw\r\ncontent-length: 2\r\n\r\nok")
-            .await;
-    }
-}
-
 /// Request-smuggling shapes against weir with a raw upstream that records every byte: each
 /// hides `GET /smuggled` behind an ambiguous framing. weir either refuses the request (400)
 /// or forwards one unambiguous request; the upstream never parses `/smuggled`, and never gets
@@ -447,10 +338,7 @@ async fn raw_connection(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_http1_shapes_never_smuggle_a_request_upstream() {
     let raw = RawUpstream::start().await;
-    let config = read(root().join("config/payment-svc.yaml"))
-        .replace("http: 18081", &format!("http: {}", raw.addr.port()))
-        .replace("http: 18082", &format!("http: {}", raw.addr.port()));
-    let weir = Weir::start(&config);
+    let weir = Weir::start(&raw.lesson_config());
     let smuggled = "GET /smuggled HTTP/1.1\r\nhost: payment-svc\r\n\r\n";
     let chunk = |te: &str| {
         format!("POST /pay HTTP/1.1\r\nhost: payment-svc\r\n{te}\r\n\r\n0\r\n\r\n{smuggled}")

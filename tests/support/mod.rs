@@ -8,13 +8,16 @@ mod http;
 mod metrics;
 mod netns;
 mod prometheus;
+mod raw_upstream;
 mod traffic;
 mod upstream;
 mod weir;
 
 // Every test crate uses a part of the harness.
 #[allow(unused_imports)]
-pub use self::{http::*, metrics::*, netns::*, prometheus::*, traffic::*, upstream::*, weir::*};
+pub use self::{
+    http::*, metrics::*, netns::*, prometheus::*, raw_upstream::*, traffic::*, upstream::*, weir::*,
+};
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
 
 mod accept;
+mod h2;
 pub(crate) mod limits;
 pub(crate) mod transparent;
 mod workers;

@@ -31,13 +31,8 @@ fn http(options: &ServerOptions) -> auto::Builder<TokioExecutor> {
         http1.max_buf_size(max.max(8192));
     }
     let mut http2 = builder.http2();
-    http2
-        .timer(TokioTimer::new())
-        .keep_alive_interval(options.limits.h2_keepalive_interval)
-        .keep_alive_timeout(options.limits.h2_keepalive_timeout);
-    if let Some(max) = options.max_request_head {
-        http2.max_header_list_size(u32::try_from(max).unwrap_or(u32::MAX));
-    }
+    http2.timer(TokioTimer::new());
+    super::h2::configure(&mut http2, &options.limits, options.max_request_head);
     builder
 }
 

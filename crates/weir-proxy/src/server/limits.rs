@@ -46,6 +46,11 @@ pub struct ConnectionLimits {
     pub h2_keepalive_interval: Duration,
     /// See [`h2_keepalive_interval`](ConnectionLimits::h2_keepalive_interval).
     pub h2_keepalive_timeout: Duration,
+    /// Most h2 streams open at once on one connection; more are refused (`REFUSED_STREAM`)
+    /// (`--h2-max-streams`, Envoy's `max_concurrent_streams`). Default 100, RFC 9113's
+    /// recommended minimum: with [`h2::MAX_SEND_BUF`](super::h2::MAX_SEND_BUF) it bounds what a
+    /// client that never reads can make the proxy hold.
+    pub h2_max_concurrent_streams: u32,
     /// Most connections open at once; more are answered 503 and closed (`--max-connections`,
     /// Envoy's overload manager `max_active_downstream_connections`). `None`: half of the file
     /// descriptors left after [`fd_reserve`](ConnectionLimits::fd_reserve), since a proxied
@@ -64,6 +69,7 @@ impl ConnectionLimits {
         body_timeout: Duration::from_secs(300),
         h2_keepalive_interval: Duration::from_secs(60),
         h2_keepalive_timeout: Duration::from_secs(20),
+        h2_max_concurrent_streams: 100,
         max_connections: None,
         fd_reserve: 128,
     };

@@ -109,6 +109,10 @@ pub struct ServeArgs {
     /// h2 PING interval; a PING unanswered for 20 s closes the connection.
     #[arg(long, value_name = "DUR", default_value = "60s", value_parser = weir_router::parse_duration)]
     h2_keepalive: Duration,
+    /// Most h2 streams open at once on one downstream connection; more are refused
+    /// (REFUSED_STREAM).
+    #[arg(long, value_name = "N", default_value_t = ConnectionLimits::DEFAULT.h2_max_concurrent_streams)]
+    h2_max_streams: u32,
     /// Most downstream connections at once; more are answered 503 and closed. Default: half
     /// of the file descriptors left after --fd-reserve.
     #[arg(long, value_name = "N")]
@@ -167,6 +171,7 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
     limits.idle_timeout = args.idle_timeout;
     limits.body_timeout = args.body_timeout;
     limits.h2_keepalive_interval = args.h2_keepalive;
+    limits.h2_max_concurrent_streams = args.h2_max_streams;
     limits.max_connections = args.max_connections;
     limits.fd_reserve = args.fd_reserve;
     Ok(SidecarOptions {
