@@ -292,16 +292,6 @@ async fn assert_still_serving(addr: SocketAddr, attack: &str) {
     assert_eq!(&body[..], b"ok", "after {attack}");
 }
 
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS")
-}
-
 /// No response on the lesson's destinations was a 5xx: the hostile client's faults are its own.
 async fn assert_no_server_errors(weir: &Weir) {
     let text = weir.metrics().await;
@@ -436,7 +426,7 @@ async fn bad_prefaces_and_malformed_header_blocks_never_reach_the_upstream() {
 async fn control_frame_floods_and_window_overflows_stay_bounded() {
     let raw = RawUpstream::start().await;
     let weir = Weir::start(&raw.lesson_config());
-    let before = rss_kib(weir.pid());
+    let before = proc_kib(weir.pid(), "VmRSS");
 
     let mut floods = Vec::new();
     for (what, one) in [
@@ -452,7 +442,7 @@ async fn control_frame_floods_and_window_overflows_stay_bounded() {
         let written = tokio::time::timeout(Duration::from_secs(5), s.write_all(&bytes)).await;
         floods.push((what, s, written.is_ok()));
     }
-    let during = rss_kib(weir.pid());
+    let during = proc_kib(weir.pid(), "VmRSS");
     assert!(
         during < before + 32 * 1024,
         "RSS grew from {before} KiB to {during} KiB under the floods"
@@ -555,7 +545,7 @@ async fn rapid_reset_is_cut_off_before_it_reaches_the_upstream_in_bulk() {
 async fn continuation_floods_and_oversized_header_lists_are_refused() {
     let raw = RawUpstream::start().await;
     let weir = Weir::start(&raw.lesson_config());
-    let before = rss_kib(weir.pid());
+    let before = proc_kib(weir.pid(), "VmRSS");
 
     for (what, each) in [
         ("CONTINUATION flood", hpack(&[("x-a", "b")])),
@@ -603,7 +593,7 @@ async fn continuation_floods_and_oversized_header_lists_are_refused() {
     );
     assert_ne!(seen.status(1), Some(200), "a 70 KiB header list was served");
 
-    let after = rss_kib(weir.pid());
+    let after = proc_kib(weir.pid(), "VmRSS");
     assert!(
         after < before + 32 * 1024,
         "RSS grew from {before} KiB to {after} KiB"
@@ -697,7 +687,7 @@ async fn content_length_mismatches_never_desynchronise_the_upstream() {
 async fn a_client_that_never_reads_holds_bounded_memory() {
     let raw = RawUpstream::start().await;
     let weir = Weir::start(&raw.lesson_config());
-    let before = rss_kib(weir.pid());
+    let before = proc_kib(weir.pid(), "VmRSS");
     let streams = 500u32;
     let mut bytes = [
         PREFACE,
@@ -718,7 +708,7 @@ async fn a_client_that_never_reads_holds_bounded_memory() {
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let during = rss_kib(weir.pid());
+    let during = proc_kib(weir.pid(), "VmRSS");
     assert_still_serving(weir.proxy, "a stalled reader").await;
     let forwarded = raw.paths().len() - 1;
     assert!(

@@ -35,16 +35,6 @@ fn on_v1(v1_port: u16) -> String {
     .replace("weight: 10 #", "weight: 0 #")
 }
 
-/// `VmRSS` or `VmHWM` of a process, in KiB.
-fn proc_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_request_is_routed_by_authority() {
     let v1 = Upstream::start("v1").await;

@@ -19,6 +19,7 @@
 # run of 2 x REQUESTS and one of REQUESTS, divided by REQUESTS: start-up, the 1,000 requests of
 # warm-up and shutdown cancel out.
 # Prints a markdown table; writes it to benches/results/transparent-callgrind-latest.md.
+# KEEP=DIR keeps every callgrind output there (name: PHASE-REQUESTS), for callgrind_annotate.
 set -euo pipefail
 
 n=${1:-10000}
@@ -109,6 +110,7 @@ instructions() {
   fi
   kill -TERM "$vg"
   wait "$ip" || true
+  [ -z "${KEEP:-}" ] || cp "$out" "$KEEP/$phase-$requests"
   sed -n 's/^\(summary\|totals\): *\([0-9]*\).*/\2/p' "$out" | head -1
 }
 

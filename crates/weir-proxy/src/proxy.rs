@@ -137,6 +137,7 @@ impl Proxy {
             on_overload: Some(Arc::new(move || overloads.record_overload())),
             workers: self.options.workers,
             on_worker: Some(pool::set_worker),
+            on_quiet: self.options.release_memory,
             on_connection_error: Some(Arc::new(move |e| connection_error(&metrics, e))),
             ..ServerOptions::new("proxy", drain)
         };

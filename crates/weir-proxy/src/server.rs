@@ -116,6 +116,10 @@ pub(crate) struct ServerOptions {
     pub on_connection_error: Option<ConnectionErrorHook>,
     /// Told of each connection refused over the cap.
     pub on_overload: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Runs on the accepting thread [`QUIET_AFTER`](accept::QUIET_AFTER) after its last
+    /// connection closed (at most that often while they keep closing): gives what the closed
+    /// connections freed back to the system (see [`ProxyOptions::release_memory`](crate::ProxyOptions::release_memory)).
+    pub on_quiet: Option<fn()>,
 }
 
 impl ServerOptions {
@@ -131,6 +135,7 @@ impl ServerOptions {
             on_worker: None,
             on_connection_error: None,
             on_overload: None,
+            on_quiet: None,
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct SidecarOptions {
     /// A health listener for the kubelet's probes (Istio's 15021): `GET /healthz/ready` and
     /// `/healthz`, without the admin token and nothing else; `None`: none.
     pub health: Option<SocketAddr>,
+    /// See [`ProxyOptions::release_memory`](crate::ProxyOptions::release_memory).
+    pub release_memory: Option<fn()>,
 }
 
 impl Default for SidecarOptions {
@@ -79,6 +81,7 @@ impl Default for SidecarOptions {
             path_normalization: Normalization::Base,
             state: None,
             health: None,
+            release_memory: None,
         }
     }
 }

@@ -126,6 +126,7 @@ pub async fn start_with_feed(
         limits: options.limits,
         path_normalization: options.path_normalization,
         access_log: options.access_log.clone(),
+        release_memory: options.release_memory,
         ..ProxyOptions::default()
     };
     let inbound_addr = inbound_listener.as_ref().map(|(_, addr)| *addr);

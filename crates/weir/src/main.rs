@@ -12,6 +12,20 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Gives back to the system what this thread's connections freed (`weir serve` calls it on a
+/// worker a second after connections closed; see `ProxyOptions::release_memory`).
+#[cfg(feature = "mimalloc")]
+#[allow(unsafe_code)]
+pub(crate) fn release_memory() {
+    // SAFETY: `mi_collect` takes no pointer and may be called on any thread at any time; it
+    // only walks the calling thread's heap and mimalloc's own arenas.
+    unsafe { libmimalloc_sys::mi_collect(false) }
+}
+
+/// Nothing to give back with the system allocator (glibc trims on free).
+#[cfg(not(feature = "mimalloc"))]
+pub(crate) fn release_memory() {}
+
 mod cli;
 mod demo;
 

@@ -33,7 +33,7 @@ use super::plain;
 use crate::access_log::{AccessLog, Logged, Pending};
 use crate::capture::{INBOUND_PASSTHROUGH_V4, INBOUND_PASSTHROUGH_V6};
 use crate::metrics::Metrics;
-use crate::server::transparent::{self, SERVER_FIRST_PORTS, SNIFF_WINDOW, Sniffed};
+use crate::server::transparent::{self, SNIFF_WINDOW, Sniffed};
 use crate::server::{self, ConnectionLimits, NewService, Prepared, ServerOptions};
 use crate::telemetry::Recorder;
 
@@ -47,6 +47,7 @@ pub struct Inbound {
     connect_timeout: Duration,
     max_request_head: usize,
     limits: ConnectionLimits,
+    release_memory: Option<fn()>,
     access_log: Option<Arc<AccessLog>>,
     in_flight: Arc<AtomicUsize>,
 }
@@ -101,6 +102,7 @@ impl Inbound {
             connect_timeout: options.connect_timeout,
             max_request_head: options.max_request_head,
             limits: options.limits,
+            release_memory: options.release_memory,
             access_log: options.access_log.clone(),
             in_flight: Arc::new(AtomicUsize::new(0)),
         })
@@ -122,6 +124,7 @@ impl Inbound {
         let options = ServerOptions {
             max_request_head: Some(self.max_request_head),
             limits: self.limits,
+            on_quiet: self.release_memory,
             ..ServerOptions::new("inbound", drain)
         };
         let listen = listener.local_addr()?;
@@ -233,7 +236,7 @@ impl NewService for InboundListener {
                 return Prepared::Refused;
             }
             let app = app_addr(original);
-            let http = !SERVER_FIRST_PORTS.contains(&app.port())
+            let http = !transparent::is_server_first(app.port())
                 && transparent::sniff(&stream, SNIFF_WINDOW).await == Sniffed::Http;
             if http {
                 Prepared::Http(

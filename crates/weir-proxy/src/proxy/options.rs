@@ -35,6 +35,12 @@ pub struct ProxyOptions {
     pub limits: ConnectionLimits,
     /// An access log line per request (Envoy's format); `None`: off.
     pub access_log: Option<std::sync::Arc<crate::access_log::AccessLog>>,
+    /// Runs on a worker thread a second after connections closed on it (at most once a
+    /// second): gives the memory they freed back to the system. An allocator that keeps
+    /// freed pages until its next allocation (mimalloc) otherwise stays at the peak of the
+    /// last connection burst on an idle sidecar. weir's binary passes mimalloc's
+    /// `mi_collect`; `None`: nothing.
+    pub release_memory: Option<fn()>,
 }
 
 impl Default for ProxyOptions {
@@ -51,6 +57,7 @@ impl Default for ProxyOptions {
             path_normalization: Normalization::Base,
             limits: ConnectionLimits::DEFAULT,
             access_log: None,
+            release_memory: None,
         }
     }
 }

@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::Entry;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
 use http_body::Body;
@@ -37,7 +38,7 @@ use super::failure::Failure;
 use super::forward::route::{self, Routed};
 use super::headers::is_grpc;
 use super::{Downstream, Proxy, plain};
-use crate::server::transparent::{self, SERVER_FIRST_PORTS, SNIFF_WINDOW, Sniffed};
+use crate::server::transparent::{self, SNIFF_WINDOW, Sniffed};
 use crate::server::{BoxError as ServerError, NewService, Prepared};
 use crate::telemetry::Recorder;
 use weir_router::telemetry::ResponseFlags;
@@ -92,7 +93,7 @@ where
             self.proxy.metrics.record_loop("own_listener");
             return Prepared::Refused;
         }
-        let opaque = SERVER_FIRST_PORTS.contains(&original.port())
+        let opaque = transparent::is_server_first(original.port())
             || self.proxy.live.load().is_opaque_port(original.port());
         if !opaque && transparent::sniff(&stream, SNIFF_WINDOW).await == Sniffed::Http {
             return Prepared::Http(stream, (self.make)(Downstream::new(peer, Some(original))));
@@ -119,16 +120,24 @@ impl<F> OutboundListener<F> {
 /// `Err` when it has passed [`MAX_HOPS`] times already.
 pub(crate) fn count_hop(headers: &mut HeaderMap) -> Result<(), Failure> {
     const VALUES: [&str; MAX_HOPS as usize] = ["1", "2", "3", "4"];
-    let hops = headers
-        .get(&X_WEIR_HOPS)
-        .and_then(|v| v.to_str().ok()?.parse::<u8>().ok())
-        .unwrap_or(0);
-    match VALUES.get(usize::from(hops)) {
-        Some(next) => {
-            headers.insert(X_WEIR_HOPS, HeaderValue::from_static(next));
+    // One hash and probe (`entry`), not a lookup and an insert: this runs on every
+    // transparently received request.
+    match headers.entry(X_WEIR_HOPS) {
+        Entry::Vacant(slot) => {
+            slot.insert(HeaderValue::from_static(VALUES[0]));
             Ok(())
         }
-        None => Err(Failure::Loop),
+        Entry::Occupied(mut slot) => {
+            let hops = slot
+                .get()
+                .to_str()
+                .ok()
+                .and_then(|v| v.parse::<u8>().ok())
+                .unwrap_or(0);
+            let next = VALUES.get(usize::from(hops)).ok_or(Failure::Loop)?;
+            slot.insert(HeaderValue::from_static(next));
+            Ok(())
+        }
     }
 }
 

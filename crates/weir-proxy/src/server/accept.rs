@@ -7,7 +7,8 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
 
 use super::limits::{Activity, Gate, OVERLOADED, Tracked, Watched};
 use super::{NewService, Prepared, ServerOptions};
@@ -15,6 +16,10 @@ use super::{NewService, Prepared, ServerOptions};
 /// How long the loop waits after a failed accept (out of file descriptors and the like)
 /// before trying again, instead of spinning.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
+
+/// How long after a connection closed the loop runs [`ServerOptions::on_quiet`]. A burst of
+/// closes gets one call, and a steady stream of them one call per period.
+pub(crate) const QUIET_AFTER: Duration = Duration::from_secs(1);
 
 /// HTTP/1.1 and h2c on one port, with the options' limits.
 fn http(options: &ServerOptions) -> auto::Builder<TokioExecutor> {
@@ -51,6 +56,9 @@ pub(super) async fn serve<N: NewService>(
     // Every connection task holds a sender: when all are dropped, every connection is closed.
     let (open_tx, mut open_rx) = mpsc::channel::<Infallible>(1);
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Told by each connection that ends, when there is an `on_quiet` hook.
+    let closed = options.on_quiet.map(|_| Arc::new(Notify::new()));
+    let mut quiet_at: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -64,6 +72,19 @@ pub(super) async fn serve<N: NewService>(
                     continue;
                 }
             },
+            () = async { closed.as_ref().expect("armed with a hook").notified().await },
+                if closed.is_some() && quiet_at.is_none() => {
+                quiet_at = Some(Instant::now() + QUIET_AFTER);
+                continue;
+            }
+            () = tokio::time::sleep_until(quiet_at.unwrap_or_else(Instant::now)),
+                if quiet_at.is_some() => {
+                quiet_at = None;
+                if let Some(hook) = options.on_quiet {
+                    hook();
+                }
+                continue;
+            }
         };
         let Some(permit) = gate.enter() else {
             // Over the cap: answered and closed at once, from the reserve of descriptors.
@@ -86,7 +107,9 @@ pub(super) async fn serve<N: NewService>(
         let mut stop = stop_rx.clone();
         let open = open_tx.clone();
         let on_error = options.on_connection_error.clone();
+        let closed = closed.clone();
         tokio::spawn(async move {
+            let _closed = ClosedGuard(closed);
             let (stream, inner) = match new.prepare(stream, peer).await {
                 Prepared::Http(stream, service) => (stream, service),
                 Prepared::Taken(connection) => return connection.await,
@@ -141,4 +164,15 @@ pub(super) async fn serve<N: NewService>(
         );
     }
     Ok(())
+}
+
+/// Tells the accept loop that its connection ended, however it ended.
+struct ClosedGuard(Option<Arc<Notify>>);
+
+impl Drop for ClosedGuard {
+    fn drop(&mut self) {
+        if let Some(closed) = &self.0 {
+            closed.notify_one();
+        }
+    }
 }

@@ -15,6 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rustix::net::RecvFlags;
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
@@ -24,9 +25,14 @@ use tokio::time::Instant;
 /// as plain TCP. Short, so that such a client sees its server's greeting without a hang.
 pub(crate) const SNIFF_WINDOW: Duration = Duration::from_millis(100);
 
-/// Ports of protocols where the server speaks first: relayed as TCP at once, never sniffed
-/// (FTP, SSH, SMTP, POP3, IMAP, SMTPS/submission, IMAPS, POP3S, MySQL).
-pub(crate) const SERVER_FIRST_PORTS: [u16; 10] = [21, 22, 25, 110, 143, 465, 587, 993, 995, 3306];
+/// Whether `port` is one of a protocol where the server speaks first: relayed as TCP at once,
+/// never sniffed (FTP, SSH, SMTP, POP3, IMAP, SMTPS/submission, IMAPS, POP3S, MySQL).
+pub(crate) fn is_server_first(port: u16) -> bool {
+    matches!(
+        port,
+        21 | 22 | 25 | 110 | 143 | 465 | 587 | 993 | 995 | 3306
+    )
+}
 
 /// The destination the client connected to before the nat rules redirected it here, `None`
 /// when the connection was not redirected (a client that connected to the listener itself).
@@ -79,8 +85,16 @@ pub(crate) fn classify(bytes: &[u8]) -> Option<Sniffed> {
 /// Peeks at the first bytes of `stream` (they stay in the socket for whoever reads next)
 /// until they say HTTP or not, for at most `window`.
 pub(crate) async fn sniff(stream: &TcpStream, window: Duration) -> Sniffed {
-    let deadline = Instant::now() + window;
     let mut buf = [0u8; 16];
+    // A client usually sent its first bytes with (or right after) the handshake: one peek
+    // without waiting decides without a timer or a trip through the reactor.
+    let flags = RecvFlags::PEEK | RecvFlags::DONTWAIT;
+    if let Ok((n @ 1.., _)) = rustix::net::recv(stream, &mut buf[..], flags)
+        && let Some(found) = classify(&buf[..n])
+    {
+        return found;
+    }
+    let deadline = Instant::now() + window;
     loop {
         let peeked = tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await;
         let n = match peeked {

@@ -190,6 +190,7 @@ fn options(args: ServeArgs) -> Result<SidecarOptions> {
         limits,
         path_normalization: args.path_normalization,
         health: args.health,
+        release_memory: Some(crate::release_memory),
     })
 }
 
