@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::Incoming;
 
+use super::pool::PooledBody;
 use crate::telemetry::Recorder;
 use weir_router::telemetry::ResponseFlags;
 
@@ -151,15 +152,22 @@ impl Stall {
 /// response, as Envoy's does.
 #[derive(Debug)]
 pub struct ResponseBody {
-    inner: UpstreamBody,
+    inner: Inner,
     recorder: Option<Recorder>,
+}
+
+/// The upstream's body (giving its pooled connection back at its end), or the proxy's own.
+#[derive(Debug)]
+enum Inner {
+    Upstream(PooledBody),
+    Local(UpstreamBody),
 }
 
 impl ResponseBody {
     /// The upstream's body, streamed.
-    pub(crate) fn upstream(body: Incoming, recorder: Recorder) -> Self {
+    pub(crate) fn upstream(body: impl Into<PooledBody>, recorder: Recorder) -> Self {
         ResponseBody {
-            inner: UpstreamBody::Stream(body, Stall::after(None)),
+            inner: Inner::Upstream(body.into()),
             recorder: Some(recorder),
         }
     }
@@ -167,19 +175,50 @@ impl ResponseBody {
     /// A body made by the proxy (an error message).
     pub(crate) fn local_owned(text: String, recorder: Recorder) -> Self {
         ResponseBody {
-            inner: UpstreamBody::Full(Some(Bytes::from(text))),
+            inner: Inner::Local(UpstreamBody::Full(Some(Bytes::from(text)))),
             recorder: Some(recorder),
         }
     }
 
     pub(crate) fn local(text: &'static str, recorder: Recorder) -> Self {
         ResponseBody {
-            inner: if text.is_empty() {
+            inner: Inner::Local(if text.is_empty() {
                 UpstreamBody::Empty
             } else {
                 UpstreamBody::Full(Some(Bytes::from_static(text.as_bytes())))
-            },
+            }),
             recorder: Some(recorder),
+        }
+    }
+}
+
+impl Body for Inner {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Inner::Upstream(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|f| f.map_err(Into::into))),
+            Inner::Local(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inner::Upstream(body) => body.is_end_stream(),
+            Inner::Local(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inner::Upstream(body) => body.size_hint(),
+            Inner::Local(body) => body.size_hint(),
         }
     }
 }

@@ -94,10 +94,13 @@ impl IdleConns {
         self.stacks[slot].lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The most recent idle connection that is still open. It may not be ready yet: it was
+    /// given back when its last response ended, perhaps before its connection task took that
+    /// in (the caller waits for it, see [`send`]).
     fn pop(&self, idle_timeout: Duration) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut stack = self.lock(WORKER.with(std::cell::Cell::get));
         while let Some(idle) = stack.conns.pop() {
-            if idle.since.elapsed() < idle_timeout && idle.sender.is_ready() {
+            if idle.since.elapsed() < idle_timeout && !idle.sender.is_closed() {
                 return Some(idle.sender);
             }
         }
@@ -148,6 +151,87 @@ impl IdleConns {
     }
 }
 
+/// A pooled connection in use: back on its endpoint's idle stack once its response has been
+/// read to the end.
+#[derive(Debug)]
+pub(crate) struct Reuse {
+    sender: http1::SendRequest<UpstreamBody>,
+    idle: Arc<IdleConns>,
+    options: PoolOptions,
+}
+
+impl Reuse {
+    fn give_back(self) {
+        if !self.sender.is_closed() {
+            self.idle.push(self.sender, self.options);
+        }
+    }
+}
+
+/// An upstream response body. When it came on a pooled connection, the connection goes back
+/// to the pool as soon as the body has ended (its last frame read, or an empty body dropped);
+/// a body abandoned before its end takes the connection with it (closed, never reused with
+/// a response half read).
+#[derive(Debug)]
+pub(crate) struct PooledBody {
+    body: Incoming,
+    reuse: Option<Reuse>,
+}
+
+impl PooledBody {
+    pub(crate) fn new(body: Incoming, reuse: Option<Reuse>) -> Self {
+        PooledBody { body, reuse }
+    }
+
+    fn give_back(&mut self) {
+        if let Some(reuse) = self.reuse.take() {
+            reuse.give_back();
+        }
+    }
+}
+
+impl From<Incoming> for PooledBody {
+    fn from(body: Incoming) -> Self {
+        PooledBody { body, reuse: None }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) => self.give_back(),
+            std::task::Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.give_back(),
+            std::task::Poll::Ready(Some(Err(_))) => self.reuse = None,
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // An empty body (HEAD, 204, 304, `content-length: 0`) is never polled.
+        if http_body::Body::is_end_stream(&self.body) {
+            self.give_back();
+        }
+    }
+}
+
 /// Sends a request (origin-form URI, `Host` set) to the endpoint at `authority` on an idle
 /// connection of `idle`, or on a new one. A request that an idle connection could not even
 /// start to send (the upstream had closed it) is sent again on a new connection, as a
@@ -157,10 +241,22 @@ pub(crate) async fn send(
     authority: &str,
     mut req: Request<UpstreamBody>,
     options: PoolOptions,
-) -> Result<Response<Incoming>, SendError> {
+) -> Result<Response<PooledBody>, SendError> {
     loop {
         let (mut sender, reused) = match idle.pop(options.idle_timeout) {
-            Some(s) => (s, true),
+            Some(mut s) => {
+                // Given back at the end of its last response: its connection task takes
+                // that in at once, so a wait here is short; one that closed is dropped.
+                if !s.is_ready()
+                    && !matches!(
+                        tokio::time::timeout(options.connect_timeout, s.ready()).await,
+                        Ok(Ok(()))
+                    )
+                {
+                    continue;
+                }
+                (s, true)
+            }
             // Boxed: connecting is rare on keep-alive connections, and its future would
             // otherwise make every request's state larger (it is moved with the request).
             None => (
@@ -170,15 +266,14 @@ pub(crate) async fn send(
         };
         match sender.try_send_request(req).await {
             Ok(resp) => {
-                // The connection is free again once this response's body has been read; the
-                // task puts it back then (or drops it if the upstream closes it).
-                let idle = Arc::clone(idle);
-                tokio::spawn(async move {
-                    if sender.ready().await.is_ok() {
-                        idle.push(sender, options);
-                    }
-                });
-                return Ok(resp);
+                // The connection is free again once this response's body has been read to
+                // its end: the body gives it back then (no task per request to wait for it).
+                let reuse = Reuse {
+                    sender,
+                    idle: Arc::clone(idle),
+                    options,
+                };
+                return Ok(resp.map(|body| PooledBody::new(body, Some(reuse))));
             }
             Err(mut e) => match e.take_message() {
                 Some(unsent) if reused => req = unsent,
@@ -226,6 +321,105 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+
+    /// An upstream that answers every request head on a connection with `answer(n)` (`n`
+    /// counts requests over all connections); returns its address and the connections it
+    /// accepted so far.
+    async fn scripted(
+        answer: fn(usize) -> &'static [u8],
+    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&accepted);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let requests = Arc::clone(&requests);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let n = requests.fetch_add(1, Ordering::SeqCst);
+                            if s.write_all(answer(n)).await.is_err() {
+                                return;
+                            }
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        (authority, accepted)
+    }
+
+    fn get() -> Request<UpstreamBody> {
+        Request::get("/")
+            .header(http::header::HOST, "upstream")
+            .body(UpstreamBody::Empty)
+            .unwrap()
+    }
+
+    const OPTIONS: PoolOptions = PoolOptions {
+        connect_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_secs(30),
+        max_idle: 4,
+    };
+
+    /// A connection goes back to the pool when its response ends, without a task per
+    /// request: after a body read to its end (by length or chunked) and after an empty body
+    /// that was never polled, the next request goes on the same connection.
+    #[tokio::test]
+    async fn a_connection_is_reused_once_its_response_has_ended() {
+        let (authority, accepted) = scripted(|n| match n % 3 {
+            0 => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            1 => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            _ => b"HTTP/1.1 204 No Content\r\n\r\n",
+        })
+        .await;
+        let idle = Arc::new(IdleConns::default());
+        for round in 0..6 {
+            let resp = send(&idle, &authority, get(), OPTIONS).await.unwrap();
+            if round % 3 == 2 {
+                assert_eq!(resp.status(), 204);
+                drop(resp);
+            } else {
+                assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+            }
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    /// A response abandoned before its end takes its connection with it: the next request
+    /// goes on a new connection and gets its own answer, never the rest of the old one.
+    #[tokio::test]
+    async fn a_response_abandoned_half_way_is_not_reused() {
+        let (authority, accepted) = scripted(|n| match n {
+            // Announces 10 bytes, sends 5 now.
+            0 => b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst",
+            _ => b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond",
+        })
+        .await;
+        let idle = Arc::new(IdleConns::default());
+        let resp = send(&idle, &authority, get(), OPTIONS).await.unwrap();
+        let mut body = resp.into_body();
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "first");
+        drop(body);
+        let resp = send(&idle, &authority, get(), OPTIONS).await.unwrap();
+        assert_eq!(
+            resp.into_body().collect().await.unwrap().to_bytes(),
+            "second"
+        );
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 
     /// An idle upstream connection is closed at the pool's idle timeout, with no further
     /// request to its endpoint (it used to live until the next one).

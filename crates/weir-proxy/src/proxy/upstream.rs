@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::{Client, ResponseFuture};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -20,7 +19,7 @@ use super::body::UpstreamBody;
 use super::clusters::EndpointRuntime;
 use super::failure::Failure;
 use super::options::ProxyOptions;
-use super::pool;
+use super::pool::{self, PooledBody};
 
 /// How a request travels to its endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,14 +77,17 @@ pin_project_lite::pin_project! {
 
 impl<P> Future for Sending<P>
 where
-    P: Future<Output = Result<Response<Incoming>, pool::SendError>>,
+    P: Future<Output = Result<Response<PooledBody>, pool::SendError>>,
 {
-    type Output = Result<Response<Incoming>, Failure>;
+    type Output = Result<Response<PooledBody>, Failure>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
             SendingProj::Pooled { sent } => sent.poll(cx).map_err(Failure::from),
-            SendingProj::Client { sent } => Pin::new(sent).poll(cx).map_err(Failure::classify),
+            SendingProj::Client { sent } => Pin::new(sent)
+                .poll(cx)
+                .map(|r| r.map(|resp| resp.map(PooledBody::from)))
+                .map_err(Failure::classify),
         }
     }
 }
@@ -134,7 +136,8 @@ impl Upstream {
         protocol: Protocol,
         endpoint: &'e EndpointRuntime,
         request: Outgoing<'_>,
-    ) -> Sending<impl Future<Output = Result<Response<Incoming>, pool::SendError>> + use<'e>> {
+    ) -> Sending<impl Future<Output = Result<Response<PooledBody>, pool::SendError>> + use<'e>>
+    {
         let mut req = Request::new(request.body);
         *req.method_mut() = request.method.clone();
         *req.headers_mut() = request.headers;
@@ -174,13 +177,13 @@ impl Upstream {
 }
 
 impl Send for Bound<'_> {
-    type Body = Incoming;
+    type Body = PooledBody;
 
     fn send(
         &self,
         endpoint: &EndpointRuntime,
         request: Outgoing<'_>,
-    ) -> impl Future<Output = Result<Response<Incoming>, Failure>> + std::marker::Send {
+    ) -> impl Future<Output = Result<Response<PooledBody>, Failure>> + std::marker::Send {
         self.upstream.send(self.protocol, endpoint, request)
     }
 }

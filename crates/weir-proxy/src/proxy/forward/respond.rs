@@ -3,7 +3,6 @@
 //! [`Recorder`], and the tunnel of an accepted upgrade.
 
 use http::{Response, StatusCode, Version};
-use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use weir_router::Decision;
@@ -13,12 +12,13 @@ use weir_router::telemetry::ResponseFlags;
 use super::super::body::ResponseBody;
 use super::super::failure::mark;
 use super::super::headers::strip_hop_by_hop;
+use super::super::pool::PooledBody;
 use crate::telemetry::Recorder;
 
 /// The response to the client. `downstream_upgrade` is the client's side of an upgrade the
 /// request asked for: when the upstream switches protocols, the two are joined.
 pub(crate) fn respond(
-    mut resp: Response<Incoming>,
+    mut resp: Response<PooledBody>,
     decision: &Decision<'_>,
     flags: ResponseFlags,
     mut rec: Recorder,
