@@ -661,3 +661,32 @@ async fn the_health_port_answers_the_kubelets_probes_without_the_token_and_nothi
     .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// A client that shuts down its write side once its request is sent (`printf ... | nc`, a
+/// fuzzer's exchange) still gets every answer: the admin API serves half-closed connections.
+/// Before, one `GET /routes` in 3,000 (release build; one in 19 in a debug build) was closed
+/// unanswered when the client's end of input arrived before the answer was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_closed_admin_requests_are_always_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_v1, _v2, weir) = lesson().await;
+    let mut unanswered = Vec::new();
+    for i in 0..5_000 {
+        let mut s = tokio::net::TcpStream::connect(weir.admin).await.unwrap();
+        s.write_all(b"GET /routes HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+        if !answer.starts_with(b"HTTP/1.1 200") {
+            unanswered.push((i, String::from_utf8_lossy(&answer).into_owned()));
+        }
+    }
+    assert!(
+        unanswered.is_empty(),
+        "{} of 5,000 half-closed GET /routes were not answered 200, the first: {:?}",
+        unanswered.len(),
+        unanswered.first()
+    );
+}

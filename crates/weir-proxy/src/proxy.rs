@@ -138,6 +138,7 @@ impl Proxy {
             workers: self.options.workers,
             on_worker: Some(pool::set_worker),
             on_quiet: self.options.release_memory,
+            half_close: false,
             on_connection_error: Some(Arc::new(move |e| connection_error(&metrics, e))),
             ..ServerOptions::new("proxy", drain)
         };

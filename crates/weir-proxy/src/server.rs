@@ -120,6 +120,12 @@ pub(crate) struct ServerOptions {
     /// connection closed (at most that often while they keep closing): gives what the closed
     /// connections freed back to the system (see [`ProxyOptions::release_memory`](crate::ProxyOptions::release_memory)).
     pub on_quiet: Option<fn()>,
+    /// Whether a client that shuts down its write side after a request still gets the
+    /// answer (hyper's `half_close`). The admin API: yes, so that
+    /// `printf 'POST /rollback ...' | nc` is answered, and a write is never cut off half way
+    /// because its client half-closed. The proxy listeners: no, as Envoy and nginx (with
+    /// `proxy_ignore_client_abort off`) treat a client's end of input as the client gone.
+    pub half_close: bool,
 }
 
 impl ServerOptions {
@@ -136,6 +142,7 @@ impl ServerOptions {
             on_connection_error: None,
             on_overload: None,
             on_quiet: None,
+            half_close: true,
         }
     }
 }

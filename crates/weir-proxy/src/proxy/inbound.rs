@@ -125,6 +125,7 @@ impl Inbound {
             max_request_head: Some(self.max_request_head),
             limits: self.limits,
             on_quiet: self.release_memory,
+            half_close: false,
             ..ServerOptions::new("inbound", drain)
         };
         let listen = listener.local_addr()?;

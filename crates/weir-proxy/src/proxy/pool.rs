@@ -293,6 +293,7 @@ async fn connect(
         .map_err(|_| SendError::Connect)?;
     let _ = stream.set_nodelay(true);
     let (sender, conn) = http1::Builder::new()
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|_| SendError::Connect)?;

@@ -31,7 +31,8 @@ fn http(options: &ServerOptions) -> auto::Builder<TokioExecutor> {
         // each later head); hyper's own timer would also close idle keep-alives at the head
         // timeout.
         .header_read_timeout(None)
-        .keep_alive(true);
+        .keep_alive(true)
+        .half_close(options.half_close);
     if let Some(max) = options.max_request_head {
         http1.max_buf_size(max.max(8192));
     }
