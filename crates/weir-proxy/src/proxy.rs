@@ -37,6 +37,7 @@ mod options;
 mod outbound;
 mod plain;
 pub(crate) mod pool;
+mod request_body;
 mod service;
 mod upstream;
 

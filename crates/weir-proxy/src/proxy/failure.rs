@@ -160,17 +160,23 @@ impl Failure {
         let mut source = std::error::Error::source(&e);
         while let Some(s) = source {
             if let Some(h) = s.downcast_ref::<hyper::Error>() {
-                if let Some(client) = Failure::of_request_body(h) {
-                    return client;
-                }
-                if h.is_parse() || h.is_parse_status() {
-                    return Failure::Protocol;
-                }
-                return Failure::Reset;
+                return Failure::of_connection_error(h);
             }
             source = s.source();
         }
         Failure::Reset
+    }
+
+    /// What hyper's error on an upstream connection means: the request body's fault (the
+    /// downstream's), invalid HTTP from the upstream, or a reset.
+    pub fn of_connection_error(e: &hyper::Error) -> Failure {
+        if let Some(client) = Failure::of_request_body(e) {
+            client
+        } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+            Failure::Protocol
+        } else {
+            Failure::Reset
+        }
     }
 
     /// Whether an upstream client's error is the request body's (the downstream's) fault:

@@ -17,8 +17,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::proxy::body::UpstreamBody;
-use crate::proxy::failure::Failure;
+use crate::proxy::request_body::UpstreamBody;
 
 /// Idle connections to one endpoint, the most recently used on top (it is the likeliest to
 /// be alive and warm): one stack per proxy worker thread, so that a connection is used by the
@@ -63,30 +62,14 @@ pub(crate) struct PoolOptions {
     pub max_idle: usize,
 }
 
-/// Why a request got no response head.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a request got no response head. What it is answered as is `upstream`'s to say (the
+/// pool depends on neither `failure` nor `body`, which depend on it).
+#[derive(Debug)]
 pub(crate) enum SendError {
     /// Connecting failed or timed out.
     Connect,
-    /// The connection closed or was reset before the response head.
-    Reset,
-    /// The upstream spoke invalid HTTP.
-    Protocol,
-    /// The request body failed while it was sent: the downstream's fault
-    /// ([`Failure::of_request_body`]).
-    Request(Failure),
-}
-
-/// The failure a send error is answered as (the pool depends on `failure`, not the reverse).
-impl From<SendError> for Failure {
-    fn from(e: SendError) -> Self {
-        match e {
-            SendError::Connect => Failure::Connect,
-            SendError::Reset => Failure::Reset,
-            SendError::Protocol => Failure::Protocol,
-            SendError::Request(client) => client,
-        }
-    }
+    /// hyper's error on the connection: reset, invalid HTTP, or the request body failing.
+    Http(hyper::Error),
 }
 
 impl IdleConns {
@@ -94,13 +77,12 @@ impl IdleConns {
         self.stacks[slot].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recent idle connection that is still open. It may not be ready yet: it was
-    /// given back when its last response ended, perhaps before its connection task took that
-    /// in (the caller waits for it, see [`send`]).
+    /// The most recent idle connection that is still ready (one whose upstream closed it is
+    /// dropped).
     fn pop(&self, idle_timeout: Duration) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut stack = self.lock(WORKER.with(std::cell::Cell::get));
         while let Some(idle) = stack.conns.pop() {
-            if idle.since.elapsed() < idle_timeout && !idle.sender.is_closed() {
+            if idle.since.elapsed() < idle_timeout && idle.sender.is_ready() {
                 return Some(idle.sender);
             }
         }
@@ -161,9 +143,27 @@ pub(crate) struct Reuse {
 }
 
 impl Reuse {
+    /// Back on the idle stack. When the last frame of a response is read, hyper's connection
+    /// task has already made the connection ready for the next request (it reads the end
+    /// of the body and turns idle in one poll), so this is a push; a connection still busy
+    /// (an upstream that answered before the request body was sent) gets a task that waits
+    /// for it, as every request used to.
     fn give_back(self) {
-        if !self.sender.is_closed() {
-            self.idle.push(self.sender, self.options);
+        let Reuse {
+            mut sender,
+            idle,
+            options,
+        } = self;
+        if sender.is_ready() {
+            idle.push(sender, options);
+        } else if !sender.is_closed()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                if sender.ready().await.is_ok() {
+                    idle.push(sender, options);
+                }
+            });
         }
     }
 }
@@ -244,19 +244,7 @@ pub(crate) async fn send(
 ) -> Result<Response<PooledBody>, SendError> {
     loop {
         let (mut sender, reused) = match idle.pop(options.idle_timeout) {
-            Some(mut s) => {
-                // Given back at the end of its last response: its connection task takes
-                // that in at once, so a wait here is short; one that closed is dropped.
-                if !s.is_ready()
-                    && !matches!(
-                        tokio::time::timeout(options.connect_timeout, s.ready()).await,
-                        Ok(Ok(()))
-                    )
-                {
-                    continue;
-                }
-                (s, true)
-            }
+            Some(s) => (s, true),
             // Boxed: connecting is rare on keep-alive connections, and its future would
             // otherwise make every request's state larger (it is moved with the request).
             None => (
@@ -277,7 +265,7 @@ pub(crate) async fn send(
             }
             Err(mut e) => match e.take_message() {
                 Some(unsent) if reused => req = unsent,
-                _ => return Err(classify(e.error())),
+                _ => return Err(SendError::Http(e.into_error())),
             },
         }
     }
@@ -303,16 +291,6 @@ async fn connect(
         }
     });
     Ok(sender)
-}
-
-fn classify(e: &hyper::Error) -> SendError {
-    if let Some(client) = Failure::of_request_body(e) {
-        SendError::Request(client)
-    } else if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
-        SendError::Protocol
-    } else {
-        SendError::Reset
-    }
 }
 
 #[cfg(test)]

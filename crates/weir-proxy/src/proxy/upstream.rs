@@ -83,7 +83,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            SendingProj::Pooled { sent } => sent.poll(cx).map_err(Failure::from),
+            SendingProj::Pooled { sent } => sent.poll(cx).map_err(|e| match e {
+                pool::SendError::Connect => Failure::Connect,
+                pool::SendError::Http(e) => Failure::of_connection_error(&e),
+            }),
             SendingProj::Client { sent } => Pin::new(sent)
                 .poll(cx)
                 .map(|r| r.map(|resp| resp.map(PooledBody::from)))
