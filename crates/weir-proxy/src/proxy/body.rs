@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::Either;
 
 use super::pool::PooledBody;
 pub(crate) use super::request_body::{BoxError, Stalled, UpstreamBody};
@@ -22,18 +23,15 @@ pub struct ResponseBody {
     recorder: Option<Recorder>,
 }
 
-/// The upstream's body (giving its pooled connection back at its end), or the proxy's own.
-#[derive(Debug)]
-enum Inner {
-    Upstream(PooledBody),
-    Local(UpstreamBody),
-}
+/// The upstream's body (`Left`, giving its pooled connection back at its end), or the proxy's
+/// own (`Right`).
+type Inner = Either<PooledBody, UpstreamBody>;
 
 impl ResponseBody {
     /// The upstream's body, streamed.
     pub(crate) fn upstream(body: impl Into<PooledBody>, recorder: Recorder) -> Self {
         ResponseBody {
-            inner: Inner::Upstream(body.into()),
+            inner: Either::Left(body.into()),
             recorder: Some(recorder),
         }
     }
@@ -41,50 +39,19 @@ impl ResponseBody {
     /// A body made by the proxy (an error message).
     pub(crate) fn local_owned(text: String, recorder: Recorder) -> Self {
         ResponseBody {
-            inner: Inner::Local(UpstreamBody::Full(Some(Bytes::from(text)))),
+            inner: Either::Right(UpstreamBody::Full(Some(Bytes::from(text)))),
             recorder: Some(recorder),
         }
     }
 
     pub(crate) fn local(text: &'static str, recorder: Recorder) -> Self {
         ResponseBody {
-            inner: Inner::Local(if text.is_empty() {
+            inner: Either::Right(if text.is_empty() {
                 UpstreamBody::Empty
             } else {
                 UpstreamBody::Full(Some(Bytes::from_static(text.as_bytes())))
             }),
             recorder: Some(recorder),
-        }
-    }
-}
-
-impl Body for Inner {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.get_mut() {
-            Inner::Upstream(body) => Pin::new(body)
-                .poll_frame(cx)
-                .map(|f| f.map(|f| f.map_err(Into::into))),
-            Inner::Local(body) => Pin::new(body).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Inner::Upstream(body) => body.is_end_stream(),
-            Inner::Local(body) => body.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Inner::Upstream(body) => body.size_hint(),
-            Inner::Local(body) => body.size_hint(),
         }
     }
 }

@@ -8,10 +8,14 @@
 //! proxied request: 41,283 with hyper-util's pool, 35,865 with this one). HTTP/2 upstreams,
 //! upgrades and mirrored copies still use hyper-util's client.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -196,19 +200,19 @@ impl From<Incoming> for PooledBody {
     }
 }
 
-impl http_body::Body for PooledBody {
-    type Data = bytes::Bytes;
+impl Body for PooledBody {
+    type Data = Bytes;
     type Error = hyper::Error;
 
     fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
-        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
         match &polled {
-            std::task::Poll::Ready(None) => self.give_back(),
-            std::task::Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.give_back(),
-            std::task::Poll::Ready(Some(Err(_))) => self.reuse = None,
+            Poll::Ready(None) => self.give_back(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.give_back(),
+            Poll::Ready(Some(Err(_))) => self.reuse = None,
             _ => {}
         }
         polled
@@ -218,7 +222,7 @@ impl http_body::Body for PooledBody {
         self.body.is_end_stream()
     }
 
-    fn size_hint(&self) -> http_body::SizeHint {
+    fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
 }
@@ -226,7 +230,7 @@ impl http_body::Body for PooledBody {
 impl Drop for PooledBody {
     fn drop(&mut self) {
         // An empty body (HEAD, 204, 304, `content-length: 0`) is never polled.
-        if http_body::Body::is_end_stream(&self.body) {
+        if self.body.is_end_stream() {
             self.give_back();
         }
     }

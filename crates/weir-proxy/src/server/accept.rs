@@ -57,10 +57,13 @@ pub(super) async fn serve<N: NewService>(
     // Every connection task holds a sender: when all are dropped, every connection is closed.
     let (open_tx, mut open_rx) = mpsc::channel::<Infallible>(1);
     let (stop_tx, stop_rx) = watch::channel(false);
-    // Told by each connection that ends, when there is an `on_quiet` hook.
+    // Told by each connection that ends, when there is an `on_quiet` hook. One timer for
+    // the loop's life, reset when a close arms it (a branch's future is built on every turn
+    // of `select!`, disabled or not: a new one per accept would cost a clock read).
     let closed = options.on_quiet.map(|_| Arc::new(Notify::new()));
-    let mut quiet_at: Option<Instant> = None;
-    tokio::pin!(shutdown);
+    let quiet = tokio::time::sleep(Duration::ZERO);
+    let mut armed = false;
+    tokio::pin!(shutdown, quiet);
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -74,13 +77,13 @@ pub(super) async fn serve<N: NewService>(
                 }
             },
             () = async { closed.as_ref().expect("armed with a hook").notified().await },
-                if closed.is_some() && quiet_at.is_none() => {
-                quiet_at = Some(Instant::now() + QUIET_AFTER);
+                if closed.is_some() && !armed => {
+                quiet.as_mut().reset(Instant::now() + QUIET_AFTER);
+                armed = true;
                 continue;
             }
-            () = tokio::time::sleep_until(quiet_at.unwrap_or_else(Instant::now)),
-                if quiet_at.is_some() => {
-                quiet_at = None;
+            () = &mut quiet, if armed => {
+                armed = false;
                 if let Some(hook) = options.on_quiet {
                     hook();
                 }
