@@ -1,6 +1,10 @@
 //! weir's own pool of HTTP/1.1 upstream connections, one stack of idle connections per
 //! endpoint, kept in the endpoint's state so that it survives table swaps.
 //!
+//! Requests without a body (the common case) are written and their responses read by the task
+//! that serves the client (`inline`); requests with a body go through hyper's HTTP/1.1 client
+//! connection (a task per connection), on connections of their own stack.
+//!
 //! Why not hyper-util's pooled client for this, the common case: it keys its pool by scheme
 //! and authority in a SipHash map behind one mutex, and needs an absolute URI per request.
 //! Here the endpoint is already picked, so a request pops a connection from that endpoint's
@@ -21,7 +25,11 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::proxy::request_body::UpstreamBody;
+use crate::proxy::request_body::{BoxError, UpstreamBody};
+
+mod inline;
+
+pub(crate) use inline::{InlineBody, RequestHead};
 
 /// Idle connections to one endpoint, the most recently used on top (it is the likeliest to
 /// be alive and warm): one stack per proxy worker thread, so that a connection is used by the
@@ -31,11 +39,13 @@ pub(crate) struct IdleConns {
     stacks: [Mutex<Stack>; SLOTS],
 }
 
-/// One worker's idle connections, oldest first, and whether a sweeper task is closing them
-/// at their idle timeout.
+/// One worker's idle connections, oldest first (hyper's, for requests with a body, and weir's
+/// own, for requests without), and whether a sweeper task is closing them at their idle
+/// timeout.
 #[derive(Debug, Default)]
 struct Stack {
-    conns: Vec<Idle>,
+    conns: Vec<Idle<http1::SendRequest<UpstreamBody>>>,
+    inline: Vec<Idle<inline::Conn>>,
     sweeping: bool,
 }
 
@@ -52,8 +62,8 @@ pub(crate) fn set_worker(worker: usize) {
 }
 
 #[derive(Debug)]
-struct Idle {
-    sender: http1::SendRequest<UpstreamBody>,
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
@@ -72,6 +82,10 @@ pub(crate) struct PoolOptions {
 pub(crate) enum SendError {
     /// Connecting failed or timed out.
     Connect,
+    /// The connection ended or was reset before the response head (weir's own client).
+    Reset,
+    /// The upstream's response head is not valid HTTP/1.1 (weir's own client).
+    Protocol,
     /// hyper's error on the connection: reset, invalid HTTP, or the request body failing.
     Http(hyper::Error),
 }
@@ -86,8 +100,20 @@ impl IdleConns {
     fn pop(&self, idle_timeout: Duration) -> Option<http1::SendRequest<UpstreamBody>> {
         let mut stack = self.lock(WORKER.with(std::cell::Cell::get));
         while let Some(idle) = stack.conns.pop() {
-            if idle.since.elapsed() < idle_timeout && idle.sender.is_ready() {
-                return Some(idle.sender);
+            if idle.since.elapsed() < idle_timeout && idle.conn.is_ready() {
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    /// [`pop`](IdleConns::pop) for weir's own client: the most recent idle connection whose
+    /// upstream has neither closed it nor sent anything unasked.
+    fn pop_inline(&self, idle_timeout: Duration) -> Option<inline::Conn> {
+        let mut stack = self.lock(WORKER.with(std::cell::Cell::get));
+        while let Some(idle) = stack.inline.pop() {
+            if idle.since.elapsed() < idle_timeout && idle.conn.is_usable() {
+                return Some(idle.conn);
             }
         }
         None
@@ -95,11 +121,26 @@ impl IdleConns {
 
     /// Keeps an idle connection; the first one of an empty stack starts its sweeper.
     fn push(self: &Arc<Self>, sender: http1::SendRequest<UpstreamBody>, options: PoolOptions) {
+        self.keep(options, |stack| &mut stack.conns, sender);
+    }
+
+    /// [`push`](IdleConns::push) for weir's own client.
+    fn push_inline(self: &Arc<Self>, conn: inline::Conn, options: PoolOptions) {
+        self.keep(options, |stack| &mut stack.inline, conn);
+    }
+
+    fn keep<C>(
+        self: &Arc<Self>,
+        options: PoolOptions,
+        conns: impl FnOnce(&mut Stack) -> &mut Vec<Idle<C>>,
+        conn: C,
+    ) {
         let slot = WORKER.with(std::cell::Cell::get);
         let mut stack = self.lock(slot);
-        if stack.conns.len() < options.max_idle {
-            stack.conns.push(Idle {
-                sender,
+        let kept = conns(&mut stack);
+        if kept.len() < options.max_idle {
+            kept.push(Idle {
+                conn,
                 since: Instant::now(),
             });
             if !stack.sweeping {
@@ -117,15 +158,12 @@ impl IdleConns {
             let next = {
                 let mut stack = self.lock(slot);
                 let now = Instant::now();
-                // Oldest first: the expired ones are a prefix.
-                let expired = stack
-                    .conns
-                    .iter()
-                    .take_while(|c| now.duration_since(c.since) >= idle_timeout)
-                    .count();
-                stack.conns.drain(..expired);
-                match stack.conns.first() {
-                    Some(oldest) => oldest.since + idle_timeout,
+                let oldest = [
+                    expire(&mut stack.conns, now, idle_timeout),
+                    expire(&mut stack.inline, now, idle_timeout),
+                ];
+                match oldest.into_iter().flatten().min() {
+                    Some(oldest) => oldest + idle_timeout,
                     None => {
                         stack.sweeping = false;
                         return;
@@ -135,6 +173,18 @@ impl IdleConns {
             tokio::time::sleep_until(next.into()).await;
         }
     }
+}
+
+/// Drops the connections of `conns` idle for `idle_timeout` or longer; when the oldest kept
+/// one became idle.
+fn expire<C>(conns: &mut Vec<Idle<C>>, now: Instant, idle_timeout: Duration) -> Option<Instant> {
+    // Oldest first: the expired ones are a prefix.
+    let expired = conns
+        .iter()
+        .take_while(|c| now.duration_since(c.since) >= idle_timeout)
+        .count();
+    conns.drain(..expired);
+    conns.first().map(|c| c.since)
 }
 
 /// A pooled connection in use: back on its endpoint's idle stack once its response has been
@@ -178,69 +228,132 @@ impl Reuse {
 /// a response half read).
 #[derive(Debug)]
 pub(crate) struct PooledBody {
-    body: Incoming,
-    reuse: Option<Reuse>,
+    inner: Kind,
+}
+
+/// Whose client read the response.
+#[derive(Debug)]
+enum Kind {
+    /// hyper's (requests with a body, HTTP/2, upgrades).
+    Hyper {
+        body: Incoming,
+        reuse: Option<Reuse>,
+    },
+    /// weir's own (requests without a body).
+    Inline(InlineBody),
 }
 
 impl PooledBody {
     pub(crate) fn new(body: Incoming, reuse: Option<Reuse>) -> Self {
-        PooledBody { body, reuse }
-    }
-
-    fn give_back(&mut self) {
-        if let Some(reuse) = self.reuse.take() {
-            reuse.give_back();
+        PooledBody {
+            inner: Kind::Hyper { body, reuse },
         }
     }
 }
 
 impl From<Incoming> for PooledBody {
     fn from(body: Incoming) -> Self {
-        PooledBody { body, reuse: None }
+        PooledBody::new(body, None)
+    }
+}
+
+impl From<InlineBody> for PooledBody {
+    fn from(body: InlineBody) -> Self {
+        PooledBody {
+            inner: Kind::Inline(body),
+        }
     }
 }
 
 impl Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => self.give_back(),
-            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.give_back(),
-            Poll::Ready(Some(Err(_))) => self.reuse = None,
-            _ => {}
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.inner {
+            Kind::Inline(body) => body.poll_frame(cx).map_err(Into::into),
+            Kind::Hyper { body, reuse } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                let ended = match &polled {
+                    Poll::Ready(None) => true,
+                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
+                    Poll::Ready(Some(Err(_))) => {
+                        *reuse = None;
+                        false
+                    }
+                    Poll::Pending => false,
+                };
+                if ended && let Some(reuse) = reuse.take() {
+                    reuse.give_back();
+                }
+                polled.map_err(Into::into)
+            }
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.inner {
+            Kind::Hyper { body, .. } => body.is_end_stream(),
+            Kind::Inline(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.inner {
+            Kind::Hyper { body, .. } => body.size_hint(),
+            Kind::Inline(body) => body.size_hint(),
+        }
     }
 }
 
 impl Drop for PooledBody {
     fn drop(&mut self) {
-        // An empty body (HEAD, 204, 304, `content-length: 0`) is never polled.
-        if self.body.is_end_stream() {
-            self.give_back();
+        // An empty body (HEAD, 204, 304, `content-length: 0`) is never polled. (weir's own
+        // body does this itself.)
+        if let Kind::Hyper { body, reuse } = &mut self.inner
+            && body.is_end_stream()
+            && let Some(reuse) = reuse.take()
+        {
+            reuse.give_back();
         }
     }
 }
 
-/// Sends a request (origin-form URI, `Host` set) to the endpoint at `authority` on an idle
-/// connection of `idle`, or on a new one. A request that an idle connection could not even
-/// start to send (the upstream had closed it) is sent again on a new connection, as a
-/// connection pool must; any other failure is the caller's to retry or report.
+/// A request for the pool: without a body, its head already encoded for weir's own client;
+/// with one, for hyper's.
+// Not boxed: a request with a body is moved into `send`'s future either way, and a box
+// would be one more allocation per such request.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    Bodyless(RequestHead),
+    Request(Request<UpstreamBody>),
+}
+
+/// Sends a request to the endpoint at `authority` on an idle connection of `idle`, or on a
+/// new one: see [`inline::send`] and [`send_request`].
 pub(crate) async fn send(
+    idle: &Arc<IdleConns>,
+    authority: &str,
+    out: Outbound,
+    options: PoolOptions,
+) -> Result<Response<PooledBody>, SendError> {
+    match out {
+        Outbound::Bodyless(head) => inline::send(idle, authority, head, options)
+            .await
+            .map(|resp| resp.map(PooledBody::from)),
+        Outbound::Request(req) => send_request(idle, authority, req, options).await,
+    }
+}
+
+/// Sends a request (origin-form URI, `Host` set) on a hyper connection. A request that an
+/// idle connection could not even start to send (the upstream had closed it) is sent again
+/// on a new connection, as a connection pool must; any other failure is the caller's to
+/// retry or report.
+async fn send_request(
     idle: &Arc<IdleConns>,
     authority: &str,
     mut req: Request<UpstreamBody>,
@@ -369,7 +482,9 @@ mod tests {
         .await;
         let idle = Arc::new(IdleConns::default());
         for round in 0..6 {
-            let resp = send(&idle, &authority, get(), OPTIONS).await.unwrap();
+            let resp = send(&idle, &authority, Outbound::Request(get()), OPTIONS)
+                .await
+                .unwrap();
             if round % 3 == 2 {
                 assert_eq!(resp.status(), 204);
                 drop(resp);
@@ -391,12 +506,16 @@ mod tests {
         })
         .await;
         let idle = Arc::new(IdleConns::default());
-        let resp = send(&idle, &authority, get(), OPTIONS).await.unwrap();
+        let resp = send(&idle, &authority, Outbound::Request(get()), OPTIONS)
+            .await
+            .unwrap();
         let mut body = resp.into_body();
         let frame = body.frame().await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "first");
         drop(body);
-        let resp = send(&idle, &authority, get(), OPTIONS).await.unwrap();
+        let resp = send(&idle, &authority, Outbound::Request(get()), OPTIONS)
+            .await
+            .unwrap();
         assert_eq!(
             resp.into_body().collect().await.unwrap().to_bytes(),
             "second"
@@ -436,7 +555,9 @@ mod tests {
             .header(http::header::HOST, "upstream")
             .body(UpstreamBody::Empty)
             .unwrap();
-        let resp = send(&idle, &authority, req, options).await.unwrap();
+        let resp = send(&idle, &authority, Outbound::Request(req), options)
+            .await
+            .unwrap();
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
         let (n, after) = upstream.await.unwrap();
         assert_eq!(n, 0, "closed, not sent another request");

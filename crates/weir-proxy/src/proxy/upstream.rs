@@ -85,6 +85,8 @@ where
         match self.project() {
             SendingProj::Pooled { sent } => sent.poll(cx).map_err(|e| match e {
                 pool::SendError::Connect => Failure::Connect,
+                pool::SendError::Reset => Failure::Reset,
+                pool::SendError::Protocol => Failure::Protocol,
                 pool::SendError::Http(e) => Failure::of_connection_error(&e),
             }),
             SendingProj::Client { sent } => Pin::new(sent)
@@ -141,6 +143,18 @@ impl Upstream {
         request: Outgoing<'_>,
     ) -> Sending<impl Future<Output = Result<Response<PooledBody>, pool::SendError>> + use<'e>>
     {
+        if protocol == Protocol::Pooled && matches!(request.body, UpstreamBody::Empty) {
+            // weir's own client: the head is written as it is encoded here.
+            let head = pool::RequestHead::encode(request.method, request.path, &request.headers);
+            return Sending::Pooled {
+                sent: pool::send(
+                    &endpoint.idle,
+                    endpoint.authority.as_str(),
+                    pool::Outbound::Bodyless(head),
+                    self.pool,
+                ),
+            };
+        }
         let mut req = Request::new(request.body);
         *req.method_mut() = request.method.clone();
         *req.headers_mut() = request.headers;
@@ -149,7 +163,12 @@ impl Upstream {
                 // weir's pool sends origin-form on a connection to the endpoint.
                 *req.uri_mut() = Uri::from(request.path.clone());
                 Sending::Pooled {
-                    sent: pool::send(&endpoint.idle, endpoint.authority.as_str(), req, self.pool),
+                    sent: pool::send(
+                        &endpoint.idle,
+                        endpoint.authority.as_str(),
+                        pool::Outbound::Request(req),
+                        self.pool,
+                    ),
                 }
             }
             Protocol::Http2 | Protocol::Upgrade => {
