@@ -66,6 +66,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "mimalloc")]
+    alloc::configure();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),

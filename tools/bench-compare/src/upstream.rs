@@ -60,9 +60,13 @@ pub fn run(threads: usize, body_bytes: usize) -> ! {
     let addrs: Vec<SocketAddr> = runtime.block_on(async {
         let mut addrs = Vec::new();
         for count in &counts {
-            let listener = TcpListener::bind("127.0.0.1:0")
-                .await
+            // A backlog for every proxy's burst of 1,000 upstream connections (tokio's
+            // `bind` asks for 1,024: SYNs dropped, a connect retried after a second).
+            let socket = tokio::net::TcpSocket::new_v4().expect("upstream socket");
+            socket
+                .bind("127.0.0.1:0".parse().expect("address"))
                 .expect("bind upstream");
+            let listener = socket.listen(8192).expect("listen upstream");
             addrs.push(listener.local_addr().expect("local addr"));
             tokio::spawn(serve(listener, body.clone(), count.clone()));
         }

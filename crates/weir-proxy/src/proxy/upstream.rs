@@ -128,7 +128,7 @@ impl Upstream {
             pool: pool::PoolOptions {
                 connect_timeout: options.connect_timeout,
                 idle_timeout: options.pool_idle_timeout,
-                max_idle: 256,
+                max_idle: 1024,
             },
         }
     }
