@@ -89,12 +89,12 @@ http {{
 
     upstream v1 {{
         server {v1};
-        keepalive 256;
+        keepalive 1024;
         keepalive_requests 1000000;
     }}
     upstream v2 {{
         server {v2};
-        keepalive 256;
+        keepalive 1024;
         keepalive_requests 1000000;
     }}
 

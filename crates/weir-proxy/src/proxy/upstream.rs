@@ -66,34 +66,48 @@ pub(crate) struct Upstream {
     pool: pool::PoolOptions,
 }
 
+/// A request with a body on weir's pool (hyper's client connection), boxed: its future is
+/// four times the size of a bodyless one's, and every try's state would carry it.
+type PooledSend<'e> = Pin<
+    Box<
+        dyn Future<Output = Result<Response<PooledBody>, pool::SendError>> + std::marker::Send + 'e,
+    >,
+>;
+
 pin_project_lite::pin_project! {
-    /// A try in flight: on weir's pool or on one of hyper-util's clients.
+    /// A try in flight: without a body on weir's own client, with one on weir's pool through
+    /// hyper, or on one of hyper-util's clients.
     #[project = SendingProj]
-    pub(crate) enum Sending<P> {
-        Pooled { #[pin] sent: P },
+    pub(crate) enum Sending<'e, I> {
+        Bodyless { #[pin] sent: I },
+        Pooled { sent: PooledSend<'e> },
         Client { sent: ResponseFuture },
     }
 }
 
-impl<P> Future for Sending<P>
+impl<I> Future for Sending<'_, I>
 where
-    P: Future<Output = Result<Response<PooledBody>, pool::SendError>>,
+    I: Future<Output = Result<Response<PooledBody>, pool::SendError>>,
 {
     type Output = Result<Response<PooledBody>, Failure>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            SendingProj::Pooled { sent } => sent.poll(cx).map_err(|e| match e {
-                pool::SendError::Connect => Failure::Connect,
-                pool::SendError::Reset => Failure::Reset,
-                pool::SendError::Protocol => Failure::Protocol,
-                pool::SendError::Http(e) => Failure::of_connection_error(&e),
-            }),
-            SendingProj::Client { sent } => Pin::new(sent)
-                .poll(cx)
-                .map(|r| r.map(|resp| resp.map(PooledBody::from)))
-                .map_err(Failure::classify),
-        }
+        let pooled = match self.project() {
+            SendingProj::Bodyless { sent } => sent.poll(cx),
+            SendingProj::Pooled { sent } => sent.as_mut().poll(cx),
+            SendingProj::Client { sent } => {
+                return Pin::new(sent)
+                    .poll(cx)
+                    .map(|r| r.map(|resp| resp.map(PooledBody::from)))
+                    .map_err(Failure::classify);
+            }
+        };
+        pooled.map_err(|e| match e {
+            pool::SendError::Connect => Failure::Connect,
+            pool::SendError::Reset => Failure::Reset,
+            pool::SendError::Protocol => Failure::Protocol,
+            pool::SendError::Http(e) => Failure::of_connection_error(&e),
+        })
     }
 }
 
@@ -141,16 +155,16 @@ impl Upstream {
         protocol: Protocol,
         endpoint: &'e EndpointRuntime,
         request: Outgoing<'_>,
-    ) -> Sending<impl Future<Output = Result<Response<PooledBody>, pool::SendError>> + use<'e>>
+    ) -> Sending<'e, impl Future<Output = Result<Response<PooledBody>, pool::SendError>> + use<'e>>
     {
         if protocol == Protocol::Pooled && matches!(request.body, UpstreamBody::Empty) {
             // weir's own client: the head is written as it is encoded here.
             let head = pool::RequestHead::encode(request.method, request.path, &request.headers);
-            return Sending::Pooled {
-                sent: pool::send(
+            return Sending::Bodyless {
+                sent: pool::send_bodyless(
                     &endpoint.idle,
                     endpoint.authority.as_str(),
-                    pool::Outbound::Bodyless(head),
+                    head,
                     self.pool,
                 ),
             };
@@ -163,12 +177,12 @@ impl Upstream {
                 // weir's pool sends origin-form on a connection to the endpoint.
                 *req.uri_mut() = Uri::from(request.path.clone());
                 Sending::Pooled {
-                    sent: pool::send(
+                    sent: Box::pin(pool::send(
                         &endpoint.idle,
                         endpoint.authority.as_str(),
-                        pool::Outbound::Request(req),
+                        req,
                         self.pool,
-                    ),
+                    )),
                 }
             }
             Protocol::Http2 | Protocol::Upgrade => {
