@@ -158,7 +158,7 @@ fn nginx_config_splits_by_request_and_honours_the_header() {
         "access_log off;",
         "server 127.0.0.1:40001;",
         "server 127.0.0.1:40002;",
-        "keepalive 256;",
+        "keepalive 1024;",
         "split_clients \"${request_id}\" $split_pool {",
         "90% v1;",
         "* v2;",
