@@ -379,15 +379,21 @@ pub(crate) async fn send(
     }
 }
 
-async fn connect(
-    authority: &str,
-    timeout: Duration,
-) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
+/// A new TCP connection to `authority`, without Nagle's delay.
+async fn connect_tcp(authority: &str, timeout: Duration) -> Result<TcpStream, SendError> {
     let stream = tokio::time::timeout(timeout, TcpStream::connect(authority))
         .await
         .map_err(|_| SendError::Connect)?
         .map_err(|_| SendError::Connect)?;
     let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn connect(
+    authority: &str,
+    timeout: Duration,
+) -> Result<http1::SendRequest<UpstreamBody>, SendError> {
+    let stream = connect_tcp(authority, timeout).await?;
     let (sender, conn) = http1::Builder::new()
         .writev(false)
         .handshake(TokioIo::new(stream))
@@ -403,19 +409,31 @@ async fn connect(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     use super::*;
 
-    /// An upstream that answers every request head on a connection with `answer(n)` (`n`
-    /// counts requests over all connections); returns its address and the connections it
-    /// accepted so far.
-    async fn scripted(
-        answer: fn(usize) -> &'static [u8],
-    ) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
-        use std::sync::atomic::{AtomicUsize, Ordering};
+    /// What the scripted upstream does with the `n`th request head it reads (over all
+    /// connections).
+    #[derive(Clone, Copy)]
+    pub(super) enum Act {
+        /// Writes these bytes at once.
+        Answer(&'static [u8]),
+        /// Writes these bytes one at a time, flushing each.
+        Trickle(&'static [u8]),
+        /// Writes these bytes, then closes the connection.
+        AnswerAndClose(&'static [u8]),
+        /// Closes the connection without answering.
+        Close,
+    }
+
+    /// An upstream that acts on every request head with `script(n)`; its address and how
+    /// many connections it accepted so far.
+    pub(super) async fn upstream(script: fn(usize) -> Act) -> (String, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let authority = listener.local_addr().unwrap().to_string();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -431,8 +449,16 @@ mod tests {
                     loop {
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             buf.drain(..end + 4);
-                            let n = requests.fetch_add(1, Ordering::SeqCst);
-                            if s.write_all(answer(n)).await.is_err() {
+                            let written = match script(requests.fetch_add(1, Ordering::SeqCst)) {
+                                Act::Answer(b) => s.write_all(b).await,
+                                Act::Trickle(b) => trickle(&mut s, b).await,
+                                Act::AnswerAndClose(b) => {
+                                    let _ = s.write_all(b).await;
+                                    return;
+                                }
+                                Act::Close => return,
+                            };
+                            if written.is_err() {
                                 return;
                             }
                         }
@@ -445,6 +471,14 @@ mod tests {
             }
         });
         (authority, accepted)
+    }
+
+    async fn trickle(s: &mut tokio::net::TcpStream, bytes: &[u8]) -> std::io::Result<()> {
+        for byte in bytes {
+            s.write_all(&[*byte]).await?;
+            s.flush().await?;
+        }
+        Ok(())
     }
 
     fn get() -> Request<UpstreamBody> {
@@ -465,10 +499,12 @@ mod tests {
     /// that was never polled, the next request goes on the same connection.
     #[tokio::test]
     async fn a_connection_is_reused_once_its_response_has_ended() {
-        let (authority, accepted) = scripted(|n| match n % 3 {
-            0 => b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-            1 => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
-            _ => b"HTTP/1.1 204 No Content\r\n\r\n",
+        let (authority, accepted) = upstream(|n| match n % 3 {
+            0 => Act::Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+            1 => Act::Answer(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+            ),
+            _ => Act::Answer(b"HTTP/1.1 204 No Content\r\n\r\n"),
         })
         .await;
         let idle = Arc::new(IdleConns::default());
@@ -488,10 +524,10 @@ mod tests {
     /// goes on a new connection and gets its own answer, never the rest of the old one.
     #[tokio::test]
     async fn a_response_abandoned_half_way_is_not_reused() {
-        let (authority, accepted) = scripted(|n| match n {
+        let (authority, accepted) = upstream(|n| match n {
             // Announces 10 bytes, sends 5 now.
-            0 => b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst",
-            _ => b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond",
+            0 => Act::Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst"),
+            _ => Act::Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecond"),
         })
         .await;
         let idle = Arc::new(IdleConns::default());

@@ -152,13 +152,8 @@ pub(crate) async fn send(
 }
 
 async fn connect(authority: &str, timeout: Duration) -> Result<Conn, SendError> {
-    let io = tokio::time::timeout(timeout, TcpStream::connect(authority))
-        .await
-        .map_err(|_| SendError::Connect)?
-        .map_err(|_| SendError::Connect)?;
-    let _ = io.set_nodelay(true);
     Ok(Conn {
-        io,
+        io: super::connect_tcp(authority, timeout).await?,
         buf: BytesMut::new(),
     })
 }

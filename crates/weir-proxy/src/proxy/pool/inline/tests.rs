@@ -3,6 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::super::tests::{Act, upstream};
 use super::*;
 
 const OPTIONS: PoolOptions = PoolOptions {
@@ -10,64 +11,6 @@ const OPTIONS: PoolOptions = PoolOptions {
     idle_timeout: Duration::from_secs(30),
     max_idle: 4,
 };
-
-/// What the scripted upstream does with the `n`th request head it reads (over all
-/// connections).
-#[derive(Clone, Copy)]
-enum Act {
-    /// Writes these bytes at once.
-    Answer(&'static [u8]),
-    /// Writes these bytes one at a time, flushing each.
-    Trickle(&'static [u8]),
-    /// Writes these bytes, then closes the connection.
-    AnswerAndClose(&'static [u8]),
-    /// Closes the connection without answering.
-    Close,
-}
-
-/// An upstream that acts on every request head with `script(n)`; its address and how many
-/// connections it accepted so far.
-async fn upstream(script: fn(usize) -> Act) -> (String, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let authority = listener.local_addr().unwrap().to_string();
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let requests = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&accepted);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
-            let requests = Arc::clone(&requests);
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                loop {
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        match script(requests.fetch_add(1, Ordering::SeqCst)) {
-                            Act::Answer(b) => s.write_all(b).await.unwrap(),
-                            Act::Trickle(b) => {
-                                for byte in b {
-                                    s.write_all(&[*byte]).await.unwrap();
-                                    s.flush().await.unwrap();
-                                }
-                            }
-                            Act::AnswerAndClose(b) => {
-                                s.write_all(b).await.unwrap();
-                                return;
-                            }
-                            Act::Close => return,
-                        }
-                    }
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-            });
-        }
-    });
-    (authority, accepted)
-}
 
 fn head(method: Method) -> RequestHead {
     let mut headers = HeaderMap::new();
