@@ -108,10 +108,10 @@ enum HeadError {
 }
 
 /// Sends `head` on an idle connection to the endpoint at `authority`, or on a new one. A
-/// reused connection that turns out closed before any byte of the answer came back (the
-/// upstream closed it while it was idle) is replaced by a new connection once more for an
-/// idempotent request, which RFC 9110 allows a client to send again; everything else is
-/// the caller's to retry or report.
+/// kept connection that turns out closed before any byte of the answer came back (the
+/// upstream closed it while it was idle) is replaced by the next kept one or a new one for an
+/// idempotent request, which RFC 9110 allows a client to send again; a new connection's
+/// failure, and everything else, is the caller's to retry or report.
 pub(crate) async fn send(
     idle: &Arc<IdleConns>,
     authority: &str,
