@@ -42,9 +42,14 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .any(|v| lists_token(v, token))
+}
+
+/// Whether a comma-separated header value (`Connection`'s) lists `token`, case-insensitively.
+pub(crate) fn lists_token(value: &HeaderValue, token: &str) -> bool {
+    value
+        .to_str()
+        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names. With `upgrade`,

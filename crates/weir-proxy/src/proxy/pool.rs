@@ -102,21 +102,31 @@ impl IdleConns {
     /// The most recent idle connection that is still ready (one whose upstream closed it is
     /// dropped).
     fn pop(&self, idle_timeout: Duration) -> Option<http1::SendRequest<UpstreamBody>> {
-        let mut stack = self.lock(WORKER.with(std::cell::Cell::get));
-        while let Some(idle) = stack.conns.pop() {
-            if idle.since.elapsed() < idle_timeout && idle.conn.is_ready() {
-                return Some(idle.conn);
-            }
-        }
-        None
+        self.take(idle_timeout, |stack| &mut stack.conns, |c| c.is_ready())
     }
 
     /// [`pop`](IdleConns::pop) for weir's own client: the most recent idle connection whose
     /// upstream has neither closed it nor sent anything unasked.
     fn pop_inline(&self, idle_timeout: Duration) -> Option<inline::Conn> {
+        self.take(
+            idle_timeout,
+            |stack| &mut stack.inline,
+            inline::Conn::is_usable,
+        )
+    }
+
+    /// The most recent connection of this worker's `conns` that is within `idle_timeout` and
+    /// `usable`; the ones above it that are not are dropped.
+    fn take<C>(
+        &self,
+        idle_timeout: Duration,
+        conns: impl FnOnce(&mut Stack) -> &mut Vec<Idle<C>>,
+        usable: impl Fn(&C) -> bool,
+    ) -> Option<C> {
         let mut stack = self.lock(WORKER.with(std::cell::Cell::get));
-        while let Some(idle) = stack.inline.pop() {
-            if idle.since.elapsed() < idle_timeout && idle.conn.is_usable() {
+        let kept = conns(&mut stack);
+        while let Some(idle) = kept.pop() {
+            if idle.since.elapsed() < idle_timeout && usable(&idle.conn) {
                 return Some(idle.conn);
             }
         }

@@ -29,6 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::{IdleConns, PoolOptions, SendError};
+use crate::proxy::headers::lists_token;
 
 /// Response heads longer than this are refused (hyper's client default).
 const MAX_HEAD: usize = 8192 + 4096 * 100;
@@ -289,28 +290,28 @@ fn parse_head(
         } else {
             Version::HTTP_10
         };
-        let mut keep_alive = version == Version::HTTP_11;
-        let mut saw_close = false;
         let mut headers = HeaderMap::with_capacity(count);
+        // `Connection` tokens, read as the fields go into the map (a lookup afterwards would
+        // hash the name again on every response).
+        let (mut close, mut keep) = (false, false);
         for &(n0, n1, v0, v1) in &fields[..count] {
             let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
                 .map_err(|_| HeadError::Invalid)?;
             let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
                 .map_err(|_| HeadError::Invalid)?;
             if name == header::CONNECTION {
-                if saw_close || has_token(&value, "close") {
-                    saw_close = true;
-                    keep_alive = false;
-                } else if !keep_alive {
-                    keep_alive = has_token(&value, "keep-alive");
-                }
+                close |= lists_token(&value, "close");
+                keep |= lists_token(&value, "keep-alive");
             }
             headers.append(name, value);
         }
         let framing = framing(status, version, method, &headers)?;
-        if status == StatusCode::SWITCHING_PROTOCOLS || method == Method::CONNECT {
-            keep_alive = false;
-        }
+        // `close` in any `Connection` value ends the connection; otherwise HTTP/1.1 keeps it,
+        // HTTP/1.0 only with `keep-alive`.
+        let keep_alive = !close
+            && (version == Version::HTTP_11 || keep)
+            && status != StatusCode::SWITCHING_PROTOCOLS
+            && method != Method::CONNECT;
         let mut parts = Response::new(()).into_parts().0;
         parts.status = status;
         parts.version = version;
@@ -375,13 +376,6 @@ fn framing(
         Some(n) => Framing::Length(n),
         None => Framing::Close,
     })
-}
-
-/// Whether a comma-separated header value lists `token` (case-insensitively).
-fn has_token(value: &HeaderValue, token: &str) -> bool {
-    value
-        .to_str()
-        .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 /// Why a response body could not be read to its end.
