@@ -145,36 +145,35 @@ impl Proxy {
         };
         tracing::debug!(workload = %self.options.workload, "proxy serving");
         let listen = listener.local_addr()?;
-        let for_services = Arc::clone(&self);
         // One `ProxyService` per connection; its `handle` rather than its `Service` impl,
-        // because hyper's `service_fn` keeps the response future unboxed. The access log
-        // wraps it only when it is on.
+        // because hyper's `service_fn` keeps the response future unboxed, for the requests
+        // hyper reads and for those weir's own HTTP/1.1 reader reads (no body). The access
+        // log wraps it only when it is on.
         match self.options.access_log.clone() {
             None => {
-                let make = move |down: Downstream| {
-                    let proxy = ProxyService::new(Arc::clone(&for_services), Arc::new(down));
-                    hyper::service::service_fn(move |req| proxy.handle(req))
-                };
                 let outbound = outbound::OutboundListener {
                     proxy: self,
-                    make,
+                    make: |proxy: ProxyService| {
+                        hyper::service::service_fn(move |req| proxy.handle(req))
+                    },
+                    bodyless: |proxy: &ProxyService, req| proxy.handle(req),
                     listen,
                 };
                 server::serve(Arc::new(outbound), listener, shutdown, options).await
             }
             Some(log) => {
-                let make = move |down: Downstream| {
-                    let proxy = ProxyService::new(Arc::clone(&for_services), Arc::new(down));
-                    let log = Arc::clone(&log);
-                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let pending = access_log::Pending::start(&log, &req, None);
-                        let answer = proxy.handle(req);
-                        async move { Ok::<_, std::convert::Infallible>(pending.respond(answer.await?)) }
-                    })
-                };
+                let for_bodyless = Arc::clone(&log);
                 let outbound = outbound::OutboundListener {
                     proxy: self,
-                    make,
+                    make: move |proxy: ProxyService| {
+                        let log = Arc::clone(&log);
+                        hyper::service::service_fn(
+                            move |req: http::Request<hyper::body::Incoming>| {
+                                logged(&log, &proxy, req)
+                            },
+                        )
+                    },
+                    bodyless: move |proxy: &ProxyService, req| logged(&for_bodyless, proxy, req),
                     listen,
                 };
                 server::serve(Arc::new(outbound), listener, shutdown, options).await
@@ -210,6 +209,29 @@ impl Downstream {
 
 /// Counts what a connection died of when it never reached the service: an oversized or
 /// malformed request head (hyper answered it with 431 or 400).
+/// `req` through the data path, its access log line written at the end of its response.
+fn logged<B>(
+    log: &Arc<access_log::AccessLog>,
+    proxy: &ProxyService,
+    req: http::Request<B>,
+) -> impl Future<
+    Output = Result<
+        http::Response<access_log::Logged<body::ResponseBody>>,
+        std::convert::Infallible,
+    >,
+>
++ Send
++ 'static
++ use<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<body::BoxError>,
+{
+    let pending = access_log::Pending::start(log, &req, None);
+    let answer = proxy.handle(req);
+    async move { Ok(pending.respond(answer.await?)) }
+}
+
 fn connection_error(metrics: &Metrics, error: &(dyn std::error::Error + 'static)) {
     let Some(e) = error.downcast_ref::<hyper::Error>() else {
         tracing::debug!(error, "connection error");

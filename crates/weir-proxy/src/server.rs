@@ -13,6 +13,7 @@
 //! With [`ServerOptions::workers`] > 0 the listener is shared by that many threads, each with
 //! its own single-threaded runtime (see [`workers`]); with 0 the loop runs on the caller's.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
 
 mod accept;
+mod h1;
 mod h2;
 pub(crate) mod limits;
 pub(crate) mod transparent;
@@ -74,7 +76,27 @@ pub(crate) trait NewService: Send + Sync + 'static {
     ) -> impl Future<Output = Prepared<Self::Service>> + Send {
         std::future::ready(Prepared::Http(stream, self.new_service(peer)))
     }
+
+    /// Whether weir's own HTTP/1.1 reader ([`h1`]) reads this listener's connections first,
+    /// serving the requests without a body through [`call_bodyless`](NewService::call_bodyless)
+    /// and handing everything else to hyper. By default: hyper reads everything.
+    const OWN_H1: bool = false;
+
+    /// Answers a request without a body read by weir's own reader on a connection of
+    /// `service`; `None` hands it to hyper like every other request.
+    fn call_bodyless(
+        &self,
+        service: &Self::Service,
+        req: Request<NoBody>,
+    ) -> Option<impl Future<Output = Result<Response<Self::Body>, Infallible>> + Send + 'static>
+    {
+        let _ = (service, req);
+        None::<std::future::Pending<_>>
+    }
 }
+
+/// The body of a request read by weir's own HTTP/1.1 reader: it has none.
+pub(crate) type NoBody = http_body_util::Empty<Bytes>;
 
 impl<F, S, B> NewService for F
 where

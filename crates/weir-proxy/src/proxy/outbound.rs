@@ -21,6 +21,7 @@
 //! ([`transparent::is_own_relay`]), so a TCP loop ends after one extra connection.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,9 +38,9 @@ use super::body::{BoxError, ResponseBody};
 use super::failure::Failure;
 use super::forward::route::{self, Routed};
 use super::headers::is_grpc;
-use super::{Downstream, Proxy, plain};
+use super::{Downstream, Proxy, ProxyService, plain};
 use crate::server::transparent::{self, SNIFF_WINDOW, Sniffed};
-use crate::server::{BoxError as ServerError, NewService, Prepared};
+use crate::server::{BoxError as ServerError, NewService, NoBody, Prepared};
 use crate::telemetry::Recorder;
 use weir_router::telemetry::ResponseFlags;
 
@@ -52,17 +53,39 @@ pub(crate) const MAX_HOPS: u8 = 4;
 /// How long the lookup of a VirtualService host's addresses may take (the ClusterIP case).
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The outbound listener: makes the per-connection service with `make`, for a downstream
-/// with or without an original destination.
-pub(crate) struct OutboundListener<F> {
+/// The outbound listener: makes the per-connection service with `make` (requests read by
+/// hyper) and answers the requests without a body that weir's own HTTP/1.1 reader reads with
+/// `bodyless`, for a downstream with or without an original destination.
+pub(crate) struct OutboundListener<F, G> {
     pub proxy: Arc<Proxy>,
     pub make: F,
+    pub bodyless: G,
     pub listen: SocketAddr,
 }
 
-impl<F, S, B> NewService for OutboundListener<F>
+/// The service of one outbound connection: hyper's, and the data path it calls, for the
+/// requests weir's own reader reads.
+pub(crate) struct OutboundConn<S> {
+    hyper: S,
+    proxy: ProxyService,
+}
+
+impl<S, R> hyper::service::Service<R> for OutboundConn<S>
 where
-    F: Fn(Downstream) -> S + Send + Sync + 'static,
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, req: R) -> S::Future {
+        self.hyper.call(req)
+    }
+}
+
+impl<F, G, S, B, A> NewService for OutboundListener<F, G>
+where
+    F: Fn(ProxyService) -> S + Send + Sync + 'static,
     S: hyper::service::Service<
             Request<hyper::body::Incoming>,
             Response = Response<B>,
@@ -71,15 +94,27 @@ where
         > + Send
         + 'static,
     B: Body<Data = Bytes, Error: Into<ServerError>> + Send + 'static,
+    G: Fn(&ProxyService, Request<NoBody>) -> A + Send + Sync + 'static,
+    A: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
 {
     type Body = B;
-    type Service = S;
+    type Service = OutboundConn<S>;
 
-    fn new_service(&self, peer: SocketAddr) -> S {
-        (self.make)(Downstream::new(peer, None))
+    const OWN_H1: bool = true;
+
+    fn new_service(&self, peer: SocketAddr) -> OutboundConn<S> {
+        self.conn(Downstream::new(peer, None))
     }
 
-    async fn prepare(&self, stream: TcpStream, peer: SocketAddr) -> Prepared<S> {
+    fn call_bodyless(
+        &self,
+        service: &OutboundConn<S>,
+        req: Request<NoBody>,
+    ) -> Option<impl Future<Output = Result<Response<B>, Infallible>> + Send + 'static> {
+        Some((self.bodyless)(&service.proxy, req))
+    }
+
+    async fn prepare(&self, stream: TcpStream, peer: SocketAddr) -> Prepared<OutboundConn<S>> {
         let Some(original) = transparent::original_dst(&stream) else {
             return Prepared::Http(stream, self.new_service(peer));
         };
@@ -96,7 +131,7 @@ where
         let opaque = transparent::is_server_first(original.port())
             || self.proxy.live.load().is_opaque_port(original.port());
         if !opaque && transparent::sniff(&stream, SNIFF_WINDOW).await == Sniffed::Http {
-            return Prepared::Http(stream, (self.make)(Downstream::new(peer, Some(original))));
+            return Prepared::Http(stream, self.conn(Downstream::new(peer, Some(original))));
         }
         self.proxy.metrics.record_tcp_passthrough();
         let timeout = self.proxy.options.connect_timeout;
@@ -106,7 +141,18 @@ where
     }
 }
 
-impl<F> OutboundListener<F> {
+impl<F: Fn(ProxyService) -> S, G, S> OutboundListener<F, G> {
+    /// The service of a connection from `down`.
+    fn conn(&self, down: Downstream) -> OutboundConn<S> {
+        let proxy = ProxyService::new(Arc::clone(&self.proxy), Arc::new(down));
+        OutboundConn {
+            hyper: (self.make)(proxy.clone()),
+            proxy,
+        }
+    }
+}
+
+impl<F, G> OutboundListener<F, G> {
     /// Whether `original` is this listener (its port on an address of this host).
     fn is_own_listener(&self, original: SocketAddr) -> bool {
         original.port() == self.listen.port()

@@ -4,12 +4,14 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
+use super::h1;
 use super::limits::{Activity, Gate, OVERLOADED, Tracked, Watched};
 use super::{NewService, Prepared, ServerOptions};
 
@@ -113,17 +115,42 @@ pub(super) async fn serve<N: NewService>(
         let on_error = options.on_connection_error.clone();
         let closed = closed.clone();
         tokio::spawn(async move {
+            // Dropped last, however the task ends.
+            let _open = (open, permit);
             let _closed = ClosedGuard(closed);
-            let (stream, inner) = match new.prepare(stream, peer).await {
+            let (stream, mut inner) = match new.prepare(stream, peer).await {
                 Prepared::Http(stream, service) => (stream, service),
                 Prepared::Taken(connection) => return connection.await,
                 Prepared::Refused => return,
             };
+            let mut read = Bytes::new();
+            if N::OWN_H1 {
+                let own = tokio::select! {
+                    biased;
+                    end = h1::serve(&*new, inner, &stream, &activity, &mut stop) => end,
+                    () = activity.expired(limits.head_timeout, limits.idle_timeout) => {
+                        tracing::debug!(server = name, %peer, "closing a connection without a request in time");
+                        h1::End::Closed(Ok(()))
+                    }
+                };
+                match own {
+                    h1::End::HandOver(bytes, service) => (read, inner) = (bytes, service),
+                    h1::End::Closed(result) => {
+                        if let Err(e) = result {
+                            report(on_error.as_ref(), name, &*e);
+                        }
+                        return;
+                    }
+                }
+            }
             let service = Tracked {
                 inner,
                 activity: Arc::clone(&activity),
             };
-            let io = TokioIo::new(Watched::new(stream, Arc::clone(&activity)));
+            let io = TokioIo::new(h1::Rewind::new(
+                read,
+                Watched::new(stream, Arc::clone(&activity)),
+            ));
             let conn = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(conn);
             let result = tokio::select! {
@@ -145,13 +172,8 @@ pub(super) async fn serve<N: NewService>(
                 }
             };
             if let Err(e) = result {
-                match on_error {
-                    Some(hook) => hook(&*e),
-                    None => tracing::debug!(server = name, error = %e, "connection error"),
-                }
+                report(on_error.as_ref(), name, &*e);
             }
-            drop(permit);
-            drop(open);
         });
     }
     drop(listener);
@@ -168,6 +190,18 @@ pub(super) async fn serve<N: NewService>(
         );
     }
     Ok(())
+}
+
+/// Hands what a connection died of to the listener's hook, or to the debug log.
+fn report(
+    on_error: Option<&super::ConnectionErrorHook>,
+    name: &str,
+    e: &(dyn std::error::Error + 'static),
+) {
+    match on_error {
+        Some(hook) => hook(e),
+        None => tracing::debug!(server = name, error = %e, "connection error"),
+    }
 }
 
 /// Tells the accept loop that its connection ended, however it ended.

@@ -197,7 +197,8 @@ impl Activity {
         })
     }
 
-    fn begin(self: &Arc<Self>) -> InFlight {
+    /// A request begins: in flight until the guard is dropped.
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.head_start_ms.store(u64::MAX, Ordering::Release);
         InFlight(Arc::clone(self))
@@ -220,7 +221,7 @@ impl Activity {
 
     /// Bytes came in: the first ones tell the protocol; on HTTP/1.1 with no request in flight
     /// they begin the next head, which then has `head` to complete.
-    fn read(&self, bytes: &[u8]) {
+    pub(crate) fn read(&self, bytes: &[u8]) {
         if self.last_end_ms.load(Ordering::Relaxed) == u64::MAX
             && self.in_flight.load(Ordering::Relaxed) == 0
         {
