@@ -2,7 +2,8 @@
 //! an HTTP/1.1 head with no body. hyper keeps everything else, for the rest of the connection.
 //!
 //! ```text
-//! accept -> read into one small buffer (4 KiB, reused from its start for every head)
+//! accept -> read into one small buffer (1 KiB, doubling up to 8 KiB for a longer head,
+//!           reused from its start for every head)
 //!   -> an HTTP/1.1 head, complete within 8 KiB, without a body (no transfer-encoding, no
 //!      content-length but 0), not CONNECT, no upgrade, expect or te
 //!        -> answered here (NewService::call_bodyless), then the next head
@@ -13,7 +14,7 @@
 //! Why: hyper's server gives every connection a read buffer that grows to 16 KiB and is read
 //! at an advancing offset (every byte of it touched over time), an 8 KiB write buffer and a
 //! dispatch state machine; at 1,000 connections those buffers were 24.6 of the proxy's 36 MB
-//! (heaptrack at peak). Here a connection holds the 4 KiB it reads heads into and the bytes of
+//! (heaptrack at peak). Here a connection holds the 1 KiB it reads heads into and the bytes of
 //! the response head it writes, and a response of one small frame leaves in one `write`.
 //!
 //! What it keeps of hyper's server, so that a client cannot tell them apart: the head is
@@ -45,15 +46,16 @@ use tokio::sync::watch;
 use super::limits::Activity;
 use super::{BoxError, NewService, NoBody};
 
-/// What a head is read into; the buffer is reused from its start once its heads are gone.
-const READ_BUF: usize = 4096;
+/// What a head is first read into (nginx's `client_header_buffer_size`); a longer head grows
+/// it, doubling. The buffer is reused from its start once its heads are gone.
+const READ_BUF: usize = 1024;
 /// A head not complete within this many bytes is hyper's (which takes up to the listener's
 /// `max_request_head`).
 const HEAD_LIMIT: usize = 8192;
 /// hyper's limit on the fields of a head.
 const MAX_HEADERS: usize = 100;
-/// Body frames up to this size are copied behind the response head (one `write`); larger
-/// ones are written from where they are (`writev`).
+/// Body frames up to this size are copied behind what is waiting to be written, unless they
+/// end the body; larger ones (and the last) are written from where they are (`writev`).
 const COPY_MAX: usize = 8192;
 /// A write buffer grown past this is given back after its response.
 const KEEP_WRITE_BUF: usize = 16 * 1024;
@@ -320,15 +322,18 @@ impl Conn<'_> {
                             data.truncate(usize::try_from(left).unwrap_or(usize::MAX));
                             left -= data.len() as u64;
                         }
-                        if data.len() <= COPY_MAX {
-                            self.out.extend_from_slice(&data);
-                        } else {
+                        let ends = left == 0 || body.is_end_stream();
+                        if data.len() > COPY_MAX || (ends && framing != Framing::Chunked) {
+                            // Written from where it is: a large frame, or the last of a sized
+                            // body (behind the head in one `writev`, not copied).
                             self.flush(&data).await?;
+                        } else {
+                            self.out.extend_from_slice(&data);
                         }
                         if framing == Framing::Chunked {
                             self.out.extend_from_slice(b"\r\n");
                         }
-                        if left == 0 || body.is_end_stream() {
+                        if ends {
                             if framing == Framing::Chunked {
                                 self.out.extend_from_slice(b"0\r\n\r\n");
                             } else if left > 0 {

@@ -355,6 +355,14 @@ async fn pipelined_and_trickled_heads_are_answered_in_order() {
     }
     let (_, body) = response(&mut s, &mut pending, false).await;
     assert_eq!(body, "own GET /slowly x=y");
+    // Longer than the first buffer, in pieces: it grows, and the head is still ours.
+    let long = "w".repeat(3000);
+    s.write_all(format!("GET /grown HTTP/1.1\r\nx: {}", &long[..1500]).as_bytes())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let (_, body) = exchange(&mut s, &mut pending, &format!("{}\r\n\r\n", &long[1500..])).await;
+    assert_eq!(body, format!("own GET /grown x={long}"));
 }
 
 #[tokio::test]
