@@ -83,15 +83,14 @@ pub(crate) trait NewService: Send + Sync + 'static {
     const OWN_H1: bool = false;
 
     /// Answers a request without a body read by weir's own reader on a connection of
-    /// `service`; `None` hands it to hyper like every other request.
+    /// `service`. Called only when [`OWN_H1`](NewService::OWN_H1) is set.
     fn call_bodyless(
         &self,
         service: &Self::Service,
         req: Request<NoBody>,
-    ) -> Option<impl Future<Output = Result<Response<Self::Body>, Infallible>> + Send + 'static>
-    {
+    ) -> impl Future<Output = Result<Response<Self::Body>, Infallible>> + Send + 'static {
         let _ = (service, req);
-        None::<std::future::Pending<_>>
+        async { unreachable!("call_bodyless is called only on a listener with OWN_H1") }
     }
 }
 

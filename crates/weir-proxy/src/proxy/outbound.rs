@@ -110,8 +110,8 @@ where
         &self,
         service: &OutboundConn<S>,
         req: Request<NoBody>,
-    ) -> Option<impl Future<Output = Result<Response<B>, Infallible>> + Send + 'static> {
-        Some((self.bodyless)(&service.proxy, req))
+    ) -> impl Future<Output = Result<Response<B>, Infallible>> + Send + 'static {
+        (self.bodyless)(&service.proxy, req)
     }
 
     async fn prepare(&self, stream: TcpStream, peer: SocketAddr) -> Prepared<OutboundConn<S>> {

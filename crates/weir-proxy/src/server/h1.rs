@@ -52,6 +52,8 @@ const READ_BUF: usize = 1024;
 /// A head not complete within this many bytes is hyper's (which takes up to the listener's
 /// `max_request_head`).
 const HEAD_LIMIT: usize = 8192;
+/// The fields the proxy adds to a request on its way (see `headers::set_forwarded`).
+const FORWARDING_FIELDS: usize = 4;
 /// hyper's limit on the fields of a head.
 const MAX_HEADERS: usize = 100;
 /// Body frames up to this size are copied behind what is waiting to be written, unless they
@@ -96,13 +98,10 @@ pub(super) async fn serve<N: NewService>(
         } = head;
         let head_request = req.method() == Method::HEAD;
         let in_flight = activity.begin();
-        let Some(answer) = new.call_bodyless(&service, req) else {
-            let mut rest = BytesMut::from(&bytes[..]);
-            rest.extend_from_slice(&conn.buf);
-            return End::HandOver(rest.freeze(), service);
-        };
+        // Made where it is polled: the future is large, and moving it costs.
+        let answer = pin!(new.call_bodyless(&service, req));
         drop(bytes);
-        let Some(Ok(resp)) = conn.or_gone(pin!(answer)).await else {
+        let Some(Ok(resp)) = conn.or_gone(answer).await else {
             return End::Closed(Err(gone()));
         };
         let keep_alive = keep_alive && !*stop.borrow();
@@ -463,7 +462,9 @@ fn parse(buf: &mut BytesMut) -> Parse {
     let Ok(uri) = Uri::from_maybe_shared(slice(path)) else {
         return unsplit(buf, bytes);
     };
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for what the proxy adds (`x-forwarded-for`, `-proto`, `x-request-id`): a map that
+    // grows rehashes every field.
+    let mut headers = HeaderMap::with_capacity(count + FORWARDING_FIELDS);
     for span in &spans[..count] {
         let (at, len) = span.name;
         let name = HeaderName::from_bytes(&bytes[at as usize..(at + len) as usize]);

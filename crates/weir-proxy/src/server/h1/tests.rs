@@ -76,9 +76,9 @@ impl NewService for Test {
         &self,
         _service: &HyperSide,
         req: Request<NoBody>,
-    ) -> Option<impl Future<Output = Result<Response<TestBody>, Infallible>> + Send + 'static> {
+    ) -> impl Future<Output = Result<Response<TestBody>, Infallible>> + Send + 'static {
         let dropped = Arc::clone(&self.dropped);
-        Some(async move {
+        async move {
             let guard = DropCount(dropped);
             let x = req
                 .headers()
@@ -126,7 +126,7 @@ impl NewService for Test {
             };
             std::mem::forget(guard);
             Ok(resp)
-        })
+        }
     }
 }
 
