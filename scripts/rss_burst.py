@@ -33,8 +33,8 @@ http {{
     scgi_temp_path {d}/scgi;
     keepalive_requests 1000000;
     keepalive_timeout 75s;
-    upstream v1 {{ server 127.0.0.1:{p1}; keepalive 256; }}
-    upstream v2 {{ server 127.0.0.1:{p2}; keepalive 256; }}
+    upstream v1 {{ server 127.0.0.1:{p1}; keepalive 1024; }}
+    upstream v2 {{ server 127.0.0.1:{p2}; keepalive 1024; }}
     split_clients "${{request_id}}" $split_pool {{ 90% v1; * v2; }}
     map $http_x_canary $pool {{ "true" v2; default $split_pool; }}
     server {{

@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! listener -> accept (TCP_NODELAY; back off when accept fails) -> new_service(peer)
-//!          -> one task per connection (HTTP/1.1 and h2c, upgrades)
+//!          -> one task per connection: weir's own HTTP/1.1 reader first where the listener
+//!             asks for it (requests without a body, see [`h1`]), hyper for the rest
+//!             (bodies, HTTP/1.0, h2c, upgrades)
 //! shutdown -> stop accepting -> every connection closes gracefully -> wait up to `drain`
 //! ```
 //!
