@@ -104,6 +104,7 @@ mod proxy;
 mod reload;
 mod server;
 mod sidecar;
+mod socket;
 mod start;
 pub mod state;
 mod telemetry;

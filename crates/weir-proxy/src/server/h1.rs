@@ -189,20 +189,12 @@ impl Conn<'_> {
 
     /// Reads what the socket has into `buf`; 0 at its end.
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            let before = self.buf.len();
-            match self.stream.try_read_buf(&mut self.buf) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.activity.read(&self.buf[before..]);
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let before = self.buf.len();
+        let n = ready!(crate::socket::poll_read(self.stream, &mut self.buf, cx))?;
+        if n > 0 {
+            self.activity.read(&self.buf[before..]);
         }
+        Poll::Ready(Ok(n))
     }
 
     /// Resolves when the client closed its side (or its socket failed) while a request is in

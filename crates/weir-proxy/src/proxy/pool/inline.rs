@@ -16,7 +16,6 @@
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -204,7 +203,7 @@ impl Conn {
         if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        crate::socket::poll_read(&self.io, &mut self.buf, cx)
     }
 
     /// Reads the response head, skipping informational ones.
