@@ -71,6 +71,17 @@ mod tests {
         (client.unwrap(), accepted.unwrap().0)
     }
 
+    /// One `poll_read`, within 5 s.
+    async fn read(reader: &TcpStream, buf: &mut BytesMut) -> usize {
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            poll_fn(|cx| poll_read(reader, buf, cx)),
+        )
+        .await
+        .expect("woken in time")
+        .unwrap()
+    }
+
     #[tokio::test]
     async fn a_drained_socket_waits_without_reading_and_wakes_for_what_comes_next() {
         let (mut writer, reader) = pair().await;
@@ -89,23 +100,11 @@ mod tests {
             writer.write_all(b" world").await.unwrap();
             writer
         });
-        let n = tokio::time::timeout(
-            Duration::from_secs(5),
-            poll_fn(|cx| poll_read(&reader, &mut buf, cx)),
-        )
-        .await
-        .expect("woken by the later bytes")
-        .unwrap();
+        let n = read(&reader, &mut buf).await;
         assert_eq!((n, &buf[..]), (6, &b"hello world"[..]));
         // And its end: 0.
         drop(later.await.unwrap());
-        let n = tokio::time::timeout(
-            Duration::from_secs(5),
-            poll_fn(|cx| poll_read(&reader, &mut buf, cx)),
-        )
-        .await
-        .expect("woken by the end")
-        .unwrap();
+        let n = read(&reader, &mut buf).await;
         assert_eq!(n, 0);
     }
 
@@ -116,14 +115,7 @@ mod tests {
         let mut buf = BytesMut::with_capacity(1000);
         let mut total = 0;
         while total < 3000 {
-            let n = tokio::time::timeout(
-                Duration::from_secs(5),
-                poll_fn(|cx| poll_read(&reader, &mut buf, cx)),
-            )
-            .await
-            .expect("the rest is read")
-            .unwrap();
-            total += n;
+            total += read(&reader, &mut buf).await;
             if buf.capacity() == buf.len() {
                 buf.clear();
             }
