@@ -91,16 +91,11 @@ pub(super) async fn serve<N: NewService>(
             Next::Hyper => return End::HandOver(conn.buf.freeze(), service),
             Next::Closed(result) => return End::Closed(result),
         };
-        let Parsed {
-            req,
-            bytes,
-            keep_alive,
-        } = head;
+        let Parsed { req, keep_alive } = head;
         let head_request = req.method() == Method::HEAD;
         let in_flight = activity.begin();
         // Made where it is polled: the future is large, and moving it costs.
         let answer = pin!(new.call_bodyless(&service, req));
-        drop(bytes);
         let Some(Ok(resp)) = conn.or_gone(answer).await else {
             return End::Closed(Err(gone()));
         };
@@ -146,9 +141,8 @@ enum Next {
 
 /// A head read here.
 struct Parsed {
+    /// Its values and target share the head's bytes.
     req: Request<NoBody>,
-    /// The head's bytes, which the request's values share.
-    bytes: Bytes,
     /// The client did not ask for `connection: close`.
     keep_alive: bool,
 }
@@ -470,11 +464,7 @@ fn parse(buf: &mut BytesMut) -> Parse {
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.headers_mut() = headers;
-    Parse::Request(Parsed {
-        req,
-        bytes,
-        keep_alive,
-    })
+    Parse::Request(Parsed { req, keep_alive })
 }
 
 /// Puts a head that turned out not to be ours back in front of the buffer.
