@@ -147,10 +147,7 @@ pub(super) async fn serve<N: NewService>(
                 inner,
                 activity: Arc::clone(&activity),
             };
-            let io = TokioIo::new(h1::Rewind::new(
-                read,
-                Watched::new(stream, Arc::clone(&activity)),
-            ));
+            let io = TokioIo::new(Watched::new(read, stream, Arc::clone(&activity)));
             let conn = builder.serve_connection_with_upgrades(io, service);
             tokio::pin!(conn);
             let result = tokio::select! {

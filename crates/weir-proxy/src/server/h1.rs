@@ -8,7 +8,8 @@
 //!      content-length but 0), not CONNECT, no upgrade, expect or te
 //!        -> answered here (NewService::call_bodyless), then the next head
 //!   -> anything else: a body, HTTP/1.0, the h2c preface, a longer head, a parse error
-//!        -> handed to hyper with every byte read so far (Rewind); hyper serves the rest
+//!        -> handed to hyper with every byte read so far (`Watched`'s first bytes); hyper
+//!           serves the rest
 //! ```
 //!
 //! Why: hyper's server gives every connection a read buffer that grows to 16 KiB and is read
@@ -39,7 +40,6 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -616,67 +616,6 @@ mod date {
             }
             out.extend_from_slice(text.as_bytes());
         });
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A connection handed to hyper: the bytes weir's reader read first, then the socket.
-    pub(super) struct Rewind<T> {
-        prefix: Bytes,
-        #[pin]
-        io: T,
-    }
-}
-
-impl<T> Rewind<T> {
-    pub(super) fn new(prefix: Bytes, io: T) -> Self {
-        Rewind { prefix, io }
-    }
-}
-
-impl<T: AsyncRead> AsyncRead for Rewind<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix.split_to(n));
-            return Poll::Ready(Ok(()));
-        }
-        this.io.poll_read(cx, buf)
-    }
-}
-
-impl<T: AsyncWrite> AsyncWrite for Rewind<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
     }
 }
 

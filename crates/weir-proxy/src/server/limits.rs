@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -296,8 +297,10 @@ impl Drop for InFlight {
 // === the IO, service and body wrappers ===
 
 pin_project_lite::pin_project! {
-    /// A connection's socket, telling its [`Activity`] when bytes arrive.
+    /// A connection's socket, telling its [`Activity`] when bytes arrive; read first: the bytes
+    /// weir's own HTTP/1.1 reader read before it handed the connection to hyper (already told).
     pub(crate) struct Watched<T> {
+        read: Bytes,
         #[pin]
         io: T,
         activity: Arc<Activity>,
@@ -305,8 +308,8 @@ pin_project_lite::pin_project! {
 }
 
 impl<T> Watched<T> {
-    pub(crate) fn new(io: T, activity: Arc<Activity>) -> Self {
-        Watched { io, activity }
+    pub(crate) fn new(read: Bytes, io: T, activity: Arc<Activity>) -> Self {
+        Watched { read, io, activity }
     }
 }
 
@@ -317,6 +320,11 @@ impl<T: AsyncRead> AsyncRead for Watched<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.project();
+        if !this.read.is_empty() {
+            let n = this.read.len().min(buf.remaining());
+            buf.put_slice(&this.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = this.io.poll_read(cx, buf);
         if buf.filled().len() > before {
