@@ -207,8 +207,6 @@ impl Downstream {
     }
 }
 
-/// Counts what a connection died of when it never reached the service: an oversized or
-/// malformed request head (hyper answered it with 431 or 400).
 /// `req` through the data path, its access log line written at the end of its response.
 fn logged<B>(
     log: &Arc<access_log::AccessLog>,
@@ -232,6 +230,8 @@ where
     async move { Ok(pending.respond(answer.await?)) }
 }
 
+/// Counts what a connection died of when it never reached the service: an oversized or
+/// malformed request head (hyper answered it with 431 or 400).
 fn connection_error(metrics: &Metrics, error: &(dyn std::error::Error + 'static)) {
     let Some(e) = error.downcast_ref::<hyper::Error>() else {
         tracing::debug!(error, "connection error");
